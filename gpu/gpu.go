@@ -1,0 +1,187 @@
+// Package gpu defines the small device interface that vramseal's residency
+// manager needs from a GPU backend: device facts, plain device allocations,
+// streaming writes, on-device leaf hashing, and the pointer facts that the
+// VRAM-only policy checks.
+//
+// Backends live in sub-packages: gpu/sim (a simulated device over host
+// memory, used everywhere without an NVIDIA driver) and gpu/cuda (the CUDA
+// driver API loaded at run time). Every backend passes the conformance suite
+// in gpu/gputest.
+//
+// Device pointers never leave a backend: an allocation is an opaque
+// [Buffer] whose formatting shows its size and device, never an address.
+package gpu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// HashSize is the length of a leaf hash in bytes (SHA-256).
+const HashSize = 32
+
+// Info holds the facts about one device that callers and the VRAM-only
+// policy need. It never contains pointers.
+type Info struct {
+	// Index is the device ordinal within its backend (0-based).
+	Index int
+	// Name is the marketing name, for example "NVIDIA H100 80GB HBM3".
+	Name string
+	// UUID is the stable device identifier ("GPU-..."), as nvidia-smi and
+	// dcgm-exporter print it.
+	UUID string
+	// Driver names the backend: "sim" or "cuda".
+	Driver string
+	// DriverVersion is the backend's version string ("" when unknown).
+	DriverVersion string
+	// TotalBytes is the device memory size.
+	TotalBytes uint64
+	// FreeBytes is the device memory currently free, as the driver reports.
+	FreeBytes uint64
+	// Integrated reports a device that shares memory with the host
+	// (for example a Jetson or a laptop iGPU). The VRAM-only policy refuses it.
+	Integrated bool
+	// PageableMemoryAccess reports that the device can access pageable
+	// host memory (HMM / ATS). It is recorded, not refused: vramseal never
+	// hands the device host memory for weights.
+	PageableMemoryAccess bool
+	// CanHash reports whether [Device.LeafHashes] runs on the device itself
+	// (true for CUDA with the leaf kernel loaded, and for the simulator,
+	// which stands in for a device).
+	CanHash bool
+}
+
+// MemoryType is where an allocation's memory lives.
+type MemoryType int
+
+// Memory types reported in [PointerFacts].
+const (
+	MemoryUnknown MemoryType = iota
+	MemoryDevice
+	MemoryHost
+	MemoryArray
+	MemoryUnified
+)
+
+func (t MemoryType) String() string {
+	switch t {
+	case MemoryDevice:
+		return "device"
+	case MemoryHost:
+		return "host"
+	case MemoryArray:
+		return "array"
+	case MemoryUnified:
+		return "unified"
+	default:
+		return "unknown"
+	}
+}
+
+// PointerFacts are what the driver says about an allocation. The VRAM-only
+// policy requires MemoryType == MemoryDevice, !Managed, DeviceOrdinal equal
+// to the device asked for, Mapped, and !HostAccessible.
+type PointerFacts struct {
+	MemoryType MemoryType
+	// Managed reports unified (managed) memory that may migrate to the host.
+	Managed bool
+	// DeviceOrdinal is the device the memory belongs to.
+	DeviceOrdinal int
+	// Mapped reports that the range is mapped into the device address space.
+	Mapped bool
+	// HostAccessible reports that the allocation has a host pointer (mapped
+	// or registered host memory).
+	HostAccessible bool
+}
+
+// Buffer is an opaque handle to one device allocation. Implementations must
+// not reveal device addresses through any formatting path.
+type Buffer interface {
+	// Size is the allocation's length in bytes.
+	Size() int64
+	// DeviceIndex is the ordinal of the device that owns the allocation.
+	DeviceIndex() int
+}
+
+// Device is one GPU. All methods are safe for concurrent use. Methods that
+// take a [Buffer] return an error wrapping [ErrInvalidBuffer] when the buffer
+// was not allocated by this device or was already freed.
+type Device interface {
+	// Info returns the device's current facts, including free memory.
+	Info(ctx context.Context) (Info, error)
+	// Alloc allocates size bytes (size > 0) of plain device memory.
+	// It returns an error wrapping [ErrOutOfMemory] when the device cannot
+	// satisfy the request; the allocation's contents are unspecified.
+	Alloc(ctx context.Context, size int64) (Buffer, error)
+	// Free releases an allocation. A second Free of the same buffer is an
+	// error wrapping [ErrInvalidBuffer], never a crash.
+	Free(ctx context.Context, b Buffer) error
+	// Write copies p into the allocation at off. The whole range
+	// [off, off+len(p)) must lie inside the buffer; otherwise the error wraps
+	// [ErrOutOfRange] and nothing is written. Write may be called
+	// repeatedly to stream a large shard; the caller may reuse p on return.
+	Write(ctx context.Context, b Buffer, off int64, p []byte) error
+	// LeafHashes computes RFC 6962 leaf hashes, SHA-256(0x00 || chunk), of
+	// the chunks with the given indexes, where chunk i is the byte range
+	// [i*chunkSize, min((i+1)*chunkSize, Size)). out must have len(chunks)
+	// entries; out[j] receives the hash of chunk chunks[j]. chunkSize must
+	// be positive and every index must name a chunk inside the buffer
+	// (otherwise ErrOutOfRange). Only the hashes leave the device.
+	LeafHashes(ctx context.Context, b Buffer, chunkSize int64, chunks []int64, out [][HashSize]byte) error
+	// PointerFacts returns the driver's facts about the allocation.
+	PointerFacts(ctx context.Context, b Buffer) (PointerFacts, error)
+}
+
+// Errors returned by backends. Callers branch with errors.Is.
+var (
+	// ErrOutOfMemory is returned by [Device.Alloc] when the device lacks
+	// free memory. It is retryable.
+	ErrOutOfMemory = errors.New("gpu: out of device memory")
+	// ErrInvalidBuffer is returned for a buffer that is not live on the device.
+	ErrInvalidBuffer = errors.New("gpu: invalid or freed buffer")
+	// ErrOutOfRange is returned for offsets, lengths or chunk indexes outside a buffer.
+	ErrOutOfRange = errors.New("gpu: range outside buffer")
+	// ErrDeviceLost is returned when the device stops answering (Xid,
+	// fallen off the bus, or an injected fault). It is fatal.
+	ErrDeviceLost = errors.New("gpu: device lost")
+)
+
+// ChunkCount returns the number of chunks of chunkSize bytes needed to cover
+// size bytes (the last one may be short). It returns 0 for size <= 0 and
+// panics on chunkSize <= 0, which is a caller's broken invariant.
+func ChunkCount(size, chunkSize int64) int64 {
+	if chunkSize <= 0 {
+		panic(fmt.Sprintf("gpu: chunk size %d", chunkSize))
+	}
+	if size <= 0 {
+		return 0
+	}
+	return (size-1)/chunkSize + 1
+}
+
+// CheckRange reports whether [off, off+n) lies within a buffer of size
+// bytes, without overflowing. It returns an error wrapping [ErrOutOfRange].
+func CheckRange(size, off, n int64) error {
+	if off < 0 || n < 0 || off > size || n > size-off {
+		return fmt.Errorf("%w: offset %d length %d in buffer of %d bytes", ErrOutOfRange, off, n, size)
+	}
+	return nil
+}
+
+// CheckChunks validates a LeafHashes request against a buffer of size bytes.
+func CheckChunks(size, chunkSize int64, chunks []int64, out [][HashSize]byte) error {
+	if chunkSize <= 0 {
+		return fmt.Errorf("%w: chunk size %d", ErrOutOfRange, chunkSize)
+	}
+	if len(out) != len(chunks) {
+		return fmt.Errorf("gpu: %d outputs for %d chunks", len(out), len(chunks))
+	}
+	n := ChunkCount(size, chunkSize)
+	for _, c := range chunks {
+		if c < 0 || c >= n {
+			return fmt.Errorf("%w: chunk %d of %d", ErrOutOfRange, c, n)
+		}
+	}
+	return nil
+}
