@@ -1,0 +1,72 @@
+package vram
+
+import (
+	"context"
+	"fmt"
+)
+
+// Capacity is one device's memory as the manager sees it.
+type Capacity struct {
+	Device int
+	UUID   string
+	// TotalBytes and FreeBytes are what the device reports now.
+	TotalBytes int64
+	FreeBytes  int64
+	// UsedBytes is held by this manager's sealed shards.
+	UsedBytes int64
+	// ReservedBytes is allocated for seals still in progress.
+	ReservedBytes int64
+	// HeadroomBytes is kept free by policy.
+	HeadroomBytes int64
+	// AvailableBytes is the largest shard a new seal could get now:
+	// free minus headroom, never negative.
+	AvailableBytes int64
+	Shards         int
+}
+
+// Capacity returns the memory of one device.
+func (m *Manager) Capacity(ctx context.Context, device int) (Capacity, error) {
+	d, err := m.device(device)
+	if err != nil {
+		return Capacity{}, err
+	}
+	info, err := d.dev.Info(ctx)
+	if err != nil {
+		return Capacity{}, fmt.Errorf("vram: GPU %d: read free memory: %w", device, err)
+	}
+	c := Capacity{
+		Device:        device,
+		UUID:          info.UUID,
+		TotalBytes:    clampInt64(info.TotalBytes),
+		FreeBytes:     clampInt64(info.FreeBytes),
+		HeadroomBytes: m.opts.Headroom,
+	}
+	c.AvailableBytes = max(c.FreeBytes-c.HeadroomBytes, 0)
+	m.mu.Lock()
+	c.UsedBytes = d.used
+	c.ReservedBytes = d.reserved
+	for _, s := range m.shards {
+		if s.dev == d {
+			c.Shards++
+		}
+	}
+	m.mu.Unlock()
+	return c, nil
+}
+
+// DeviceCount returns the number of managed devices.
+func (m *Manager) DeviceCount() int { return len(m.devices) }
+
+func (m *Manager) device(i int) (*deviceState, error) {
+	if i < 0 || i >= len(m.devices) {
+		return nil, invalid("GPU %d does not exist (%d devices)", i, len(m.devices))
+	}
+	return m.devices[i], nil
+}
+
+func clampInt64(v uint64) int64 {
+	if v > 1<<63-1 {
+		return 1<<63 - 1
+	}
+	return int64(v)
+}

@@ -1,0 +1,363 @@
+// Package vram is vramseal's residency manager: it seals model shards into
+// GPU memory, re-verifies them from device memory, releases them, answers
+// capacity questions, and enforces the VRAM-only policy.
+//
+// A [Manager] owns a set of [gpu.Device]s. [Manager.Seal] streams a shard
+// from an io.Reader into one device allocation while computing its flat
+// SHA-256 digest and its chunk leaf hashes on the host, then signs a
+// [seal.Seal]. [Manager.Verify] recomputes the leaf hashes from device
+// memory (on the device when it can hash) and compares them with the sealed
+// ones. Any integrity or policy failure moves the manager to Stopped: every
+// later seal and verify (the execute gate) fails until [Manager.Reset].
+package vram
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vramseal/vramseal/gpu"
+	"github.com/vramseal/vramseal/gpu/sim"
+	"github.com/vramseal/vramseal/seal"
+)
+
+// Defaults used when the matching [Options] field is zero.
+const (
+	DefaultMaxShardBytes = 100 << 30
+	DefaultSamples       = 16
+	// copyBufferSize bounds the host memory a seal uses for streaming.
+	copyBufferSize = 4 << 20
+)
+
+// Options configure a [Manager]. The zero value works: one simulated
+// device, an ephemeral random seal key, and a worker ID from the host name.
+type Options struct {
+	// Devices are the GPUs to manage, indexed by position. Nil means one
+	// simulated device with the simulator's default capacity.
+	Devices []gpu.Device
+	// Key signs seals. The zero Key means a fresh random key for this
+	// process (seals then verify only within it).
+	Key seal.Key
+	// WorkerID names this worker in seals and logs. Empty means
+	// "worker-" plus the host name.
+	WorkerID string
+	// MaxShardBytes is the largest shard accepted. Zero means 100 GiB.
+	MaxShardBytes int64
+	// ChunkSize is the leaf size of the chunk tree. Zero means
+	// [seal.DefaultChunkSize] (64 KiB).
+	ChunkSize int64
+	// Headroom is the number of bytes kept free on every device. Zero
+	// means none.
+	Headroom int64
+	// Clock returns the current time. Nil means time.Now.
+	Clock func() time.Time
+	// Logger receives diagnostic logs. Nil discards them.
+	Logger *slog.Logger
+	// Rand is the source for generated shard IDs and sampled chunks. Nil
+	// means crypto/rand.
+	Rand io.Reader
+	// Environ is the process environment the policy inspects, as
+	// os.Environ returns it. Nil means os.Environ().
+	Environ []string
+}
+
+// State is the worker's state.
+type State int
+
+// Worker states.
+const (
+	Running State = iota
+	Stopped
+)
+
+func (s State) String() string {
+	if s == Stopped {
+		return "stopped"
+	}
+	return "running"
+}
+
+// Manager keeps sealed shards resident. All methods are safe for
+// concurrent use.
+type Manager struct {
+	opts    Options
+	devices []*deviceState
+	key     seal.Key
+	clock   func() time.Time
+	log     *slog.Logger
+
+	mu         sync.Mutex
+	shards     map[string]*shard
+	pending    map[string]struct{} // IDs being sealed
+	state      State
+	stopReason string
+	closed     bool
+}
+
+type deviceState struct {
+	index int
+	dev   gpu.Device
+	info  gpu.Info // facts at start
+
+	// allocMu serialises the capacity check and the allocation on this
+	// device, so that concurrent seals cannot both pass the check: exactly
+	// the ones that fit succeed.
+	allocMu sync.Mutex
+	// Guarded by Manager.mu.
+	used     int64 // bytes of sealed shards
+	reserved int64 // bytes allocated for seals in progress
+}
+
+type shard struct {
+	seal   seal.Seal
+	leaves []seal.Hash
+	buf    gpu.Buffer
+	dev    *deviceState
+	busy   sync.WaitGroup // verifications in flight; Release waits
+}
+
+// New checks the VRAM-only policy on every device and the environment and
+// returns a running manager. It refuses to start, with a *[PolicyError],
+// when any device is integrated or the environment asks a GPU runtime to
+// put weights in host memory.
+func New(ctx context.Context, opts Options) (*Manager, error) {
+	if opts.MaxShardBytes == 0 {
+		opts.MaxShardBytes = DefaultMaxShardBytes
+	}
+	if opts.MaxShardBytes < 0 {
+		return nil, invalid("max shard size %d is negative", opts.MaxShardBytes)
+	}
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = seal.DefaultChunkSize
+	}
+	if opts.ChunkSize < 0 || opts.ChunkSize > 1<<30 {
+		return nil, invalid("chunk size %d outside 1..1 GiB", opts.ChunkSize)
+	}
+	if opts.Headroom < 0 {
+		return nil, invalid("headroom %d is negative", opts.Headroom)
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
+	}
+	if opts.Environ == nil {
+		opts.Environ = os.Environ()
+	}
+	if opts.WorkerID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "local"
+		}
+		opts.WorkerID = "worker-" + host
+	}
+	if err := validateText("worker ID", opts.WorkerID, 256, true); err != nil {
+		return nil, err
+	}
+	if opts.Devices == nil {
+		for _, d := range sim.New(sim.Options{}) {
+			opts.Devices = append(opts.Devices, d)
+		}
+	}
+	if len(opts.Devices) == 0 {
+		return nil, invalid("no devices")
+	}
+	m := &Manager{
+		opts:   opts,
+		key:    opts.Key,
+		clock:  opts.Clock,
+		log:    opts.Logger,
+		shards: make(map[string]*shard),
+		pending: make(map[string]struct{}),
+	}
+	if m.clock == nil {
+		m.clock = time.Now
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	if m.key.IsZero() {
+		secret := make([]byte, 32)
+		if _, err := io.ReadFull(rand.Reader, secret); err != nil {
+			return nil, fmt.Errorf("vram: generate ephemeral seal key: %w", err)
+		}
+		k, err := seal.DeriveKey(secret)
+		clear(secret)
+		if err != nil {
+			return nil, err
+		}
+		m.key = k
+	}
+	if err := checkEnviron(opts.Environ); err != nil {
+		return nil, err
+	}
+	for i, d := range opts.Devices {
+		if d == nil {
+			return nil, invalid("device %d is nil", i)
+		}
+		info, err := d.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("vram: GPU %d: read device info: %w", i, err)
+		}
+		if err := checkDevice(i, info); err != nil {
+			return nil, err
+		}
+		m.devices = append(m.devices, &deviceState{index: i, dev: d, info: info})
+		m.log.LogAttrs(ctx, slog.LevelInfo, "device ready",
+			slog.Int("gpu", i), slog.String("name", info.Name), slog.String("uuid", info.UUID),
+			slog.String("driver", info.Driver), slog.Uint64("total_bytes", info.TotalBytes))
+	}
+	return m, nil
+}
+
+// Key returns the manager's seal key (which never formats its bytes).
+func (m *Manager) Key() seal.Key { return m.key }
+
+// WorkerID returns the worker ID recorded in seals.
+func (m *Manager) WorkerID() string { return m.opts.WorkerID }
+
+// ChunkSize returns the chunk size used for new seals.
+func (m *Manager) ChunkSize() int64 { return m.opts.ChunkSize }
+
+// Devices returns the current facts of every managed device.
+func (m *Manager) Devices(ctx context.Context) ([]gpu.Info, error) {
+	out := make([]gpu.Info, 0, len(m.devices))
+	for _, d := range m.devices {
+		info, err := d.dev.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("vram: GPU %d: %w", d.index, err)
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// State returns the worker state and, when stopped, the reason.
+func (m *Manager) State() (State, string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state, m.stopReason
+}
+
+// stop moves the manager to Stopped, keeping the first reason.
+func (m *Manager) stop(reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state != Stopped {
+		m.state = Stopped
+		m.stopReason = reason
+	}
+}
+
+// Reset returns a stopped manager to Running. The reason is required: it
+// is what the operator did about the failure.
+func (m *Manager) Reset(ctx context.Context, reason string) error {
+	if err := validateText("reset reason", reason, 1024, true); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.state = Running
+	m.stopReason = ""
+	return nil
+}
+
+func (m *Manager) gate() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if m.state == Stopped {
+		return &StoppedError{Reason: m.stopReason}
+	}
+	return nil
+}
+
+// ShardInfo describes a resident shard. It never holds device pointers.
+type ShardInfo struct {
+	Seal   seal.Seal
+	Chunks int64
+}
+
+func (s *shard) info() ShardInfo {
+	return ShardInfo{Seal: s.seal, Chunks: int64(len(s.leaves))}
+}
+
+// Shard returns the resident shard with the given ID.
+func (m *Manager) Shard(id string) (ShardInfo, error) {
+	if err := ValidateShardID(id); err != nil {
+		return ShardInfo{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.shards[id]
+	if !ok {
+		return ShardInfo{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return s.info(), nil
+}
+
+// Shards returns every resident shard, sorted by ID.
+func (m *Manager) Shards() []ShardInfo {
+	m.mu.Lock()
+	out := make([]ShardInfo, 0, len(m.shards))
+	for _, s := range m.shards {
+		out = append(out, s.info())
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Seal.ShardID < out[j].Seal.ShardID })
+	return out
+}
+
+// Release frees a shard's device memory. It waits for verifications of the
+// shard in flight.
+func (m *Manager) Release(ctx context.Context, id string) error {
+	if err := ValidateShardID(id); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	s, ok := m.shards[id]
+	if ok {
+		delete(m.shards, id)
+	}
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	s.busy.Wait()
+	// Free under allocMu so that a concurrent allocation's free-memory
+	// check does not see this release.
+	s.dev.allocMu.Lock()
+	err := s.dev.dev.Free(context.WithoutCancel(ctx), s.buf)
+	s.dev.allocMu.Unlock()
+	m.mu.Lock()
+	s.dev.used -= s.seal.Size
+	m.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("vram: release %q on GPU %d: %w", id, s.dev.index, err)
+	}
+	return nil
+}
+
+// Close releases every shard. The manager refuses work afterwards.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	m.closed = true
+	ids := make([]string, 0, len(m.shards))
+	for id := range m.shards {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+	var first error
+	for _, id := range ids {
+		if err := m.Release(ctx, id); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

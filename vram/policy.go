@@ -1,0 +1,71 @@
+package vram
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/vramseal/vramseal/gpu"
+)
+
+// unifiedMemoryEnv lists environment variables known to make GPU runtimes
+// place weights in unified (host-backed) memory when set to a true value.
+var unifiedMemoryEnv = []string{
+	"GGML_CUDA_ENABLE_UNIFIED_MEMORY", // llama.cpp / ggml: cudaMallocManaged for weights
+	"TF_FORCE_UNIFIED_MEMORY",         // TensorFlow: unified memory for GPU allocations
+}
+
+// checkEnviron refuses environment settings that move weights to host memory.
+func checkEnviron(environ []string) error {
+	for _, kv := range environ {
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		for _, bad := range unifiedMemoryEnv {
+			if name == bad && truthy(val) {
+				return &PolicyError{Violation: "unified_memory_env", Device: -1,
+					Details: fmt.Sprintf("%s is set; it lets the GPU runtime keep weights in host memory: unset it", name)}
+			}
+		}
+	}
+	return nil
+}
+
+func truthy(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "0", "false", "no", "off":
+		return false
+	}
+	return true
+}
+
+// checkDevice refuses devices that share memory with the host.
+func checkDevice(i int, info gpu.Info) error {
+	if info.Integrated {
+		return &PolicyError{Violation: "integrated_device", Device: i,
+			Details: fmt.Sprintf("%s shares memory with the host, so weights would not be in dedicated VRAM: use a discrete GPU", info.Name)}
+	}
+	return nil
+}
+
+// checkAllocation checks the pointer facts of a fresh allocation and the
+// drop in free memory it caused.
+func checkAllocation(i int, f gpu.PointerFacts, size int64, freeBefore, freeAfter uint64) error {
+	switch {
+	case f.Managed || f.MemoryType == gpu.MemoryUnified:
+		return &PolicyError{Violation: "managed_memory", Device: i, Details: "the allocation is managed (unified) memory that can migrate to the host"}
+	case f.MemoryType != gpu.MemoryDevice:
+		return &PolicyError{Violation: "not_device_memory", Device: i, Details: fmt.Sprintf("the allocation is %s memory, not device memory", f.MemoryType)}
+	case f.HostAccessible:
+		return &PolicyError{Violation: "host_mapped_memory", Device: i, Details: "the allocation is mapped into host memory"}
+	case f.DeviceOrdinal != i:
+		return &PolicyError{Violation: "wrong_device", Device: i, Details: fmt.Sprintf("the allocation belongs to GPU %d", f.DeviceOrdinal)}
+	case !f.Mapped:
+		return &PolicyError{Violation: "not_mapped", Device: i, Details: "the allocation is not mapped in the device address space"}
+	}
+	if freeAfter > freeBefore || freeBefore-freeAfter < uint64(size) {
+		return &PolicyError{Violation: "free_memory_unchanged", Device: i,
+			Details: fmt.Sprintf("free device memory dropped by %d bytes for a %d-byte allocation", int64(freeBefore)-int64(freeAfter), size)}
+	}
+	return nil
+}

@@ -1,0 +1,254 @@
+package vram
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/vramseal/vramseal/gpu"
+	"github.com/vramseal/vramseal/seal"
+)
+
+// SealRequest describes a shard to seal.
+type SealRequest struct {
+	// ShardID names the shard; empty means a generated "shard-" + 32 hex.
+	ShardID string
+	// ModelRef names the model the shard belongs to (for example
+	// "meta-llama/Llama-3.1-8B@main"); required, printable UTF-8, <= 512 bytes.
+	ModelRef string
+	// ShardIndex and ShardCount place the shard in a tensor-parallel set.
+	// Zero ShardCount means a single shard (index 0 of 1).
+	ShardIndex int
+	ShardCount int
+	// Device is the GPU index to hold the shard.
+	Device int
+	// Size is the exact number of bytes Data yields. It must be known up
+	// front so capacity can be reserved before any byte is copied.
+	Size int64
+	// Data yields the shard bytes. Reading stops after Size bytes; fewer
+	// bytes, or more, is an error.
+	Data io.Reader
+}
+
+// Seal copies a shard into device memory and seals it. It validates the
+// request, reserves capacity and allocates atomically, streams the bytes
+// chunk by chunk while hashing the flat digest and the leaves on the host
+// (host memory stays bounded), checks the VRAM-only policy on the
+// allocation, and signs the seal. On any error after allocation the memory
+// is freed and capacity restored.
+func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) {
+	if err := m.gate(); err != nil {
+		return ShardInfo{}, err
+	}
+	if err := m.validateSeal(&req); err != nil {
+		return ShardInfo{}, err
+	}
+	id := req.ShardID
+	d := m.devices[req.Device]
+
+	// Claim the ID so that concurrent seals of the same ID conflict.
+	m.mu.Lock()
+	_, resident := m.shards[id]
+	_, sealing := m.pending[id]
+	if resident || sealing {
+		m.mu.Unlock()
+		return ShardInfo{}, fmt.Errorf("%w: %q", ErrExists, id)
+	}
+	m.pending[id] = struct{}{}
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.pending, id)
+		m.mu.Unlock()
+	}()
+
+	buf, err := m.allocate(ctx, d, req.Size)
+	if err != nil {
+		return ShardInfo{}, err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			d.allocMu.Lock()
+			_ = d.dev.Free(context.WithoutCancel(ctx), buf)
+			d.allocMu.Unlock()
+			m.mu.Lock()
+			d.reserved -= req.Size
+			m.mu.Unlock()
+		}
+	}()
+
+	digest, leaves, err := m.copyAndHash(ctx, d, buf, req.Data, req.Size)
+	if err != nil {
+		return ShardInfo{}, err
+	}
+	s := seal.Seal{
+		ShardID:     id,
+		ModelRef:    req.ModelRef,
+		ShardIndex:  req.ShardIndex,
+		ShardCount:  req.ShardCount,
+		DeviceIndex: d.index,
+		DeviceUUID:  d.info.UUID,
+		Size:        req.Size,
+		ChunkSize:   m.opts.ChunkSize,
+		Digest:      digest,
+		Root:        seal.Root(leaves),
+		SealedAt:    m.clock().UTC(),
+		WorkerID:    m.opts.WorkerID,
+	}
+	if err := m.key.Sign(&s); err != nil {
+		return ShardInfo{}, fmt.Errorf("vram: sign shard %q: %w", id, err)
+	}
+	sh := &shard{seal: s, leaves: leaves, buf: buf, dev: d}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ShardInfo{}, ErrClosed
+	}
+	m.shards[id] = sh
+	d.reserved -= req.Size
+	d.used += req.Size
+	committed = true
+	m.mu.Unlock()
+	return sh.info(), nil
+}
+
+// SealFile seals the regular file at path; req.Size and req.Data are set
+// from the file. An empty req.ModelRef defaults to the file's base name.
+func (m *Manager) SealFile(ctx context.Context, path string, req SealRequest) (ShardInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return ShardInfo{}, fmt.Errorf("vram: open model file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return ShardInfo{}, fmt.Errorf("vram: stat model file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return ShardInfo{}, invalid("%s is not a regular file", st.Name())
+	}
+	if req.ModelRef == "" {
+		req.ModelRef = st.Name()
+	}
+	req.Size = st.Size()
+	req.Data = f
+	return m.Seal(ctx, req)
+}
+
+func (m *Manager) validateSeal(req *SealRequest) error {
+	if req.ShardID == "" {
+		id, err := NewShardID(m.opts.Rand)
+		if err != nil {
+			return fmt.Errorf("vram: generate shard ID: %w", err)
+		}
+		req.ShardID = id
+	} else if err := ValidateShardID(req.ShardID); err != nil {
+		return err
+	}
+	if err := validateText("model ref", req.ModelRef, 512, true); err != nil {
+		return err
+	}
+	if req.ShardCount == 0 && req.ShardIndex == 0 {
+		req.ShardCount = 1
+	}
+	if req.ShardCount < 1 || req.ShardCount > 1<<16 || req.ShardIndex < 0 || req.ShardIndex >= req.ShardCount {
+		return invalid("shard index %d of %d is out of range", req.ShardIndex, req.ShardCount)
+	}
+	if _, err := m.device(req.Device); err != nil {
+		return err
+	}
+	if req.Size <= 0 {
+		return invalid("shard size %d bytes: must be positive", req.Size)
+	}
+	if req.Size > m.opts.MaxShardBytes {
+		return invalid("shard size %d bytes exceeds the maximum of %d bytes", req.Size, m.opts.MaxShardBytes)
+	}
+	if req.Data == nil {
+		return invalid("no shard data")
+	}
+	return nil
+}
+
+// allocate checks capacity and allocates under the device's allocation
+// lock, then checks the VRAM-only policy on the allocation.
+func (m *Manager) allocate(ctx context.Context, d *deviceState, size int64) (gpu.Buffer, error) {
+	d.allocMu.Lock()
+	defer d.allocMu.Unlock()
+	info, err := d.dev.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("vram: GPU %d: read free memory: %w", d.index, err)
+	}
+	if err := checkDevice(d.index, info); err != nil {
+		m.stop(err.Error())
+		return nil, err
+	}
+	avail := max(clampInt64(info.FreeBytes)-m.opts.Headroom, 0)
+	if size > avail {
+		return nil, &CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom}
+	}
+	buf, err := d.dev.Alloc(ctx, size)
+	if err != nil {
+		if errors.Is(err, gpu.ErrOutOfMemory) {
+			return nil, &CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom}
+		}
+		return nil, fmt.Errorf("vram: allocate %d bytes on GPU %d: %w", size, d.index, err)
+	}
+	facts, err := d.dev.PointerFacts(ctx, buf)
+	var after gpu.Info
+	if err == nil {
+		after, err = d.dev.Info(ctx)
+	}
+	if err == nil {
+		err = checkAllocation(d.index, facts, size, info.FreeBytes, after.FreeBytes)
+		if err != nil {
+			m.stop(err.Error())
+		}
+	}
+	if err != nil {
+		_ = d.dev.Free(context.WithoutCancel(ctx), buf)
+		return nil, err
+	}
+	m.mu.Lock()
+	d.reserved += size
+	m.mu.Unlock()
+	return buf, nil
+}
+
+// copyAndHash streams size bytes from r into buf, hashing them on the way.
+func (m *Manager) copyAndHash(ctx context.Context, d *deviceState, buf gpu.Buffer, r io.Reader, size int64) (seal.Hash, []seal.Hash, error) {
+	h := seal.NewHasher(m.opts.ChunkSize)
+	defer h.Close()
+	// The staging buffer is a whole number of chunks so device writes and
+	// leaves line up; it is bounded whatever the shard size.
+	n := max(copyBufferSize/m.opts.ChunkSize, 1) * m.opts.ChunkSize
+	stage := make([]byte, min(n, size))
+	var off int64
+	for off < size {
+		if err := ctx.Err(); err != nil {
+			return seal.Hash{}, nil, fmt.Errorf("vram: seal interrupted after %d of %d bytes: %w", off, size, err)
+		}
+		p := stage[:min(int64(len(stage)), size-off)]
+		if _, err := io.ReadFull(r, p); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				return seal.Hash{}, nil, invalid("shard data ended early: expected %d bytes", size)
+			}
+			return seal.Hash{}, nil, fmt.Errorf("vram: read shard data at byte %d: %w", off, err)
+		}
+		if err := d.dev.Write(ctx, buf, off, p); err != nil {
+			return seal.Hash{}, nil, fmt.Errorf("vram: write to GPU %d at byte %d: %w", d.index, off, err)
+		}
+		h.Write(p)
+		off += int64(len(p))
+	}
+	// The reader must be exhausted: a longer stream than announced is a
+	// caller error, not something to truncate silently.
+	var one [1]byte
+	if k, _ := r.Read(one[:]); k > 0 {
+		return seal.Hash{}, nil, invalid("shard data is longer than the announced %d bytes", size)
+	}
+	digest, leaves, _ := h.Sum()
+	return digest, leaves, nil
+}

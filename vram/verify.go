@@ -1,0 +1,202 @@
+package vram
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/vramseal/vramseal/gpu"
+	"github.com/vramseal/vramseal/seal"
+)
+
+// VerifyMode chooses how much of a shard [Manager.Verify] checks.
+type VerifyMode struct {
+	// Samples is the number of chunks to check, chosen unpredictably.
+	// Zero means every chunk (a full verification).
+	Samples int
+}
+
+// Full checks every chunk.
+var Full = VerifyMode{}
+
+// Sampled checks k unpredictable chunks (all of them when the shard has
+// fewer than k).
+func Sampled(k int) VerifyMode { return VerifyMode{Samples: k} }
+
+func (v VerifyMode) String() string {
+	if v.Samples == 0 {
+		return "full"
+	}
+	return "sampled"
+}
+
+// VerifyResult reports a successful verification.
+type VerifyResult struct {
+	ShardID string
+	Mode    string // "full" or "sampled"
+	// ChunksChecked is the number of distinct chunks hashed on the device.
+	ChunksChecked int64
+	Chunks        int64
+	// DetectionProbability is the chance that this verification would
+	// have caught a single corrupted chunk: 1 for full, k/n for sampled.
+	DetectionProbability float64
+	Duration             time.Duration
+}
+
+// Verify re-verifies a resident shard from device memory: it checks the
+// seal's signature and the sealed leaves against the root, then recomputes
+// the leaf hashes of the chosen chunks from device memory and compares
+// them. A failure returns an *[IntegrityError] naming the changed chunks
+// as byte ranges and moves the manager to Stopped; while stopped every
+// Verify (the execute gate) returns a *[StoppedError].
+func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (VerifyResult, error) {
+	start := time.Now()
+	if err := ValidateShardID(id); err != nil {
+		return VerifyResult{}, err
+	}
+	if mode.Samples < 0 || mode.Samples > 1<<20 {
+		return VerifyResult{}, invalid("sample count %d outside 0..%d", mode.Samples, 1<<20)
+	}
+	if err := m.gate(); err != nil {
+		return VerifyResult{}, err
+	}
+	m.mu.Lock()
+	s, ok := m.shards[id]
+	if ok {
+		s.busy.Add(1)
+	}
+	m.mu.Unlock()
+	if !ok {
+		return VerifyResult{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	defer s.busy.Done()
+
+	res, err := m.verifyShard(ctx, s, mode)
+	if err != nil {
+		var ie *IntegrityError
+		if errors.As(err, &ie) {
+			m.stop(ie.Error())
+		}
+		return VerifyResult{}, err
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (VerifyResult, error) {
+	fail := func(reason string, err error) error {
+		return &IntegrityError{ShardID: s.seal.ShardID, Device: s.dev.index, Reason: reason, ExpectedRoot: s.seal.Root, Err: err}
+	}
+	if err := m.key.Verify(&s.seal); err != nil {
+		return VerifyResult{}, fail(ReasonSignatureInvalid, err)
+	}
+	n := int64(len(s.leaves))
+	if n != gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize) || seal.Root(s.leaves) != s.seal.Root {
+		return VerifyResult{}, fail(ReasonNotSealed, errors.New("vram: stored leaf hashes do not match the sealed root"))
+	}
+	var chunks []int64
+	full := mode.Samples == 0 || int64(mode.Samples) >= n
+	if full {
+		chunks = make([]int64, n)
+		for i := range chunks {
+			chunks[i] = int64(i)
+		}
+	} else {
+		var err error
+		chunks, err = sampleChunks(m.opts.Rand, n, mode.Samples)
+		if err != nil {
+			return VerifyResult{}, fmt.Errorf("vram: choose chunks: %w", err)
+		}
+	}
+	got := make([][gpu.HashSize]byte, len(chunks))
+	if err := s.dev.dev.LeafHashes(ctx, s.buf, s.seal.ChunkSize, chunks, got); err != nil {
+		if ctx.Err() != nil {
+			// The caller gave up: nothing was proven either way.
+			return VerifyResult{}, fmt.Errorf("vram: verify %q: %w", s.seal.ShardID, err)
+		}
+		return VerifyResult{}, fail(ReasonDeviceError, err)
+	}
+	var changed []int64
+	for j, c := range chunks {
+		if seal.Hash(got[j]) != s.leaves[c] {
+			changed = append(changed, c)
+		}
+	}
+	if len(changed) > 0 {
+		ie := fail(ReasonDigestMismatch, nil).(*IntegrityError)
+		ie.Changed = chunkRanges(changed, s.seal.Size, s.seal.ChunkSize)
+		if full {
+			leaves := make([]seal.Hash, n)
+			for j := range got {
+				leaves[j] = seal.Hash(got[j])
+			}
+			ie.ActualRoot = seal.Root(leaves)
+		}
+		return VerifyResult{}, ie
+	}
+	res := VerifyResult{ShardID: s.seal.ShardID, Mode: mode.String(), ChunksChecked: int64(len(chunks)), Chunks: n}
+	if full {
+		res.Mode = "full"
+		res.DetectionProbability = 1
+	} else {
+		res.DetectionProbability = float64(len(chunks)) / float64(n)
+	}
+	return res, nil
+}
+
+// sampleChunks picks k distinct chunk indexes out of n, uniformly, from r
+// (a partial Fisher-Yates shuffle over a sparse map, so memory is O(k)).
+func sampleChunks(r io.Reader, n int64, k int) ([]int64, error) {
+	swapped := make(map[int64]int64, k)
+	out := make([]int64, k)
+	var b [8]byte
+	for i := int64(0); i < int64(k); i++ {
+		span := uint64(n - i)
+		// Rejection sampling removes modulo bias.
+		limit := math.MaxUint64 - math.MaxUint64%span
+		var v uint64
+		for {
+			if _, err := io.ReadFull(r, b[:]); err != nil {
+				return nil, err
+			}
+			v = binary.LittleEndian.Uint64(b[:])
+			if v < limit {
+				break
+			}
+		}
+		j := i + int64(v%span)
+		vj, ok := swapped[j]
+		if !ok {
+			vj = j
+		}
+		vi, ok := swapped[i]
+		if !ok {
+			vi = i
+		}
+		swapped[j] = vi
+		out[i] = vj
+	}
+	return out, nil
+}
+
+// chunkRanges merges sorted-or-not changed chunk indexes into runs.
+func chunkRanges(changed []int64, size, chunkSize int64) []ChunkRange {
+	slices.Sort(changed)
+	var out []ChunkRange
+	for _, c := range changed {
+		off := c * chunkSize
+		end := min(off+chunkSize, size)
+		if k := len(out); k > 0 && out[k-1].LastChunk+1 == c {
+			out[k-1].LastChunk = c
+			out[k-1].Length = end - out[k-1].Offset
+			continue
+		}
+		out = append(out, ChunkRange{FirstChunk: c, LastChunk: c, Offset: off, Length: end - off})
+	}
+	return out
+}
