@@ -135,15 +135,17 @@ func (n *Narrator) emit(ctx context.Context, e *Event) {
 			}
 		}
 	}
-	if len(e.Human) > MaxHumanRunes && utf8.RuneCountInString(e.Human) > MaxHumanRunes {
-		e.Human = truncate(e.Human)
-		n.truncations.Add(1)
-	}
+	// Scrub before cutting, so that a cut never hides part of a secret from
+	// the patterns.
 	var r int
 	e.Human, r = scrub(e.Human, r)
 	e.Error, r = scrub(e.Error, r)
 	if r > 0 {
 		n.redactions.Add(uint64(r))
+	}
+	if len(e.Human) > MaxHumanRunes && utf8.RuneCountInString(e.Human) > MaxHumanRunes {
+		e.Human = truncate(e.Human)
+		n.truncations.Add(1)
 	}
 	n.emitted.Add(1)
 	for _, s := range n.sinks {

@@ -159,7 +159,11 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	if opts.Devices == nil {
-		for _, d := range sim.New(sim.Options{}) {
+		devs, err := sim.New(sim.Options{})
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range devs {
 			opts.Devices = append(opts.Devices, d)
 		}
 	}
@@ -167,11 +171,11 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, invalid("no devices")
 	}
 	m := &Manager{
-		opts:   opts,
-		key:    opts.Key,
-		clock:  opts.Clock,
-		log:    opts.Logger,
-		shards: make(map[string]*shard),
+		opts:    opts,
+		key:     opts.Key,
+		clock:   opts.Clock,
+		log:     opts.Logger,
+		shards:  make(map[string]*shard),
 		pending: make(map[string]struct{}),
 	}
 	if m.clock == nil {

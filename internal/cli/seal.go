@@ -50,7 +50,11 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 				}
 				opts.Key = k
 			}
-			for _, d := range sim.New(sim.Options{Devices: simDevices, Capacity: int64(simCapacity)}) {
+			devs, err := sim.New(sim.Options{Devices: simDevices, Capacity: int64(simCapacity)})
+			if err != nil {
+				return err
+			}
+			for _, d := range devs {
 				opts.Devices = append(opts.Devices, d)
 			}
 			m, err := vram.New(ctx, opts)
@@ -91,9 +95,9 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 
 // sealedOutput is the JSON form of a sealed shard and its verifications.
 type sealedOutput struct {
-	Seal    seal.Seal          `json:"seal"`
-	Chunks  int64              `json:"chunks"`
-	Verify  []verifyOutput     `json:"verify,omitempty"`
+	Seal   seal.Seal      `json:"seal"`
+	Chunks int64          `json:"chunks"`
+	Verify []verifyOutput `json:"verify,omitempty"`
 }
 
 type verifyOutput struct {

@@ -1,0 +1,789 @@
+/*
+ * fakecuda.c: a fake CUDA driver (libcuda.so.1) and NVML
+ * (libnvidia-ml.so.1) over host memory, for gpu/cuda's tests.
+ *
+ * The tests build it with
+ *
+ *   gcc -O2 -shared -fPIC -pthread -I../kernel -o fakecuda.so fakecuda.c
+ *
+ * and point cuda.Options.LibraryPath and NVMLPath at the result. It exports
+ * the symbols gpu/cuda binds, with the driver's signatures and CUresult
+ * codes. Device memory is host memory; a CUdeviceptr is a host address.
+ * Contexts are per thread as in the real driver: a call that needs a
+ * context fails with CUDA_ERROR_INVALID_CONTEXT unless the calling thread
+ * made one current, which checks gpu/cuda's one-thread-per-device design.
+ * cuLaunchKernel runs the real kernel source (../kernel/leafhash.cu,
+ * compiled here as C) on the CPU, one loop iteration per GPU thread.
+ *
+ * Fault knobs, set with fake_set(name, value) and cleared by fake_reset():
+ *   init_error N        cuInit returns N
+ *   devices N           number of devices (default 2)
+ *   total_mib N         memory per device in MiB (default 256)
+ *   driver_version N    cuDriverGetVersion result (default 12040)
+ *   fail_alloc N        the next N cuMemAlloc_v2 calls return OUT_OF_MEMORY
+ *   managed 1           pointer facts report managed memory
+ *   memtype N           pointer facts report memory type N
+ *   wrong_ordinal 1     pointer facts report the next device's ordinal
+ *   host_pointer 1      pointer facts report a host pointer
+ *   unmapped 1          pointer facts report an unmapped range
+ *   no_drop 1           allocations do not lower cuMemGetInfo's free
+ *   integrated 1        CU_DEVICE_ATTRIBUTE_INTEGRATED is 1
+ *   pageable 1          CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS is 1
+ *   module_error N      cuModuleLoadData returns N
+ *   launch_fail 1       cuLaunchKernel returns LAUNCH_FAILED (sticky)
+ *   lost_after N        the launch after N good ones faults: the device is
+ *                       lost and every later call on it returns
+ *                       ILLEGAL_ADDRESS (sticky, as on a real GPU)
+ *   nvml_init_error N   nvmlInit_v2 returns N
+ * fake_get(name) reads counters: live_allocs, live_pinned, pinned_dirty
+ * (non-zero bytes in live pinned buffers), launches, no_context (calls
+ * refused for lack of a current context).
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "leafhash.cu"
+
+typedef int CUresult;
+typedef unsigned long long CUdeviceptr;
+
+enum {
+	OK = 0,
+	INVALID_VALUE = 1,
+	OUT_OF_MEMORY = 2,
+	NOT_INITIALIZED = 3,
+	NO_DEVICE = 100,
+	INVALID_DEVICE = 101,
+	INVALID_CONTEXT = 201,
+	INVALID_HANDLE = 400,
+	NOT_FOUND = 500,
+	ILLEGAL_ADDRESS = 700,
+	LAUNCH_FAILED = 719,
+};
+
+#define MAXDEV 8
+#define GRANULE (2ull << 20)
+
+struct ctx {
+	int dev;
+	int refs;
+};
+
+struct alloc {
+	uintptr_t base;
+	size_t size;
+	int dev;
+	int pinned;
+	struct alloc *next;
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static struct ctx ctxs[MAXDEV];
+static struct alloc *allocs;
+static unsigned long long used[MAXDEV];
+static int lost[MAXDEV];
+static int initialized;
+static long long launches, no_context;
+static __thread struct ctx *current;
+
+static struct {
+	long long init_error, devices, total_mib, driver_version, fail_alloc, managed, memtype,
+	    wrong_ordinal, host_pointer, unmapped, no_drop, integrated, pageable, module_error,
+	    launch_fail, lost_after, nvml_init_error;
+} k;
+
+static void defaults(void)
+{
+	memset(&k, 0, sizeof k);
+	k.devices = 2;
+	k.total_mib = 256;
+	k.driver_version = 12040;
+	k.memtype = 2;
+}
+
+__attribute__((constructor)) static void fake_init(void) { defaults(); }
+
+void fake_reset(void)
+{
+	pthread_mutex_lock(&mu);
+	defaults();
+	memset(lost, 0, sizeof lost);
+	initialized = 0;
+	pthread_mutex_unlock(&mu);
+}
+
+int fake_set(const char *name, long long v)
+{
+#define KNOB(n)                          \
+	if (strcmp(name, #n) == 0) {         \
+		pthread_mutex_lock(&mu);         \
+		k.n = v;                         \
+		pthread_mutex_unlock(&mu);       \
+		return 0;                        \
+	}
+	KNOB(init_error) KNOB(devices) KNOB(total_mib) KNOB(driver_version) KNOB(fail_alloc)
+	KNOB(managed) KNOB(memtype) KNOB(wrong_ordinal) KNOB(host_pointer) KNOB(unmapped)
+	KNOB(no_drop) KNOB(integrated) KNOB(pageable) KNOB(module_error) KNOB(launch_fail)
+	KNOB(lost_after) KNOB(nvml_init_error)
+#undef KNOB
+	return -1;
+}
+
+long long fake_get(const char *name)
+{
+	long long r = -1;
+	struct alloc *a;
+	pthread_mutex_lock(&mu);
+	if (strcmp(name, "live_allocs") == 0 || strcmp(name, "live_pinned") == 0) {
+		int pinned = name[5] == 'p';
+		r = 0;
+		for (a = allocs; a; a = a->next)
+			r += a->pinned == pinned;
+	} else if (strcmp(name, "pinned_dirty") == 0) {
+		r = 0;
+		for (a = allocs; a; a = a->next)
+			if (a->pinned)
+				for (size_t i = 0; i < a->size; i++)
+					r += ((unsigned char *)a->base)[i] != 0;
+	} else if (strcmp(name, "launches") == 0) {
+		r = launches;
+	} else if (strcmp(name, "no_context") == 0) {
+		r = no_context;
+	}
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+/* need checks the calling thread's context; call with mu held. */
+static CUresult need(void)
+{
+	if (!initialized)
+		return NOT_INITIALIZED;
+	if (current == NULL || current->refs == 0) {
+		no_context++;
+		return INVALID_CONTEXT;
+	}
+	if (lost[current->dev])
+		return ILLEGAL_ADDRESS;
+	return OK;
+}
+
+static int valid_dev(int d) { return initialized && d >= 0 && d < k.devices && d < MAXDEV; }
+
+static struct alloc *find(uintptr_t p, int pinned)
+{
+	struct alloc *a;
+	for (a = allocs; a; a = a->next)
+		if (a->pinned == pinned && p >= a->base && p < a->base + a->size)
+			return a;
+	return NULL;
+}
+
+static void uuid_bytes(int d, unsigned char u[16])
+{
+	for (int i = 0; i < 16; i++)
+		u[i] = (unsigned char)(0x10 * (d + 1) + i);
+}
+
+static void uuid_string(int d, char *s, size_t n)
+{
+	unsigned char u[16];
+	uuid_bytes(d, u);
+	snprintf(s, n, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+	         u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+}
+
+/* Initialization and devices. */
+
+CUresult cuInit(unsigned int flags)
+{
+	CUresult r = OK;
+	pthread_mutex_lock(&mu);
+	if (flags != 0)
+		r = INVALID_VALUE;
+	else if (k.init_error)
+		r = (CUresult)k.init_error;
+	else
+		initialized = 1;
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+CUresult cuDriverGetVersion(int *v)
+{
+	*v = (int)k.driver_version;
+	return OK;
+}
+
+CUresult cuGetErrorName(CUresult r, const char **s)
+{
+	(void)r;
+	*s = NULL;
+	return INVALID_VALUE;
+}
+
+CUresult cuDeviceGetCount(int *n)
+{
+	if (!initialized)
+		return NOT_INITIALIZED;
+	*n = (int)k.devices;
+	return OK;
+}
+
+CUresult cuDeviceGet(int *dev, int ordinal)
+{
+	if (!valid_dev(ordinal))
+		return INVALID_DEVICE;
+	*dev = ordinal;
+	return OK;
+}
+
+CUresult cuDeviceGetName(char *name, int len, int dev)
+{
+	if (!valid_dev(dev))
+		return INVALID_DEVICE;
+	snprintf(name, (size_t)len, "Fake CUDA Device %d", dev);
+	return OK;
+}
+
+CUresult cuDeviceGetUuid_v2(unsigned char *u, int dev)
+{
+	if (!valid_dev(dev))
+		return INVALID_DEVICE;
+	uuid_bytes(dev, u);
+	return OK;
+}
+
+CUresult cuDeviceTotalMem_v2(size_t *b, int dev)
+{
+	if (!valid_dev(dev))
+		return INVALID_DEVICE;
+	*b = (size_t)k.total_mib << 20;
+	return OK;
+}
+
+CUresult cuDeviceGetPCIBusId(char *s, int len, int dev)
+{
+	if (!valid_dev(dev))
+		return INVALID_DEVICE;
+	snprintf(s, (size_t)len, "0000:%02x:00.0", 0x17 + dev);
+	return OK;
+}
+
+CUresult cuDeviceGetAttribute(int *v, int attr, int dev)
+{
+	if (!valid_dev(dev))
+		return INVALID_DEVICE;
+	switch (attr) {
+	case 18: /* INTEGRATED */
+		*v = (int)k.integrated;
+		break;
+	case 88: /* PAGEABLE_MEMORY_ACCESS */
+	case 100: /* PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES */
+		*v = (int)k.pageable;
+		break;
+	case 75: /* COMPUTE_CAPABILITY_MAJOR */
+		*v = 9;
+		break;
+	case 16: /* MULTIPROCESSOR_COUNT */
+		*v = 132;
+		break;
+	case 32: /* ECC_ENABLED */
+	case 41: /* UNIFIED_ADDRESSING */
+	case 83: /* MANAGED_MEMORY */
+	case 89: /* CONCURRENT_MANAGED_ACCESS */
+		*v = 1;
+		break;
+	default:
+		*v = 0;
+	}
+	return OK;
+}
+
+/* Contexts. */
+
+CUresult cuDevicePrimaryCtxRetain(struct ctx **c, int dev)
+{
+	if (!valid_dev(dev))
+		return INVALID_DEVICE;
+	pthread_mutex_lock(&mu);
+	ctxs[dev].dev = dev;
+	ctxs[dev].refs++;
+	*c = &ctxs[dev];
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+
+CUresult cuDevicePrimaryCtxRelease_v2(int dev)
+{
+	CUresult r = OK;
+	if (!valid_dev(dev))
+		return INVALID_DEVICE;
+	pthread_mutex_lock(&mu);
+	if (ctxs[dev].refs == 0)
+		r = INVALID_CONTEXT;
+	else
+		ctxs[dev].refs--;
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+CUresult cuCtxSetCurrent(struct ctx *c)
+{
+	current = c;
+	return OK;
+}
+
+/* Memory. */
+
+CUresult cuMemGetInfo_v2(size_t *free, size_t *total)
+{
+	CUresult r;
+	pthread_mutex_lock(&mu);
+	r = need();
+	if (r == OK) {
+		unsigned long long t = (unsigned long long)k.total_mib << 20;
+		*total = t;
+		*free = used[current->dev] > t ? 0 : t - used[current->dev];
+	}
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+static CUresult alloc(uintptr_t *p, size_t size, int pinned)
+{
+	CUresult r;
+	struct alloc *a;
+	unsigned long long charge = (size + GRANULE - 1) / GRANULE * GRANULE;
+	pthread_mutex_lock(&mu);
+	r = need();
+	if (r != OK)
+		goto out;
+	if (size == 0) {
+		r = INVALID_VALUE;
+		goto out;
+	}
+	if (!pinned) {
+		if (k.fail_alloc > 0) {
+			k.fail_alloc--;
+			r = OUT_OF_MEMORY;
+			goto out;
+		}
+		if (used[current->dev] + charge > ((unsigned long long)k.total_mib << 20)) {
+			r = OUT_OF_MEMORY;
+			goto out;
+		}
+	}
+	a = calloc(1, sizeof *a);
+	/* Fill fresh memory with garbage: allocation contents are unspecified. */
+	void *m = malloc(size);
+	if (a == NULL || m == NULL) {
+		free(a);
+		free(m);
+		r = OUT_OF_MEMORY;
+		goto out;
+	}
+	memset(m, pinned ? 0x5a : 0xa5, size);
+	a->base = (uintptr_t)m;
+	a->size = size;
+	a->dev = current->dev;
+	a->pinned = pinned;
+	a->next = allocs;
+	allocs = a;
+	if (!pinned && !k.no_drop)
+		used[current->dev] += charge;
+	*p = a->base;
+out:
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+static CUresult release(uintptr_t p, int pinned)
+{
+	CUresult r;
+	struct alloc **pp, *a;
+	pthread_mutex_lock(&mu);
+	r = need();
+	if (r != OK)
+		goto out;
+	r = INVALID_VALUE;
+	for (pp = &allocs; (a = *pp) != NULL; pp = &a->next) {
+		if (a->base == p && a->pinned == pinned) {
+			*pp = a->next;
+			if (!pinned && !k.no_drop) {
+				unsigned long long charge = (a->size + GRANULE - 1) / GRANULE * GRANULE;
+				used[a->dev] -= charge < used[a->dev] ? charge : used[a->dev];
+			}
+			free((void *)a->base);
+			free(a);
+			r = OK;
+			break;
+		}
+	}
+out:
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t size)
+{
+	uintptr_t q = 0;
+	CUresult r = alloc(&q, size, 0);
+	*p = q;
+	return r;
+}
+
+CUresult cuMemFree_v2(CUdeviceptr p) { return release((uintptr_t)p, 0); }
+
+CUresult cuMemAllocHost_v2(void **p, size_t size)
+{
+	uintptr_t q = 0;
+	CUresult r = alloc(&q, size, 1);
+	*p = (void *)q;
+	return r;
+}
+
+CUresult cuMemFreeHost(void *p) { return release((uintptr_t)p, 1); }
+
+/* checkdev reports whether [p, p+n) lies inside one device allocation. */
+static int checkdev(uintptr_t p, size_t n)
+{
+	struct alloc *a = find(p, 0);
+	return a != NULL && n <= a->base + a->size - p;
+}
+
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, void *stream)
+{
+	CUresult r;
+	(void)stream;
+	pthread_mutex_lock(&mu);
+	r = need();
+	if (r == OK && !checkdev((uintptr_t)dst, n))
+		r = INVALID_VALUE;
+	if (r == OK)
+		memcpy((void *)(uintptr_t)dst, src, n);
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, void *stream)
+{
+	CUresult r;
+	(void)stream;
+	pthread_mutex_lock(&mu);
+	r = need();
+	if (r == OK && !checkdev((uintptr_t)src, n))
+		r = INVALID_VALUE;
+	if (r == OK)
+		memcpy(dst, (void *)(uintptr_t)src, n);
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+CUresult cuPointerGetAttributes(unsigned int n, const int *attrs, void **data, CUdeviceptr p)
+{
+	CUresult r;
+	struct alloc *a;
+	pthread_mutex_lock(&mu);
+	r = need();
+	if (r != OK)
+		goto out;
+	a = find((uintptr_t)p, 0);
+	for (unsigned int i = 0; i < n; i++) {
+		switch (attrs[i]) {
+		case 2: /* MEMORY_TYPE (CUmemorytype, 4 bytes) */
+			*(unsigned int *)data[i] = a ? (unsigned int)k.memtype : 0;
+			break;
+		case 4: /* HOST_POINTER */
+			*(void **)data[i] = a && k.host_pointer ? (void *)a->base : NULL;
+			break;
+		case 8: /* IS_MANAGED (bool, one byte) */
+			*(unsigned char *)data[i] = a && k.managed;
+			break;
+		case 9: /* DEVICE_ORDINAL */
+			*(int *)data[i] = a ? a->dev + (int)k.wrong_ordinal : -2;
+			break;
+		case 13: /* MAPPED (bool, one byte) */
+			*(unsigned char *)data[i] = a && !k.unmapped;
+			break;
+		default:
+			r = INVALID_VALUE;
+		}
+	}
+out:
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+/* Streams and events: the fake runs everything at once, so they only count. */
+
+static int handles;
+
+CUresult cuStreamCreate(void **s, unsigned int flags)
+{
+	CUresult r;
+	(void)flags;
+	pthread_mutex_lock(&mu);
+	r = need();
+	if (r == OK)
+		*s = &handles;
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+static CUresult ctxcall(void)
+{
+	CUresult r;
+	pthread_mutex_lock(&mu);
+	r = need();
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+CUresult cuStreamDestroy_v2(void *s)
+{
+	(void)s;
+	return ctxcall();
+}
+
+CUresult cuStreamSynchronize(void *s)
+{
+	(void)s;
+	return ctxcall();
+}
+
+CUresult cuEventCreate(void **e, unsigned int flags)
+{
+	(void)flags;
+	*e = &handles;
+	return ctxcall();
+}
+
+CUresult cuEventRecord(void *e, void *s)
+{
+	(void)e;
+	(void)s;
+	return ctxcall();
+}
+
+CUresult cuEventSynchronize(void *e)
+{
+	(void)e;
+	return ctxcall();
+}
+
+CUresult cuEventDestroy_v2(void *e)
+{
+	(void)e;
+	return ctxcall();
+}
+
+/* Modules and the kernel. */
+
+static int module, function;
+
+CUresult cuModuleLoadData(void **m, const void *image)
+{
+	CUresult r = ctxcall();
+	if (r != OK)
+		return r;
+	if (k.module_error)
+		return (CUresult)k.module_error;
+	if (image == NULL || strstr((const char *)image, ".entry leafhash") == NULL)
+		return 200; /* INVALID_IMAGE */
+	*m = &module;
+	return OK;
+}
+
+CUresult cuModuleUnload(void *m)
+{
+	if (m != &module)
+		return INVALID_HANDLE;
+	return ctxcall();
+}
+
+CUresult cuModuleGetFunction(void **f, void *m, const char *name)
+{
+	CUresult r = ctxcall();
+	if (r != OK)
+		return r;
+	if (m != &module)
+		return INVALID_HANDLE;
+	if (strcmp(name, "leafhash") != 0)
+		return NOT_FOUND;
+	*f = &function;
+	return OK;
+}
+
+CUresult cuLaunchKernel(void *f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                        unsigned int by, unsigned int bz, unsigned int shared, void *stream, void **params,
+                        void **extra)
+{
+	CUresult r;
+	lh_u64 data, size, chunk, idx, n, out, threads, t;
+	(void)stream;
+	pthread_mutex_lock(&mu);
+	r = need();
+	if (r == OK && (f != &function || params == NULL || extra != NULL || gy != 1 || gz != 1 || by != 1 ||
+	                bz != 1 || shared != 0 || bx == 0 || bx > 1024))
+		r = INVALID_VALUE;
+	if (r == OK && k.launch_fail) {
+		lost[current->dev] = 1;
+		r = LAUNCH_FAILED;
+	}
+	if (r == OK && k.lost_after > 0 && launches >= k.lost_after) {
+		lost[current->dev] = 1; /* reported by the next call, like an async fault */
+		pthread_mutex_unlock(&mu);
+		return OK;
+	}
+	if (r != OK) {
+		pthread_mutex_unlock(&mu);
+		return r;
+	}
+	launches++;
+	data = *(lh_u64 *)params[0];
+	size = *(lh_u64 *)params[1];
+	chunk = *(lh_u64 *)params[2];
+	idx = *(lh_u64 *)params[3];
+	n = *(lh_u64 *)params[4];
+	out = *(lh_u64 *)params[5];
+	if (!checkdev(data, size) || !checkdev(idx, n * 8) || !checkdev(out, n * 32)) {
+		pthread_mutex_unlock(&mu);
+		return ILLEGAL_ADDRESS;
+	}
+	pthread_mutex_unlock(&mu);
+	threads = (lh_u64)gx * bx;
+	for (t = 0; t < threads; t++)
+		lh_thread(t, (const lh_u8 *)(uintptr_t)data, size, chunk, (const lh_u64 *)(uintptr_t)idx, n,
+		          (lh_u8 *)(uintptr_t)out);
+	return OK;
+}
+
+/* NVML. A device handle is the address of nvdev[index]. */
+
+typedef int nvmlReturn_t;
+static int nvdev[MAXDEV];
+
+static int nvidx(void *h)
+{
+	int *p = h;
+	if (p < nvdev || p >= nvdev + MAXDEV || p - nvdev >= k.devices)
+		return -1;
+	return (int)(p - nvdev);
+}
+
+nvmlReturn_t nvmlInit_v2(void) { return (nvmlReturn_t)k.nvml_init_error; }
+nvmlReturn_t nvmlShutdown(void) { return 0; }
+
+nvmlReturn_t nvmlSystemGetDriverVersion(char *s, unsigned int n)
+{
+	snprintf(s, n, "550.54.15-fake");
+	return 0;
+}
+
+nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, void **h)
+{
+	char s[64];
+	for (int d = 0; d < k.devices && d < MAXDEV; d++) {
+		uuid_string(d, s, sizeof s);
+		if (strcmp(s, uuid) == 0) {
+			*h = &nvdev[d];
+			return 0;
+		}
+	}
+	return 6; /* NOT_FOUND */
+}
+
+nvmlReturn_t nvmlDeviceGetName(void *h, char *s, unsigned int n)
+{
+	int d = nvidx(h);
+	if (d < 0)
+		return 2;
+	snprintf(s, n, "NVIDIA Fake H100 %d", d);
+	return 0;
+}
+
+nvmlReturn_t nvmlDeviceGetUUID(void *h, char *s, unsigned int n)
+{
+	int d = nvidx(h);
+	if (d < 0)
+		return 2;
+	uuid_string(d, s, n);
+	return 0;
+}
+
+typedef struct {
+	unsigned int version;
+	unsigned long long total, reserved, free, used;
+} nvmlMemory_v2_t;
+
+nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(void *h, nvmlMemory_v2_t *m)
+{
+	int d = nvidx(h);
+	if (d < 0)
+		return 2;
+	if (m->version != (unsigned int)(sizeof(nvmlMemory_v2_t) | (2 << 24)))
+		return 25; /* ARGUMENT_VERSION_MISMATCH */
+	pthread_mutex_lock(&mu);
+	m->total = (unsigned long long)k.total_mib << 20;
+	m->reserved = 1 << 20;
+	m->used = used[d] + m->reserved;
+	m->free = m->total > m->used ? m->total - m->used : 0;
+	pthread_mutex_unlock(&mu);
+	return 0;
+}
+
+nvmlReturn_t nvmlDeviceGetEccMode(void *h, int *cur, int *pending)
+{
+	if (nvidx(h) < 0)
+		return 2;
+	*cur = 1;
+	*pending = 1;
+	return 0;
+}
+
+nvmlReturn_t nvmlDeviceGetTotalEccErrors(void *h, int errtype, int counter, unsigned long long *n)
+{
+	if (nvidx(h) < 0)
+		return 2;
+	*n = (unsigned long long)(errtype * 10 + counter + 1);
+	return 0;
+}
+
+nvmlReturn_t nvmlDeviceGetRemappedRows(void *h, unsigned int *corr, unsigned int *unc, unsigned int *pending,
+                                       unsigned int *failed)
+{
+	if (nvidx(h) < 0)
+		return 2;
+	*corr = 2;
+	*unc = 0;
+	*pending = 0;
+	*failed = 0;
+	return 0;
+}
+
+typedef struct {
+	unsigned int pid;
+	unsigned long long usedGpuMemory;
+	unsigned int gpuInstanceId, computeInstanceId;
+} nvmlProcessInfo_t;
+
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(void *h, unsigned int *count, nvmlProcessInfo_t *p)
+{
+	int d = nvidx(h);
+	if (d < 0)
+		return 2;
+	if (*count < 1 || p == NULL) {
+		*count = 1;
+		return 7; /* INSUFFICIENT_SIZE */
+	}
+	*count = 1;
+	p[0].pid = 4242;
+	p[0].usedGpuMemory = 64ull << 20;
+	p[0].gpuInstanceId = 0xffffffff;
+	p[0].computeInstanceId = 0xffffffff;
+	return 0;
+}

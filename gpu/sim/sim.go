@@ -1,0 +1,297 @@
+// Package sim is a simulated [gpu.Device]: it keeps real bytes in host
+// memory, accounts a fixed capacity exactly, hashes leaves on all CPU cores,
+// and injects faults (bit flips, failed allocations, failed hashing, and
+// the policy faults of integrated devices, managed, host-mapped or
+// misplaced memory) for tests.
+//
+// vramseal runs on it wherever no NVIDIA driver is present, and every test
+// of the residency manager uses it. It passes the conformance suite in
+// gpu/gputest.
+//
+// Capacity is bookkeeping: a device of 8 GiB holds no memory until
+// [Device.Alloc] is called, and then exactly the bytes allocated (fresh
+// pages are not touched until written). The host must have room for what
+// is allocated.
+//
+// Like a real device, a simulated device never reveals where an
+// allocation lives: its [gpu.Buffer] handles carry no pointer, and every
+// formatting path prints only the buffer number, size and device, for
+// example "sim buffer #3 (1048576 bytes on GPU 0)".
+package sim
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vramseal/vramseal/gpu"
+)
+
+// Facts that every simulated device reports in [gpu.Info].
+const (
+	// Name is the device name reported by [Device.Info].
+	Name = "vramseal simulated GPU"
+	// Driver is the backend name reported by [Device.Info].
+	Driver = "sim"
+	// DriverVersion is the simulator's version reported by [Device.Info].
+	DriverVersion = "1"
+	// DefaultCapacity is the capacity of a device when [Options.Capacity]
+	// is zero: 8 GiB.
+	DefaultCapacity int64 = 8 << 30
+)
+
+// Options configures [New]. The zero value makes one device of
+// [DefaultCapacity].
+type Options struct {
+	// Devices is the number of devices to create; 0 means 1.
+	Devices int
+	// Capacity is each device's memory size in bytes; 0 means
+	// [DefaultCapacity].
+	Capacity int64
+	// Seed selects the devices' UUIDs: devices made with the same seed and
+	// index have the same UUID, so tests and seals are reproducible. Zero
+	// is a valid seed.
+	Seed uint64
+	// Workers is the number of goroutines [Device.LeafHashes] uses; 0 means
+	// runtime.GOMAXPROCS(0) at the time of the call.
+	Workers int
+}
+
+// errOptions marks invalid [Options].
+var errOptions = errors.New("sim: invalid options")
+
+// errSize marks an allocation size that is not positive.
+var errSize = errors.New("sim: allocation size must be positive")
+
+// serials hands every device a process-unique identity, so that a buffer
+// handle names its device without holding a pointer to it.
+var serials atomic.Uint64
+
+// Device is one simulated GPU. All methods are safe for concurrent use.
+// Operations on different buffers do not wait for each other: each
+// allocation has its own lock, and the device lock guards only the
+// capacity count and the fault switches, never a copy or a hash.
+type Device struct {
+	serial   uint64
+	index    int
+	uuid     string
+	capacity int64
+	workers  int
+
+	nextID atomic.Uint64
+	allocs sync.Map // buffer ID (uint64) -> *allocation
+
+	mu     sync.Mutex // guards the fields below
+	used   int64      // sum of the sizes of live allocations in device memory
+	faults faults
+}
+
+var _ gpu.Device = (*Device)(nil)
+
+// allocation is the memory behind one buffer.
+type allocation struct {
+	size int64
+	// fallback marks an allocation made while host fallback was injected:
+	// it does not count against capacity and reports host memory.
+	fallback bool
+
+	mu    sync.RWMutex // writers and Free lock; hashing and reads read-lock
+	data  []byte
+	freed bool
+}
+
+// New creates opts.Devices simulated devices with indexes 0, 1, ...
+// It returns an error when an option is negative.
+func New(opts Options) ([]*Device, error) {
+	if opts.Devices < 0 || opts.Capacity < 0 || opts.Workers < 0 {
+		return nil, fmt.Errorf("%w: devices %d, capacity %d bytes, workers %d (none may be negative)",
+			errOptions, opts.Devices, opts.Capacity, opts.Workers)
+	}
+	n := opts.Devices
+	if n == 0 {
+		n = 1
+	}
+	capacity := opts.Capacity
+	if capacity == 0 {
+		capacity = DefaultCapacity
+	}
+	devs := make([]*Device, n)
+	for i := range devs {
+		devs[i] = &Device{
+			serial:   serials.Add(1),
+			index:    i,
+			uuid:     deviceUUID(opts.Seed, i),
+			capacity: capacity,
+			workers:  opts.Workers,
+		}
+	}
+	return devs, nil
+}
+
+// deviceUUID derives a stable UUID in nvidia-smi's form ("GPU-" and the
+// 8-4-4-4-12 hex groups) from the seed and index. It is a version 8
+// (custom) UUID per RFC 9562 over a domain-separated SHA-256.
+func deviceUUID(seed uint64, index int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "vramseal/sim/uuid/v1\x00%d\x00%d", seed, index))
+	u := sum[:16]
+	u[6] = u[6]&0x0f | 0x80
+	u[8] = u[8]&0x3f | 0x80
+	return fmt.Sprintf("GPU-%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+// Info returns the device's facts. FreeBytes is the capacity less the
+// sizes of the live allocations, exactly.
+func (d *Device) Info(ctx context.Context) (gpu.Info, error) {
+	if err := ctx.Err(); err != nil {
+		return gpu.Info{}, fmt.Errorf("sim: info of GPU %d: %w", d.index, err)
+	}
+	d.mu.Lock()
+	free := d.capacity - d.used
+	integrated := d.faults.integrated
+	d.mu.Unlock()
+	return gpu.Info{
+		Index:         d.index,
+		Name:          Name,
+		UUID:          d.uuid,
+		Driver:        Driver,
+		DriverVersion: DriverVersion,
+		TotalBytes:    uint64(d.capacity),
+		FreeBytes:     uint64(free),
+		Integrated:    integrated,
+		CanHash:       true,
+	}, nil
+}
+
+// Alloc reserves size bytes of the device's capacity and backs them with
+// host memory. It fails with an error wrapping [gpu.ErrOutOfMemory] that
+// gives the requested and free bytes when size exceeds the free capacity,
+// and with the injected error after [Device.FailNextAlloc]. The contents of
+// a new allocation are zero.
+func (d *Device) Alloc(ctx context.Context, size int64) (gpu.Buffer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sim: alloc %d bytes on GPU %d: %w", size, d.index, err)
+	}
+	if size <= 0 {
+		return nil, fmt.Errorf("%w: alloc %d bytes on GPU %d", errSize, size, d.index)
+	}
+	d.mu.Lock()
+	if d.faults.failAlloc {
+		err := d.faults.allocErr
+		d.faults.failAlloc, d.faults.allocErr = false, nil
+		d.mu.Unlock()
+		if err == nil {
+			err = gpu.ErrOutOfMemory
+		}
+		return nil, fmt.Errorf("sim: alloc %d bytes on GPU %d: injected fault: %w", size, d.index, err)
+	}
+	fallback := d.faults.hostFallback
+	if !fallback {
+		if free := d.capacity - d.used; size > free {
+			d.mu.Unlock()
+			return nil, fmt.Errorf("sim: alloc %d bytes on GPU %d with %d bytes free: %w",
+				size, d.index, free, gpu.ErrOutOfMemory)
+		}
+		d.used += size
+	}
+	d.mu.Unlock()
+
+	// make outside the device lock: large slices come from fresh, untouched
+	// pages, but a reused span is cleared, which takes time.
+	a := &allocation{size: size, fallback: fallback, data: make([]byte, size)}
+	id := d.nextID.Add(1)
+	d.allocs.Store(id, a)
+	return buffer{dev: d.serial, id: id, size: size, index: d.index}, nil
+}
+
+// Free releases an allocation and returns its bytes to the device's free
+// capacity. It waits for operations in flight on the buffer. Freeing a
+// buffer twice, or one from another device, returns an error wrapping
+// [gpu.ErrInvalidBuffer]. Free ignores ctx's cancellation, so that cleanup
+// runs on every path.
+func (d *Device) Free(_ context.Context, b gpu.Buffer) error {
+	h, err := d.handle("free", b)
+	if err != nil {
+		return err
+	}
+	v, ok := d.allocs.LoadAndDelete(h.id)
+	if !ok {
+		return fmt.Errorf("sim: free %v: %w", h, gpu.ErrInvalidBuffer)
+	}
+	a := v.(*allocation)
+	a.mu.Lock()
+	a.freed = true
+	a.data = nil
+	a.mu.Unlock()
+	if !a.fallback {
+		d.mu.Lock()
+		d.used -= a.size
+		d.mu.Unlock()
+	}
+	return nil
+}
+
+// handle checks that b is a buffer of this device. It does not check that
+// the buffer is live.
+func (d *Device) handle(op string, b gpu.Buffer) (buffer, error) {
+	h, ok := b.(buffer)
+	if !ok {
+		// Never format a foreign buffer: its String may reveal an address.
+		return buffer{}, fmt.Errorf("sim: %s: buffer of type %T is not from GPU %d: %w", op, b, d.index, gpu.ErrInvalidBuffer)
+	}
+	if h.dev != d.serial {
+		return buffer{}, fmt.Errorf("sim: %s: %v is not from this GPU %d: %w", op, h, d.index, gpu.ErrInvalidBuffer)
+	}
+	return h, nil
+}
+
+// lookup returns the live allocation behind b.
+func (d *Device) lookup(op string, b gpu.Buffer) (buffer, *allocation, error) {
+	h, err := d.handle(op, b)
+	if err != nil {
+		return buffer{}, nil, err
+	}
+	v, ok := d.allocs.Load(h.id)
+	if !ok {
+		return buffer{}, nil, fmt.Errorf("sim: %s %v: %w", op, h, gpu.ErrInvalidBuffer)
+	}
+	return h, v.(*allocation), nil
+}
+
+// PointerFacts reports plain device memory on this device, unless a policy
+// fault was injected with [Device.SetManaged], [Device.SetHostMapped],
+// [Device.SetWrongOrdinal] or [Device.SetHostFallback].
+func (d *Device) PointerFacts(ctx context.Context, b gpu.Buffer) (gpu.PointerFacts, error) {
+	if err := ctx.Err(); err != nil {
+		return gpu.PointerFacts{}, fmt.Errorf("sim: pointer facts: %w", err)
+	}
+	_, a, err := d.lookup("pointer facts of", b)
+	if err != nil {
+		return gpu.PointerFacts{}, err
+	}
+	d.mu.Lock()
+	f := d.faults
+	d.mu.Unlock()
+	facts := gpu.PointerFacts{
+		MemoryType:    gpu.MemoryDevice,
+		DeviceOrdinal: d.index,
+		Mapped:        true,
+	}
+	if f.managed {
+		facts.MemoryType = gpu.MemoryUnified
+		facts.Managed = true
+	}
+	if f.hostMapped {
+		facts.HostAccessible = true
+	}
+	if f.wrongOrdinal {
+		facts.DeviceOrdinal = d.index + 1
+	}
+	if a.fallback {
+		facts.MemoryType = gpu.MemoryHost
+		facts.HostAccessible = true
+	}
+	return facts, nil
+}

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vramseal/vramseal/vram"
+)
+
+// metrics holds the daemon's Prometheus metrics. Gauges of device memory
+// and shards are read from the manager at scrape time; durations and
+// failures are observed by the handlers. Label names join with
+// dcgm-exporter's: gpu (index), UUID, modelName.
+type metrics struct {
+	sealDuration   prometheus.Histogram
+	verifyDuration *prometheus.HistogramVec
+	verifyFailures prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, m *vram.Manager) *metrics {
+	mt := &metrics{
+		sealDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "vramseal_seal_duration_seconds",
+			Help:    "Time to seal a shard into VRAM (copy, hash, sign), in seconds.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}),
+		verifyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "vramseal_verify_duration_seconds",
+			Help:    "Time to verify a shard from device memory, in seconds, by mode.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"mode"}),
+		verifyFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vramseal_verify_failures_total",
+			Help: "Verifications that found changed bytes, a bad signature or a device error.",
+		}),
+	}
+	reg.MustRegister(mt.sealDuration, mt.verifyDuration, mt.verifyFailures, &managerCollector{m: m})
+	return mt
+}
+
+var (
+	descTotal    = prometheus.NewDesc("vramseal_vram_total_bytes", "Device memory size in bytes.", []string{"gpu", "UUID"}, nil)
+	descFree     = prometheus.NewDesc("vramseal_vram_free_bytes", "Device memory free in bytes, as the driver reports.", []string{"gpu", "UUID"}, nil)
+	descUsed     = prometheus.NewDesc("vramseal_vram_used_bytes", "Device memory held by sealed shards in bytes.", []string{"gpu", "UUID"}, nil)
+	descReserved = prometheus.NewDesc("vramseal_vram_reserved_bytes", "Device memory allocated for seals in progress in bytes.", []string{"gpu", "UUID"}, nil)
+	descSealed   = prometheus.NewDesc("vramseal_sealed_bytes", "Bytes of sealed shards by model.", []string{"gpu", "UUID", "modelName"}, nil)
+	descShards   = prometheus.NewDesc("vramseal_shards", "Resident sealed shards.", []string{"gpu", "UUID"}, nil)
+	descState    = prometheus.NewDesc("vramseal_worker_stopped", "1 when the worker is stopped after an integrity or policy failure.", nil, nil)
+)
+
+type managerCollector struct{ m *vram.Manager }
+
+func (c *managerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descTotal, descFree, descUsed, descReserved, descSealed, descShards, descState} {
+		ch <- d
+	}
+}
+
+func (c *managerCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx := context.Background()
+	uuids := make([]string, c.m.DeviceCount())
+	for i := range c.m.DeviceCount() {
+		cp, err := c.m.Capacity(ctx, i)
+		if err != nil {
+			continue
+		}
+		uuids[i] = cp.UUID
+		gpu := strconv.Itoa(i)
+		ch <- prometheus.MustNewConstMetric(descTotal, prometheus.GaugeValue, float64(cp.TotalBytes), gpu, cp.UUID)
+		ch <- prometheus.MustNewConstMetric(descFree, prometheus.GaugeValue, float64(cp.FreeBytes), gpu, cp.UUID)
+		ch <- prometheus.MustNewConstMetric(descUsed, prometheus.GaugeValue, float64(cp.UsedBytes), gpu, cp.UUID)
+		ch <- prometheus.MustNewConstMetric(descReserved, prometheus.GaugeValue, float64(cp.ReservedBytes), gpu, cp.UUID)
+		ch <- prometheus.MustNewConstMetric(descShards, prometheus.GaugeValue, float64(cp.Shards), gpu, cp.UUID)
+	}
+	type key struct {
+		gpu   int
+		model string
+	}
+	sealed := map[key]int64{}
+	for _, sh := range c.m.Shards() {
+		sealed[key{sh.Seal.DeviceIndex, sh.Seal.ModelRef}] += sh.Seal.Size
+	}
+	for k, v := range sealed {
+		uuid := ""
+		if k.gpu < len(uuids) {
+			uuid = uuids[k.gpu]
+		}
+		ch <- prometheus.MustNewConstMetric(descSealed, prometheus.GaugeValue, float64(v), strconv.Itoa(k.gpu), uuid, k.model)
+	}
+	stopped := 0.0
+	if st, _ := c.m.State(); st == vram.Stopped {
+		stopped = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, stopped)
+}

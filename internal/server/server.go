@@ -1,0 +1,551 @@
+// Package server is the HTTP JSON API of the vramseal daemon: devices,
+// capacity planning, sealing shards from allowed model roots or request
+// bodies, verification (the execute gate), release, reset, health,
+// readiness and Prometheus metrics.
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vramseal/vramseal/narration"
+	"github.com/vramseal/vramseal/seal"
+	"github.com/vramseal/vramseal/vram"
+)
+
+// Options configure a [Server]. Manager is required; every other zero
+// value works.
+type Options struct {
+	Manager *vram.Manager
+	// Token, when set, is required as "Authorization: Bearer TOKEN" on
+	// every endpoint but /healthz and /readyz.
+	Token string
+	// ModelRoots are the directories a shard may be loaded from by path.
+	// None means loading by path is refused (uploads still work).
+	ModelRoots []string
+	// MaxUploadBytes caps a shard sent in a request body. Zero means the
+	// manager's maximum shard size.
+	MaxUploadBytes int64
+	// Ready reports extra readiness conditions (for example a failed
+	// fail-closed audit log); nil means none. A non-nil error makes
+	// /readyz answer 503 with its message.
+	Ready func() error
+	// Health adds fields to /healthz; nil means none.
+	Health func() map[string]any
+	// Registry receives the metrics. Nil means a fresh registry.
+	Registry *prometheus.Registry
+	// Narrator receives request narration; nil means none.
+	Narrator *narration.Narrator
+	// Gatherers are extra metrics sources merged into /metrics.
+	Collectors []prometheus.Collector
+	// FaultHook, when non-nil, is served at POST /v1/test/corrupt. It is
+	// for end-to-end tests only and is enabled by a dedicated flag.
+	FaultHook func(ctx context.Context, shardID string, offset int64) error
+}
+
+// maxJSONBody caps JSON request bodies.
+const maxJSONBody = 64 << 10
+
+// Server serves the API.
+type Server struct {
+	opts    Options
+	m       *vram.Manager
+	roots   []*os.Root
+	metrics *metrics
+	token   [32]byte
+	handler http.Handler
+}
+
+// New builds a server. It opens the model roots now so that a missing
+// root is a start-up error, not a per-request surprise.
+func New(opts Options) (*Server, error) {
+	if opts.Manager == nil {
+		return nil, errors.New("server: no manager")
+	}
+	s := &Server{opts: opts, m: opts.Manager}
+	for _, dir := range opts.ModelRoots {
+		r, err := os.OpenRoot(dir)
+		if err != nil {
+			return nil, fmt.Errorf("server: model root: %w", err)
+		}
+		s.roots = append(s.roots, r)
+	}
+	if opts.Token != "" {
+		s.token = sha256.Sum256([]byte(opts.Token))
+	}
+	reg := opts.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s.metrics = newMetrics(reg, s.m)
+	for _, c := range opts.Collectors {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("server: register metrics: %w", err)
+		}
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", s.auth(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	api := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(h)) }
+	api("GET /v1/devices", s.devices)
+	api("GET /v1/capacity", s.capacity)
+	api("GET /v1/shards", s.listShards)
+	api("POST /v1/shards", s.addShard)
+	api("GET /v1/shards/{id}", s.getShard)
+	api("DELETE /v1/shards/{id}", s.releaseShard)
+	api("POST /v1/shards/{id}/verify", s.verifyShard)
+	api("POST /v1/reset", s.reset)
+	api("GET /v1/status", s.status)
+	if opts.FaultHook != nil {
+		api("POST /v1/test/corrupt", s.corrupt)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, &httpError{http.StatusNotFound, CodeNotFound, fmt.Errorf("no endpoint %s %s", r.Method, sanitizePath(r.URL.Path))})
+	})
+	s.handler = narration.Middleware(mux)
+	return s, nil
+}
+
+// Handler returns the HTTP handler (with correlation-ID middleware).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Close releases the model roots.
+func (s *Server) Close() error {
+	for _, r := range s.roots {
+		r.Close()
+	}
+	return nil
+}
+
+func sanitizePath(p string) string {
+	if len(p) > 128 {
+		p = p[:128]
+	}
+	return strconv.Quote(p)
+}
+
+func (s *Server) auth(next http.Handler) http.Handler {
+	if s.opts.Token == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		// Compare fixed-length digests so neither the token's content nor
+		// its length leaks through timing.
+		sum := sha256.Sum256([]byte(tok))
+		if !ok || subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vramseal"`)
+			writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, errors.New("missing or wrong bearer token")})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	state, reason := s.m.State()
+	body := map[string]any{"status": "ok", "worker_state": state.String()}
+	if reason != "" {
+		body["stop_reason"] = reason
+	}
+	if s.opts.Health != nil {
+		for k, v := range s.opts.Health() {
+			body[k] = v
+		}
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	state, reason := s.m.State()
+	if state == vram.Stopped {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": "worker stopped: " + reason})
+		return
+	}
+	if s.opts.Ready != nil {
+		if err := s.opts.Ready(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+}
+
+// DeviceJSON is one device in GET /v1/devices.
+type DeviceJSON struct {
+	Index                int    `json:"gpu"`
+	Name                 string `json:"name"`
+	UUID                 string `json:"uuid"`
+	Driver               string `json:"driver"`
+	DriverVersion        string `json:"driver_version,omitempty"`
+	TotalBytes           uint64 `json:"total_bytes"`
+	FreeBytes            uint64 `json:"free_bytes"`
+	Integrated           bool   `json:"integrated"`
+	PageableMemoryAccess bool   `json:"pageable_memory_access"`
+	HashesOnDevice       bool   `json:"hashes_on_device"`
+}
+
+func (s *Server) devices(w http.ResponseWriter, r *http.Request) {
+	infos, err := s.m.Devices(r.Context())
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	out := make([]DeviceJSON, 0, len(infos))
+	for _, i := range infos {
+		out = append(out, DeviceJSON{i.Index, i.Name, i.UUID, i.Driver, i.DriverVersion, i.TotalBytes, i.FreeBytes, i.Integrated, i.PageableMemoryAccess, i.CanHash})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"devices": out})
+}
+
+// CapacityJSON is one device in GET /v1/capacity.
+type CapacityJSON struct {
+	Device         int    `json:"gpu"`
+	UUID           string `json:"uuid"`
+	TotalBytes     int64  `json:"total_bytes"`
+	FreeBytes      int64  `json:"free_bytes"`
+	UsedBytes      int64  `json:"used_bytes"`
+	ReservedBytes  int64  `json:"reserved_bytes"`
+	HeadroomBytes  int64  `json:"headroom_bytes"`
+	AvailableBytes int64  `json:"available_bytes"`
+	Shards         int    `json:"shards"`
+}
+
+// PlanJSON answers "would a shard of N bytes fit now, and where".
+type PlanJSON struct {
+	RequestedBytes int64 `json:"requested_bytes"`
+	Fits           bool  `json:"fits"`
+	// Device is the GPU with the most available memory that fits, or -1.
+	Device int `json:"gpu"`
+}
+
+func (s *Server) capacity(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var want int64 = -1
+	if v := q.Get("bytes"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			writeError(w, r, badRequest("bytes=%s: must be a positive integer", strconv.Quote(v)))
+			return
+		}
+		want = n
+	}
+	devs := []int{}
+	if v := q.Get("gpu"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			writeError(w, r, badRequest("gpu=%s: must be an integer", strconv.Quote(v)))
+			return
+		}
+		devs = append(devs, n)
+	} else {
+		for i := range s.m.DeviceCount() {
+			devs = append(devs, i)
+		}
+	}
+	out := struct {
+		Devices []CapacityJSON `json:"devices"`
+		Plan    *PlanJSON      `json:"plan,omitempty"`
+	}{Devices: []CapacityJSON{}}
+	for _, d := range devs {
+		c, err := s.m.Capacity(r.Context(), d)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		out.Devices = append(out.Devices, CapacityJSON(c))
+	}
+	if want > 0 {
+		p := &PlanJSON{RequestedBytes: want, Device: -1}
+		best := int64(-1)
+		for _, c := range out.Devices {
+			if c.AvailableBytes >= want && c.AvailableBytes > best {
+				p.Fits, p.Device, best = true, c.Device, c.AvailableBytes
+			}
+		}
+		out.Plan = p
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// ShardJSON is a resident shard: its seal and chunk count. It never holds
+// device pointers.
+type ShardJSON struct {
+	Seal   seal.Seal `json:"seal"`
+	Chunks int64     `json:"chunks"`
+}
+
+func (s *Server) listShards(w http.ResponseWriter, r *http.Request) {
+	list := s.m.Shards()
+	out := make([]ShardJSON, 0, len(list))
+	for _, sh := range list {
+		out = append(out, ShardJSON{sh.Seal, sh.Chunks})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"shards": out})
+}
+
+func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
+	sh, err := s.m.Shard(r.PathValue("id"))
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ShardJSON{sh.Seal, sh.Chunks})
+}
+
+// AddRequest is the JSON body of POST /v1/shards (load by path). An
+// upload instead sends the bytes as application/octet-stream with the
+// same fields as query parameters.
+type AddRequest struct {
+	ShardID    string `json:"shard_id,omitempty"`
+	ModelRef   string `json:"model_ref,omitempty"`
+	ShardIndex int    `json:"shard_index,omitempty"`
+	ShardCount int    `json:"shard_count,omitempty"`
+	Device     int    `json:"gpu,omitempty"`
+	// Path is the model file, absolute or relative to a model root.
+	Path string `json:"path"`
+}
+
+func (s *Server) addShard(w http.ResponseWriter, r *http.Request) {
+	ct := r.Header.Get("Content-Type")
+	var (
+		sh  vram.ShardInfo
+		err error
+	)
+	start := time.Now()
+	switch {
+	case strings.HasPrefix(ct, "application/octet-stream"):
+		sh, err = s.upload(r)
+	case strings.HasPrefix(ct, "application/json") || ct == "":
+		sh, err = s.loadPath(r)
+	default:
+		err = &httpError{http.StatusUnsupportedMediaType, CodeInvalid, fmt.Errorf("content type %s: use application/json (path) or application/octet-stream (bytes)", strconv.Quote(ct))}
+	}
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	s.metrics.sealDuration.Observe(time.Since(start).Seconds())
+	writeJSON(w, http.StatusCreated, ShardJSON{sh.Seal, sh.Chunks})
+}
+
+func (s *Server) upload(r *http.Request) (vram.ShardInfo, error) {
+	q := r.URL.Query()
+	req := vram.SealRequest{ShardID: q.Get("shard_id"), ModelRef: q.Get("model_ref")}
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{{"shard_index", &req.ShardIndex}, {"shard_count", &req.ShardCount}, {"gpu", &req.Device}} {
+		if v := q.Get(f.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return vram.ShardInfo{}, badRequest("%s=%s: must be an integer", f.name, strconv.Quote(v))
+			}
+			*f.dst = n
+		}
+	}
+	if r.ContentLength < 0 {
+		return vram.ShardInfo{}, &httpError{http.StatusLengthRequired, CodeInvalid, errors.New("uploads need a Content-Length")}
+	}
+	limit := s.opts.MaxUploadBytes
+	if limit > 0 && r.ContentLength > limit {
+		return vram.ShardInfo{}, &httpError{http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Errorf("body of %d bytes exceeds the upload limit of %d bytes", r.ContentLength, limit)}
+	}
+	req.Size = r.ContentLength
+	req.Data = r.Body
+	return s.m.Seal(r.Context(), req)
+}
+
+func (s *Server) loadPath(r *http.Request) (vram.ShardInfo, error) {
+	var req AddRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return vram.ShardInfo{}, err
+	}
+	if req.Path == "" {
+		return vram.ShardInfo{}, badRequest("path is required")
+	}
+	f, err := s.openModel(req.Path)
+	if err != nil {
+		return vram.ShardInfo{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return vram.ShardInfo{}, err
+	}
+	if !st.Mode().IsRegular() {
+		return vram.ShardInfo{}, badRequest("%s is not a regular file", strconv.Quote(req.Path))
+	}
+	if req.ModelRef == "" {
+		req.ModelRef = filepath.Base(req.Path)
+	}
+	return s.m.Seal(r.Context(), vram.SealRequest{
+		ShardID: req.ShardID, ModelRef: req.ModelRef, ShardIndex: req.ShardIndex, ShardCount: req.ShardCount,
+		Device: req.Device, Size: st.Size(), Data: f,
+	})
+}
+
+// openModel opens path inside one of the model roots. os.Root refuses
+// any path that escapes its root, by ".." or by symbolic links.
+func (s *Server) openModel(path string) (*os.File, error) {
+	if len(s.roots) == 0 {
+		return nil, &httpError{http.StatusForbidden, CodeInvalid, errors.New("loading by path is disabled: start the daemon with --model-root")}
+	}
+	if strings.ContainsRune(path, 0) || len(path) > 4096 {
+		return nil, badRequest("path is not a valid file name")
+	}
+	for i, root := range s.roots {
+		rel := path
+		if filepath.IsAbs(path) {
+			var err error
+			rel, err = filepath.Rel(s.opts.ModelRoots[i], path)
+			if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+				continue
+			}
+		}
+		f, err := root.Open(rel)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, &httpError{http.StatusForbidden, CodeInvalid, fmt.Errorf("path %s is outside the model roots or unreadable", strconv.Quote(path))}
+		}
+	}
+	return nil, &httpError{http.StatusNotFound, CodeNotFound, fmt.Errorf("no file %s under the model roots", strconv.Quote(path))}
+}
+
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxJSONBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return badRequest("empty request body: send a JSON object")
+		}
+		return badRequest("malformed JSON body: %v", err)
+	}
+	if dec.More() {
+		return badRequest("request body holds more than one JSON value")
+	}
+	return nil
+}
+
+func (s *Server) releaseShard(w http.ResponseWriter, r *http.Request) {
+	if err := s.m.Release(r.Context(), r.PathValue("id")); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"released": r.PathValue("id")})
+}
+
+// VerifyRequest is the JSON body of POST /v1/shards/{id}/verify.
+type VerifyRequest struct {
+	// Mode is "full" or "sampled" (default "sampled").
+	Mode string `json:"mode,omitempty"`
+	// Samples is the number of chunks for sampled mode (default 16).
+	Samples int `json:"samples,omitempty"`
+}
+
+// VerifyJSON is a successful verification.
+type VerifyJSON struct {
+	ShardID              string  `json:"shard_id"`
+	Mode                 string  `json:"mode"`
+	ChunksChecked        int64   `json:"chunks_checked"`
+	Chunks               int64   `json:"chunks"`
+	DetectionProbability float64 `json:"detection_probability"`
+	DurationMS           float64 `json:"duration_ms"`
+}
+
+func (s *Server) verifyShard(w http.ResponseWriter, r *http.Request) {
+	var req VerifyRequest
+	if r.ContentLength != 0 {
+		if err := decodeJSON(r, &req); err != nil {
+			writeError(w, r, err)
+			return
+		}
+	}
+	mode := vram.Sampled(vram.DefaultSamples)
+	switch req.Mode {
+	case "", "sampled":
+		if req.Samples < 0 {
+			writeError(w, r, badRequest("samples must be positive"))
+			return
+		}
+		if req.Samples > 0 {
+			mode = vram.Sampled(req.Samples)
+		}
+	case "full":
+		mode = vram.Full
+	default:
+		writeError(w, r, badRequest("mode %s: use full or sampled", strconv.Quote(req.Mode)))
+		return
+	}
+	res, err := s.m.Verify(r.Context(), r.PathValue("id"), mode)
+	if err != nil {
+		if errors.Is(err, vram.ErrIntegrity) {
+			s.metrics.verifyFailures.Inc()
+		}
+		writeError(w, r, err)
+		return
+	}
+	s.metrics.verifyDuration.WithLabelValues(res.Mode).Observe(res.Duration.Seconds())
+	writeJSON(w, http.StatusOK, VerifyJSON{res.ShardID, res.Mode, res.ChunksChecked, res.Chunks, res.DetectionProbability,
+		float64(res.Duration) / float64(time.Millisecond)})
+}
+
+// ResetRequest is the JSON body of POST /v1/reset.
+type ResetRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (s *Server) reset(w http.ResponseWriter, r *http.Request) {
+	var req ResetRequest
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if err := s.m.Reset(r.Context(), req.Reason); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"worker_state": "running"})
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	state, reason := s.m.State()
+	writeJSON(w, http.StatusOK, map[string]any{"worker_state": state.String(), "stop_reason": reason, "worker_id": s.m.WorkerID(), "key_id": s.m.Key().ID()})
+}
+
+// CorruptRequest is the body of the test-only fault hook.
+type CorruptRequest struct {
+	ShardID string `json:"shard_id"`
+	Offset  int64  `json:"offset"`
+}
+
+func (s *Server) corrupt(w http.ResponseWriter, r *http.Request) {
+	var req CorruptRequest
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if err := s.opts.FaultHook(r.Context(), req.ShardID, req.Offset); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"corrupted": req.ShardID, "offset": req.Offset})
+}
