@@ -65,7 +65,7 @@ type Device struct {
 func GPU(index int, uuid string) Device { return Device{Index: index, UUID: uuid, Set: true} }
 
 // MaxAttrs is the number of extra attributes an [Event] can carry.
-const MaxAttrs = 6
+const MaxAttrs = 4
 
 // Attrs holds the extra attributes of an [Event]. Entries with an empty key
 // are unused.

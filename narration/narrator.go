@@ -3,6 +3,7 @@ package narration
 import (
 	"context"
 	"log/slog"
+	"math"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -49,9 +50,9 @@ type Stats struct {
 // A nil *Narrator is valid and discards everything. A Narrator is safe for
 // concurrent use.
 type Narrator struct {
-	sinks   []Sink
-	min     slog.Level
-	lvar    *slog.LevelVar
+	sinks []Sink
+	// min is the minimum level, or math.MinInt when leveler decides.
+	min     *slog.LevelVar
 	leveler slog.Leveler
 	actions func(string) bool
 	clock   func() time.Time
@@ -74,12 +75,15 @@ func New(opts Options) *Narrator {
 	}
 	switch l := opts.Level.(type) {
 	case nil:
-		n.min = slog.LevelInfo
+		n.min = new(slog.LevelVar) // LevelInfo
 	case slog.Level:
-		n.min = l
+		n.min = new(slog.LevelVar)
+		n.min.Set(l)
 	case *slog.LevelVar:
-		n.lvar = l
+		n.min = l
 	default:
+		n.min = new(slog.LevelVar)
+		n.min.Set(math.MinInt)
 		n.leveler = l
 	}
 	if n.clock == nil {
@@ -91,20 +95,20 @@ func New(opts Options) *Narrator {
 // Enabled reports whether an event with the given level and action would be
 // emitted. It is cheap; call it before building an expensive event.
 func (n *Narrator) Enabled(level slog.Level, action string) bool {
-	if n == nil || level < n.level() {
+	return n.maybe(level) && n.enabled(level, action)
+}
+
+// maybe is the part of Enabled that is cheap enough to inline: false means
+// disabled.
+func (n *Narrator) maybe(level slog.Level) bool {
+	return n != nil && level >= n.min.Level()
+}
+
+func (n *Narrator) enabled(level slog.Level, action string) bool {
+	if n.leveler != nil && level < n.leveler.Level() {
 		return false
 	}
 	return n.actions == nil || n.actions(action)
-}
-
-func (n *Narrator) level() slog.Level {
-	if n.lvar != nil {
-		return n.lvar.Level()
-	}
-	if n.leveler != nil {
-		return n.leveler.Level()
-	}
-	return n.min
 }
 
 // Emit narrates e if it is enabled: it fills the time, actor, correlation,
@@ -112,13 +116,15 @@ func (n *Narrator) level() slog.Level {
 // long human sentence, scrubs secrets from the human sentence and error text,
 // and hands the result to every sink in order.
 func (n *Narrator) Emit(ctx context.Context, e Event) {
-	if !n.Enabled(e.Level, e.Action) {
-		return
+	if n.maybe(e.Level) {
+		n.emit(ctx, &e)
 	}
-	n.emit(ctx, &e)
 }
 
 func (n *Narrator) emit(ctx context.Context, e *Event) {
+	if !n.enabled(e.Level, e.Action) {
+		return
+	}
 	if e.Time.IsZero() {
 		e.Time = n.clock()
 	}

@@ -29,6 +29,10 @@ var (
 	// ErrStopped is wrapped by [*StoppedError], returned by every seal and
 	// verify once the manager is stopped, until [Manager.Reset].
 	ErrStopped = errors.New("vram: worker stopped")
+	// ErrAuditFailed is returned when an operation's audit event could not
+	// be recorded and the audit log is fail-closed: the operation was
+	// refused (or undone). It is retryable once the log is repaired.
+	ErrAuditFailed = errors.New("vram: audit event not recorded")
 	// ErrClosed is returned after [Manager.Close].
 	ErrClosed = errors.New("vram: manager closed")
 )

@@ -175,6 +175,13 @@ func TestBufferFromOtherDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range []*sim.Device{devs[1], other} {
+		// The other device has a live buffer with the same number.
+		if _, err := d.Alloc(t.Context(), 4096); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.PointerFacts(t.Context(), b); !errors.Is(err, gpu.ErrInvalidBuffer) {
+			t.Errorf("PointerFacts(buffer of another device) error = %v, want %v", err, gpu.ErrInvalidBuffer)
+		}
 		if err := d.Write(t.Context(), b, 0, []byte{1}); !errors.Is(err, gpu.ErrInvalidBuffer) {
 			t.Errorf("Write(buffer of another device) error = %v, want %v", err, gpu.ErrInvalidBuffer)
 		}

@@ -1,0 +1,173 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/vramseal/vramseal/internal/server"
+	"github.com/vramseal/vramseal/narration"
+)
+
+// DefaultListen is the daemon's default address: loopback, fixed port.
+const DefaultListen = "127.0.0.1:7788"
+
+// clientFlags are shared by every command that talks to the daemon.
+type clientFlags struct {
+	addr      string
+	tokenFile string
+	asJSON    bool
+	timeout   time.Duration
+}
+
+func (f *clientFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.addr, "addr", envOr("VRAMSEAL_ADDR", "http://"+DefaultListen), "daemon URL (env VRAMSEAL_ADDR)")
+	fl.StringVar(&f.tokenFile, "token-file", os.Getenv("VRAMSEAL_TOKEN_FILE"), "file holding the daemon's bearer token (env VRAMSEAL_TOKEN_FILE)")
+	fl.BoolVar(&f.asJSON, "json", false, "print the daemon's JSON")
+	fl.DurationVar(&f.timeout, "timeout", 0, "give up after this long (0: no limit)")
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// client calls the daemon's API.
+type client struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+}
+
+func (f *clientFlags) client() (*client, error) {
+	addr := f.addr
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	u, err := url.Parse(addr)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("--addr %q is not a URL like http://127.0.0.1:7788", f.addr)
+	}
+	c := &client{base: u, http: &http.Client{Timeout: f.timeout, Transport: &narration.RoundTripper{}}}
+	if f.tokenFile != "" {
+		b, err := os.ReadFile(f.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("read token: %w", err)
+		}
+		c.token = strings.TrimSpace(string(b))
+	}
+	return c, nil
+}
+
+// APIError is an error answer from the daemon.
+type APIError struct {
+	Status int
+	server.ErrorDetail
+}
+
+func (e *APIError) Error() string {
+	msg := e.Message
+	if e.Retryable && e.RetryAfterSeconds > 0 {
+		msg += fmt.Sprintf(" (retryable: try again in %d s)", e.RetryAfterSeconds)
+	}
+	if e.CorrelationID != "" {
+		msg += " [correlation_id=" + e.CorrelationID + "]"
+	}
+	return fmt.Sprintf("daemon answered %d %s: %s", e.Status, e.Code, msg)
+}
+
+// do sends a request and decodes a JSON answer into out (when non-nil).
+// The raw answer is returned too, for --json.
+func (c *client) do(ctx context.Context, method, path string, query url.Values, contentType string, body io.Reader, size int64, out any) ([]byte, error) {
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	u.RawQuery = query.Encode()
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.ContentLength = size
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the daemon at %s (is `vramseal serve` running?): %w", c.base.Host, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		var eb server.ErrorBody
+		if json.Unmarshal(raw, &eb) == nil && eb.Error.Code != "" {
+			return raw, &APIError{Status: resp.StatusCode, ErrorDetail: eb.Error}
+		}
+		return raw, &APIError{Status: resp.StatusCode, ErrorDetail: server.ErrorDetail{Code: "http", Message: strings.TrimSpace(string(raw))}}
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return raw, fmt.Errorf("daemon sent malformed JSON: %w", err)
+		}
+	}
+	return raw, nil
+}
+
+func (c *client) getJSON(ctx context.Context, path string, q url.Values, out any) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, path, q, "", nil, 0, out)
+}
+
+func (c *client) postJSON(ctx context.Context, path string, in, out any) ([]byte, error) {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	return c.do(ctx, http.MethodPost, path, nil, "application/json", bytes.NewReader(b), int64(len(b)), out)
+}
+
+// withTimeout applies --timeout to a command's context.
+func (f *clientFlags) context(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if f.timeout > 0 {
+		return context.WithTimeout(ctx, f.timeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+// exitCodeFor maps a daemon error to an exit status: 2 bad input, 3
+// retryable (capacity), 4 integrity/policy/stopped, 1 otherwise.
+func exitCodeFor(err error) error {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		return err
+	}
+	code := 1
+	switch {
+	case ae.Status == 400 || ae.Status == 404:
+		code = 2
+	case ae.Retryable:
+		code = 3
+	case ae.Status == 409:
+		code = 4
+	}
+	return &ExitError{Code: code, Err: err}
+}

@@ -1,0 +1,399 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
+	"github.com/vramseal/vramseal/internal/server"
+)
+
+func newShardCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "shard",
+		Short: "Add, list, verify and release shards held by the daemon",
+	}
+	cmd.AddCommand(newShardAddCmd(), newShardLsCmd(), newShardVerifyCmd(), newShardRmCmd())
+	return cmd
+}
+
+func newShardAddCmd() *cobra.Command {
+	var (
+		cf                 clientFlags
+		shardID, modelRef  string
+		gpu, index, count  int
+		byPath, noProgress bool
+	)
+	cmd := &cobra.Command{
+		Use:   "add FILE",
+		Short: "Seal a model file into VRAM on the daemon",
+		Long: `Add streams FILE to the daemon, which copies it into GPU memory and seals it.
+With --by-path the daemon reads FILE itself; FILE must then lie under one of
+the daemon's --model-root directories.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.context(cmd)
+			defer cancel()
+			var sh server.ShardJSON
+			var raw []byte
+			if byPath {
+				path, err := filepath.Abs(args[0])
+				if err != nil {
+					return err
+				}
+				raw, err = c.postJSON(ctx, "/v1/shards", server.AddRequest{ShardID: shardID, ModelRef: modelRef,
+					ShardIndex: index, ShardCount: count, Device: gpu, Path: path}, &sh)
+				if err != nil {
+					return exitCodeFor(err)
+				}
+			} else {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				st, err := f.Stat()
+				if err != nil {
+					return err
+				}
+				if !st.Mode().IsRegular() {
+					return fmt.Errorf("%s is not a regular file", args[0])
+				}
+				if modelRef == "" {
+					modelRef = st.Name()
+				}
+				q := url.Values{"model_ref": {modelRef}, "gpu": {strconv.Itoa(gpu)}}
+				if shardID != "" {
+					q.Set("shard_id", shardID)
+				}
+				if count > 0 {
+					q.Set("shard_index", strconv.Itoa(index))
+					q.Set("shard_count", strconv.Itoa(count))
+				}
+				var body io.Reader = f
+				if !noProgress && st.Size() >= 64<<20 && isTerminal(cmd.ErrOrStderr()) {
+					p := &progress{w: cmd.ErrOrStderr(), total: st.Size(), start: time.Now()}
+					body = io.TeeReader(f, p)
+					defer p.finish()
+				}
+				raw, err = c.do(ctx, http.MethodPost, "/v1/shards", q, "application/octet-stream", body, st.Size(), &sh)
+				if err != nil {
+					return exitCodeFor(err)
+				}
+			}
+			if cf.asJSON {
+				_, err := cmd.OutOrStdout().Write(raw)
+				return err
+			}
+			return printShardTable(cmd.OutOrStdout(), []server.ShardJSON{sh})
+		},
+	}
+	cf.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&shardID, "shard-id", "", "shard ID (default: generated)")
+	f.StringVar(&modelRef, "model-ref", "", "model reference (default: the file name)")
+	f.IntVar(&gpu, "gpu", 0, "GPU index")
+	f.IntVar(&index, "shard-index", 0, "index of this shard in a tensor-parallel set")
+	f.IntVar(&count, "shard-count", 0, "number of shards in the set (default 1)")
+	f.BoolVar(&byPath, "by-path", false, "let the daemon read FILE from its model roots instead of uploading it")
+	f.BoolVar(&noProgress, "no-progress", false, "never draw a progress bar")
+	return cmd
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+// progress draws an upload progress bar on a terminal.
+type progress struct {
+	w           io.Writer
+	total, done int64
+	start, last time.Time
+}
+
+func (p *progress) Write(b []byte) (int, error) {
+	p.done += int64(len(b))
+	if now := time.Now(); now.Sub(p.last) > 200*time.Millisecond || p.done == p.total {
+		p.last = now
+		p.draw()
+	}
+	return len(b), nil
+}
+
+func (p *progress) draw() {
+	const width = 30
+	frac := float64(p.done) / float64(max(p.total, 1))
+	n := int(frac * width)
+	bar := make([]byte, width)
+	for i := range bar {
+		bar[i] = ' '
+		if i < n {
+			bar[i] = '='
+		}
+	}
+	rate := float64(p.done) / max(time.Since(p.start).Seconds(), 1e-3)
+	fmt.Fprintf(p.w, "\r[%s] %5.1f%% %s of %s, %s/s ", bar, 100*frac, FormatBytes(p.done), FormatBytes(p.total), FormatBytes(int64(rate)))
+}
+
+func (p *progress) finish() { fmt.Fprintln(p.w) }
+
+func printShardTable(w io.Writer, shards []server.ShardJSON) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHARD\tMODEL\tGPU\tSIZE\tCHUNKS\tDIGEST\tSEALED AT")
+	for _, sh := range shards {
+		s := sh.Seal
+		d := s.Digest.String()
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\tsha256:%s…\t%s\n", s.ShardID, s.ModelRef, s.DeviceIndex, FormatBytes(s.Size),
+			sh.Chunks, d[:16], s.SealedAt.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func newShardLsCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List the shards resident on the daemon",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.context(cmd)
+			defer cancel()
+			var out struct {
+				Shards []server.ShardJSON `json:"shards"`
+			}
+			raw, err := c.getJSON(ctx, "/v1/shards", nil, &out)
+			if err != nil {
+				return exitCodeFor(err)
+			}
+			if cf.asJSON {
+				_, err := cmd.OutOrStdout().Write(raw)
+				return err
+			}
+			return printShardTable(cmd.OutOrStdout(), out.Shards)
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func newShardVerifyCmd() *cobra.Command {
+	var (
+		cf      clientFlags
+		full    bool
+		samples int
+	)
+	cmd := &cobra.Command{
+		Use:   "verify ID",
+		Short: "Re-verify a shard from device memory (the execute gate)",
+		Long: `Verify asks the daemon to recompute the shard's chunk hashes from GPU memory
+and compare them with its seal: sampled (16 unpredictable chunks) by default,
+every chunk with --full. Exit status 0 means verified; 4 means the shard
+failed (the worker is now stopped) or the worker was already stopped.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.context(cmd)
+			defer cancel()
+			req := server.VerifyRequest{Mode: "sampled", Samples: samples}
+			if full {
+				req = server.VerifyRequest{Mode: "full"}
+			}
+			var res server.VerifyJSON
+			raw, err := c.postJSON(ctx, "/v1/shards/"+url.PathEscape(args[0])+"/verify", req, &res)
+			if err != nil {
+				return exitCodeFor(err)
+			}
+			if cf.asJSON {
+				_, err := cmd.OutOrStdout().Write(raw)
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "verified %s (%s): %d of %d chunks in %.3f ms; detects one changed chunk with p=%.4g\n",
+				res.ShardID, res.Mode, res.ChunksChecked, res.Chunks, res.DurationMS, res.DetectionProbability)
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().BoolVar(&full, "full", false, "check every chunk")
+	cmd.Flags().IntVar(&samples, "samples", 0, "chunks to check in sampled mode (default 16)")
+	return cmd
+}
+
+func newShardRmCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:     "rm ID",
+		Aliases: []string{"release"},
+		Short:   "Release a shard's VRAM",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.context(cmd)
+			defer cancel()
+			raw, err := c.do(ctx, http.MethodDelete, "/v1/shards/"+url.PathEscape(args[0]), nil, "", nil, 0, nil)
+			if err != nil {
+				return exitCodeFor(err)
+			}
+			if cf.asJSON {
+				_, err := cmd.OutOrStdout().Write(raw)
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "released %s\n", args[0])
+			return nil
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func newCapacityCmd() *cobra.Command {
+	var (
+		cf   clientFlags
+		plan ByteSize
+	)
+	cmd := &cobra.Command{
+		Use:   "capacity",
+		Short: "Show VRAM per GPU, and with --plan whether a shard of that size fits",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.context(cmd)
+			defer cancel()
+			q := url.Values{}
+			if plan > 0 {
+				q.Set("bytes", strconv.FormatInt(int64(plan), 10))
+			}
+			var out struct {
+				Devices []server.CapacityJSON `json:"devices"`
+				Plan    *server.PlanJSON      `json:"plan"`
+			}
+			raw, err := c.getJSON(ctx, "/v1/capacity", q, &out)
+			if err != nil {
+				return exitCodeFor(err)
+			}
+			if cf.asJSON {
+				_, err := cmd.OutOrStdout().Write(raw)
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "GPU\tUUID\tTOTAL\tFREE\tSEALED\tRESERVED\tHEADROOM\tAVAILABLE\tSHARDS")
+			for _, d := range out.Devices {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", d.Device, d.UUID, FormatBytes(d.TotalBytes), FormatBytes(d.FreeBytes),
+					FormatBytes(d.UsedBytes), FormatBytes(d.ReservedBytes), FormatBytes(d.HeadroomBytes), FormatBytes(d.AvailableBytes), d.Shards)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if p := out.Plan; p != nil {
+				if p.Fits {
+					fmt.Fprintf(cmd.OutOrStdout(), "a shard of %s fits on GPU %d\n", FormatBytes(p.RequestedBytes), p.Device)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "a shard of %s does not fit on any GPU now\n", FormatBytes(p.RequestedBytes))
+					return &ExitError{Code: 3, Err: fmt.Errorf("insufficient VRAM for %s", FormatBytes(p.RequestedBytes))}
+				}
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().Var(&plan, "plan", "shard size to plan for (e.g. 14GiB)")
+	return cmd
+}
+
+func newResetCmd() *cobra.Command {
+	var (
+		cf     clientFlags
+		reason string
+	)
+	cmd := &cobra.Command{
+		Use:   "reset --reason TEXT",
+		Short: "Return a stopped worker to running after an operator has dealt with the failure",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if reason == "" {
+				return &ExitError{Code: 2, Err: fmt.Errorf("--reason is required: say what was done about the failure")}
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.context(cmd)
+			defer cancel()
+			raw, err := c.postJSON(ctx, "/v1/reset", server.ResetRequest{Reason: reason}, nil)
+			if err != nil {
+				return exitCodeFor(err)
+			}
+			if cf.asJSON {
+				_, err := cmd.OutOrStdout().Write(raw)
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "worker reset: running")
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&reason, "reason", "", "what the operator did (required)")
+	return cmd
+}
+
+func newDevicesCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "devices",
+		Short: "List the daemon's GPUs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cf.context(cmd)
+			defer cancel()
+			var out struct {
+				Devices []server.DeviceJSON `json:"devices"`
+			}
+			raw, err := c.getJSON(ctx, "/v1/devices", nil, &out)
+			if err != nil {
+				return exitCodeFor(err)
+			}
+			if cf.asJSON {
+				_, err := cmd.OutOrStdout().Write(raw)
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "GPU\tNAME\tUUID\tDRIVER\tTOTAL\tFREE\tON-DEVICE HASH")
+			for _, d := range out.Devices {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%v\n", d.Index, d.Name, d.UUID, d.Driver,
+					FormatBytes(int64(d.TotalBytes)), FormatBytes(int64(d.FreeBytes)), d.HashesOnDevice)
+			}
+			return tw.Flush()
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
