@@ -123,7 +123,7 @@ func BenchmarkZerologDisabled(b *testing.B) {
 }
 
 // cleanSentence is a 100-byte human sentence with no secret.
-const cleanSentence = "Verifies model shard 'shard-abc123' on GPU 0: 1024 chunks of 64 KiB match the sealed tree (42 ms)."
+const cleanSentence = "Verifies model shard 'shard-abc123' on GPU 0: 1024 chunks of 64 KiB match the sealed tree (42 ms) ok."
 
 var sinkScrub string
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"strings"
 )
 
 // Redacted is what every redacted secret is replaced with.
@@ -108,55 +109,66 @@ func Scrub(s string) (string, int) {
 	return s, n
 }
 
-// mayHoldSecret reports whether s contains a keyword that one of the
-// scrubbers needs. It is a superset check: false means no scrubber matches.
+// mayHoldSecret reports whether s may hold something a scrubber matches. It
+// is a superset check (false means no scrubber matches) built from
+// strings.IndexByte and strings.Index, which scan clean text quickly.
 func mayHoldSecret(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !trigger[s[i]] {
-			continue
-		}
-		t := s[i:]
-		switch s[i] {
-		case 'k', 'K':
-			if hasPrefixFold(t, "key") {
-				return true
-			}
-		case 't', 'T':
-			if hasPrefixFold(t, "token") {
-				return true
-			}
-		case 's', 'S':
-			if hasPrefixFold(t, "secret") {
-				return true
-			}
-		case 'p', 'P':
-			if hasPrefixFold(t, "passw") || hasPrefixFold(t, "pwd") {
-				return true
-			}
-		case 'b', 'B':
-			if hasPrefixFold(t, "bearer") {
-				return true
-			}
-		case ':':
-			if len(t) >= 3 && t[1] == '/' && t[2] == '/' {
-				return true
-			}
-		case '-':
-			if len(t) >= 10 && t[:10] == "-----BEGIN" {
-				return true
-			}
-		case 'A':
-			if awsLike(t) {
-				return true
-			}
+	// key=value pairs need '=' and JSON members '"', both with a credential
+	// word.
+	if (strings.IndexByte(s, '=') >= 0 || strings.IndexByte(s, '"') >= 0) && hasCredentialWord(s) {
+		return true
+	}
+	if strings.IndexByte(s, '@') >= 0 && strings.Contains(s, "://") {
+		return true
+	}
+	if strings.Contains(s, "-----BEGIN") {
+		return true
+	}
+	return hasAt(s, 'b', "bearer") || hasAt(s, 'B', "bearer") || hasAWSKeyID(s)
+}
+
+// hasCredentialWord reports whether s contains, in any case, one of the
+// words that end a credential name.
+func hasCredentialWord(s string) bool {
+	for _, w := range [...]struct {
+		lower, upper byte
+		word         string
+	}{{'k', 'K', "key"}, {'t', 'T', "token"}, {'s', 'S', "secret"}, {'p', 'P', "passw"}, {'p', 'P', "pwd"}} {
+		if hasAt(s, w.lower, w.word) || hasAt(s, w.upper, w.word) {
+			return true
 		}
 	}
 	return false
 }
 
-var trigger = [256]bool{
-	'k': true, 'K': true, 't': true, 'T': true, 's': true, 'S': true,
-	'p': true, 'P': true, 'b': true, 'B': true, ':': true, '-': true, 'A': true,
+// hasAt reports whether some c in s starts lower, ignoring ASCII case.
+func hasAt(s string, c byte, lower string) bool {
+	for {
+		i := strings.IndexByte(s, c)
+		if i < 0 {
+			return false
+		}
+		if hasPrefixFold(s[i:], lower) {
+			return true
+		}
+		s = s[i+1:]
+	}
+}
+
+// hasAWSKeyID reports whether s holds an 'A' followed by 19 upper-case
+// letters and digits, the shape of an AWS access key ID.
+func hasAWSKeyID(s string) bool {
+	for len(s) >= 20 {
+		i := strings.IndexByte(s, 'A')
+		if i < 0 || len(s)-i < 20 {
+			return false
+		}
+		if awsLike(s[i:]) {
+			return true
+		}
+		s = s[i+1:]
+	}
+	return false
 }
 
 // hasPrefixFold reports whether s starts with lower, ignoring ASCII case.

@@ -31,8 +31,10 @@ import (
 const (
 	DefaultMaxShardBytes = 100 << 30
 	DefaultSamples       = 16
-	// copyBufferSize bounds the host memory a seal uses for streaming.
+	// copyBufferSize and stagingBuffers bound the host memory a seal uses
+	// for streaming: stagingBuffers buffers of about copyBufferSize bytes.
 	copyBufferSize = 4 << 20
+	stagingBuffers = 3
 )
 
 // Options configure a [Manager]. The zero value works: one simulated

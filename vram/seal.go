@@ -218,37 +218,91 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, size int64) (gpu
 }
 
 // copyAndHash streams size bytes from r into buf, hashing them on the way.
+// Three stages overlap: a reader goroutine fills staging buffers, a
+// writer goroutine copies each buffer to the device, and the calling
+// goroutine hashes it (the flat digest here, leaves on the Hasher's
+// workers). Host memory is bounded by stagingBuffers staging buffers.
 func (m *Manager) copyAndHash(ctx context.Context, d *deviceState, buf gpu.Buffer, r io.Reader, size int64) (seal.Hash, []seal.Hash, error) {
 	h := seal.NewHasher(m.opts.ChunkSize)
 	defer h.Close()
-	// The staging buffer is a whole number of chunks so device writes and
-	// leaves line up; it is bounded whatever the shard size.
-	n := max(copyBufferSize/m.opts.ChunkSize, 1) * m.opts.ChunkSize
-	stage := make([]byte, min(n, size))
-	var off int64
-	for off < size {
-		if err := ctx.Err(); err != nil {
-			return seal.Hash{}, nil, fmt.Errorf("vram: seal interrupted after %d of %d bytes: %w", off, size, err)
+	// Staging buffers are a whole number of chunks so device writes and
+	// leaves line up; they are bounded whatever the shard size.
+	n := min(max(copyBufferSize/m.opts.ChunkSize, 1)*m.opts.ChunkSize, size)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	type batch struct {
+		p   []byte
+		off int64
+		err error
+	}
+	free := make(chan []byte, stagingBuffers)
+	for range stagingBuffers {
+		free <- make([]byte, n)
+	}
+	filled := make(chan batch, stagingBuffers)
+	send := func(b batch) {
+		select {
+		case filled <- b:
+		case <-ctx.Done():
 		}
-		p := stage[:min(int64(len(stage)), size-off)]
-		if _, err := io.ReadFull(r, p); err != nil {
-			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				return seal.Hash{}, nil, invalid("shard data ended early: expected %d bytes", size)
+	}
+	readerDone := make(chan struct{})
+	// The reader goroutine must not touch r after Seal returns.
+	defer func() { cancel(); <-readerDone }()
+	go func() {
+		defer close(readerDone)
+		defer close(filled)
+		var off int64
+		for off < size {
+			var p []byte
+			select {
+			case p = <-free:
+			case <-ctx.Done():
+				return
 			}
-			return seal.Hash{}, nil, fmt.Errorf("vram: read shard data at byte %d: %w", off, err)
+			p = p[:min(int64(len(p)), size-off)]
+			if _, err := io.ReadFull(r, p); err != nil {
+				if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+					err = invalid("shard data ended early: expected %d bytes", size)
+				} else {
+					err = fmt.Errorf("vram: read shard data at byte %d: %w", off, err)
+				}
+				send(batch{err: err})
+				return
+			}
+			send(batch{p: p, off: off})
+			off += int64(len(p))
 		}
-		if err := d.dev.Write(ctx, buf, off, p); err != nil {
-			return seal.Hash{}, nil, fmt.Errorf("vram: write to GPU %d at byte %d: %w", d.index, off, err)
+		// The reader must be exhausted: a longer stream than announced is
+		// a caller error, not something to truncate silently.
+		var one [1]byte
+		if k, _ := r.Read(one[:]); k > 0 {
+			send(batch{err: invalid("shard data is longer than the announced %d bytes", size)})
 		}
-		h.Write(p)
-		off += int64(len(p))
+	}()
+
+	writeErr := make(chan error, 1)
+	for b := range filled {
+		if b.err != nil {
+			return seal.Hash{}, nil, b.err
+		}
+		if err := ctx.Err(); err != nil {
+			return seal.Hash{}, nil, fmt.Errorf("vram: seal interrupted after %d of %d bytes: %w", b.off, size, err)
+		}
+		go func() { writeErr <- d.dev.Write(ctx, buf, b.off, b.p) }()
+		h.Write(b.p)
+		if err := <-writeErr; err != nil {
+			return seal.Hash{}, nil, fmt.Errorf("vram: write to GPU %d at byte %d: %w", d.index, b.off, err)
+		}
+		free <- b.p[:cap(b.p)]
 	}
-	// The reader must be exhausted: a longer stream than announced is a
-	// caller error, not something to truncate silently.
-	var one [1]byte
-	if k, _ := r.Read(one[:]); k > 0 {
-		return seal.Hash{}, nil, invalid("shard data is longer than the announced %d bytes", size)
+	if err := ctx.Err(); err != nil {
+		return seal.Hash{}, nil, fmt.Errorf("vram: seal interrupted: %w", err)
 	}
-	digest, leaves, _ := h.Sum()
+	digest, leaves, total := h.Sum()
+	if total != size {
+		return seal.Hash{}, nil, invalid("shard data ended early: expected %d bytes, got %d", size, total)
+	}
 	return digest, leaves, nil
 }

@@ -19,10 +19,10 @@ const (
 	defaultBlockThreads = 128
 )
 
-// EnvVars are the environment variables recorded in [Facts.Env] at
+// envVars are the environment variables recorded in [Facts.Env] at
 // [Open]: the ones that choose devices or can move allocations to host
 // memory (unified or managed memory, MPS, allocator settings).
-var EnvVars = []string{
+var envVars = []string{
 	"CUDA_VISIBLE_DEVICES",
 	"CUDA_DEVICE_ORDER",
 	"NVIDIA_VISIBLE_DEVICES",
@@ -112,7 +112,7 @@ func Open(opts Options) (*Driver, error) {
 		lookup = os.LookupEnv
 	}
 	env := make(map[string]string)
-	for _, k := range EnvVars {
+	for _, k := range envVars {
 		if val, ok := lookup(k); ok {
 			env[k] = val
 		}

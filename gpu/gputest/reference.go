@@ -1,14 +1,12 @@
 package gputest
 
-import "crypto/sha256"
+import (
+	"github.com/vramseal/vramseal/gpu"
+	"github.com/vramseal/vramseal/seal"
+)
 
-// leafHash is the RFC 6962 leaf hash SHA-256(0x00 || chunk), the reference
-// the device's hashes must match.
-func leafHash(chunk []byte) [32]byte {
-	h := sha256.New()
-	h.Write([]byte{0x00})
-	h.Write(chunk)
-	var sum [32]byte
-	h.Sum(sum[:0])
-	return sum
+// leafHash is the reference the device's hashes must match: seal's RFC 6962
+// leaf hash, SHA-256(0x00 || chunk).
+func leafHash(chunk []byte) [gpu.HashSize]byte {
+	return seal.LeafHash(chunk)
 }

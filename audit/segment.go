@@ -1,0 +1,103 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// segReader reads the lines of one segment and hashes every byte it reads.
+type segReader struct {
+	f    File
+	br   *bufio.Reader
+	h    hash.Hash
+	line int   // number of the line last returned, 1-based
+	off  int64 // offset of the line last returned
+	next int64 // offset after it
+	acc  []byte
+}
+
+var errLineTooLong = fmt.Errorf("%w: line longer than %d bytes", errMalformed, maxLineBytes)
+
+func openSegment(fsys FS, path string) (*segReader, error) {
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	return &segReader{f: f, h: h, br: bufio.NewReaderSize(io.TeeReader(f, h), 256<<10)}, nil
+}
+
+func (s *segReader) Close() error { return s.f.Close() }
+
+// read returns the next line without its newline, whether it was
+// terminated, and io.EOF after the last line. A line longer than
+// maxLineBytes returns errLineTooLong. The line is valid until the next
+// call.
+func (s *segReader) read() ([]byte, bool, error) {
+	s.off = s.next
+	frag, err := s.br.ReadSlice('\n')
+	if err == nil {
+		s.line++
+		s.next += int64(len(frag))
+		return frag[:len(frag)-1], true, nil
+	}
+	s.acc = append(s.acc[:0], frag...)
+	for errors.Is(err, bufio.ErrBufferFull) {
+		if len(s.acc) > maxLineBytes+1 {
+			return nil, false, errLineTooLong
+		}
+		frag, err = s.br.ReadSlice('\n')
+		s.acc = append(s.acc, frag...)
+	}
+	s.next += int64(len(s.acc))
+	switch {
+	case err == nil:
+		s.line++
+		if len(s.acc) > maxLineBytes+1 {
+			return nil, false, errLineTooLong
+		}
+		return s.acc[:len(s.acc)-1], true, nil
+	case err == io.EOF && len(s.acc) > 0:
+		s.line++
+		return s.acc, false, nil
+	case err == io.EOF:
+		return nil, false, io.EOF
+	}
+	return nil, false, err
+}
+
+// sum returns the SHA-256 of everything read so far.
+func (s *segReader) sum() (d [32]byte) {
+	s.h.Sum(d[:0])
+	return d
+}
+
+// checksumLine is the contents of a checksum file, in the format of
+// `sha256sum` (two spaces, binary mode not marked).
+func checksumLine(sum [32]byte, name string) []byte {
+	b := appendHex(nil, sum[:])
+	b = append(b, "  "...)
+	b = append(b, name...)
+	return append(b, '\n')
+}
+
+// readChecksum reads <segment>.sha256 and returns the digest it names.
+func readChecksum(fsys FS, dir, name string) ([32]byte, error) {
+	var sum [32]byte
+	b, err := readFile(fsys, filepath.Join(dir, name+checksumSuffix), 4096)
+	if err != nil {
+		return sum, err
+	}
+	want := len(b) == 64+2+len(name)+1 && bytes.Equal(b[64:], []byte("  "+name+"\n"))
+	if !want || !parseHex32(string(b[:64]), &sum) {
+		return sum, fmt.Errorf("checksum file %s is not \"<sha256>  %s\"", name+checksumSuffix, name)
+	}
+	return sum, nil
+}

@@ -1,0 +1,652 @@
+package cuda
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"unsafe"
+
+	"github.com/vramseal/vramseal/gpu"
+)
+
+// CUDA enumerations used by the device worker (cuda.h).
+const (
+	attrMultiprocessorCount          = 16
+	attrIntegrated                   = 18
+	attrECCEnabled                   = 32
+	attrComputeCapabilityMajor       = 75
+	attrComputeCapabilityMinor       = 76
+	attrConcurrentManagedAccess      = 89
+	attrPageableMemoryAccess         = 88
+	attrPageableMemoryUsesHostTables = 100
+
+	ptrAttrMemoryType    = 2
+	ptrAttrHostPointer   = 4
+	ptrAttrIsManaged     = 8
+	ptrAttrDeviceOrdinal = 9
+	ptrAttrMapped        = 13
+
+	streamNonBlocking = 1 // CU_STREAM_NON_BLOCKING
+	eventDisableTime  = 2 // CU_EVENT_DISABLE_TIMING
+)
+
+// freeGranule is the driver's device allocation granularity (2 MiB). The
+// free-memory check of [Device.Alloc] applies to allocations of at least
+// this size, since smaller ones may be carved from a granule the driver
+// already holds and lower free memory by nothing.
+const freeGranule = 2 << 20
+
+// Device is one CUDA device. It implements [gpu.Device]; all methods are
+// safe for concurrent use and are carried out, in the order they arrive, by
+// the device's worker thread.
+type Device struct {
+	drv     *Driver
+	ordinal int
+	calls   chan func()
+	stop    chan struct{}
+	done    chan struct{}
+
+	// Set by the worker before Open returns, read-only afterwards.
+	static Facts
+
+	// Owned by the worker goroutine.
+	ctx       uintptr
+	stream    uintptr
+	staging   [2]staging
+	module    uintptr
+	fn        uintptr
+	kernelErr error
+	scratch   devptr // chunk indexes, then hashes, for one launch
+	batch     int    // chunks per launch
+	nvmlDev   uintptr
+	live      map[*buffer]struct{}
+	lost      error
+}
+
+var _ gpu.Device = (*Device)(nil)
+
+// staging is one pinned host buffer and the event that marks the end of
+// the last copy that read it.
+type staging struct {
+	mem   []byte // pinned memory from cuMemAllocHost_v2
+	event uintptr
+	dirty bool
+}
+
+// buffer is a device allocation. Its formatting shows only its size and
+// device (see Format); the device address never leaves the package.
+type buffer struct {
+	dev    *Device
+	ptr    devptr
+	size   int64
+	report AllocReport
+}
+
+func (b *buffer) Size() int64      { return b.size }
+func (b *buffer) DeviceIndex() int { return b.dev.ordinal }
+
+// Format prints the buffer as "cuda buffer of N bytes on device D" for
+// every verb, so that no formatting path can show its address.
+func (b *buffer) Format(f fmt.State, verb rune) {
+	fmt.Fprintf(f, "cuda buffer of %d bytes on device %d", b.size, b.dev.ordinal)
+}
+
+// AllocReport is what the driver said when a buffer was allocated: free
+// device memory before and after cuMemAlloc_v2, and the pointer facts.
+type AllocReport struct {
+	// Size is the requested size in bytes.
+	Size int64
+	// FreeBefore and FreeAfter are cuMemGetInfo_v2's free bytes around the
+	// allocation (other processes may allocate or free in between).
+	FreeBefore, FreeAfter uint64
+	// Facts are the allocation's pointer facts.
+	Facts gpu.PointerFacts
+}
+
+// FreeDrop returns by how much free device memory fell (0 if it rose).
+func (r AllocReport) FreeDrop() uint64 {
+	if r.FreeAfter >= r.FreeBefore {
+		return 0
+	}
+	return r.FreeBefore - r.FreeAfter
+}
+
+// violations checks the VRAM-only policy; see the package documentation.
+func (r AllocReport) violations(ordinal int) []string {
+	var v []string
+	f := r.Facts
+	if f.MemoryType != gpu.MemoryDevice {
+		v = append(v, fmt.Sprintf("memory type %v, want device", f.MemoryType))
+	}
+	if f.Managed {
+		v = append(v, "managed (unified) memory")
+	}
+	if f.DeviceOrdinal != ordinal {
+		v = append(v, fmt.Sprintf("device ordinal %d, want %d", f.DeviceOrdinal, ordinal))
+	}
+	if !f.Mapped {
+		v = append(v, "range not mapped")
+	}
+	if f.HostAccessible {
+		v = append(v, "allocation has a host pointer")
+	}
+	if want := uint64(r.Size) / freeGranule * freeGranule; want > 0 && r.FreeDrop() < want {
+		v = append(v, fmt.Sprintf("free memory dropped by %d bytes, want >= %d", r.FreeDrop(), want))
+	}
+	return v
+}
+
+// startDevice starts the worker of device ordinal and waits for its setup.
+func startDevice(drv *Driver, ordinal int, opts Options) (*Device, error) {
+	d := &Device{
+		drv:     drv,
+		ordinal: ordinal,
+		calls:   make(chan func()),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		live:    make(map[*buffer]struct{}),
+	}
+	ready := make(chan error, 1)
+	go d.run(opts, ready)
+	if err := <-ready; err != nil {
+		<-d.done
+		return nil, err
+	}
+	return d, nil
+}
+
+// run is the worker: it locks itself to an OS thread, makes the primary
+// context current there, and serves calls until stop is closed.
+func (d *Device) run(opts Options, ready chan<- error) {
+	runtime.LockOSThread()
+	defer close(d.done)
+	// The thread is not unlocked: it had a CUDA context current, and
+	// exiting the goroutine while locked retires the thread with it.
+	if err := d.setup(opts); err != nil {
+		d.teardown()
+		ready <- err
+		return
+	}
+	ready <- nil
+	for {
+		select {
+		case f := <-d.calls:
+			f()
+		case <-d.stop:
+			d.teardown()
+			return
+		}
+	}
+}
+
+// do runs f on the worker and returns its error. It gives up waiting for
+// the worker when ctx ends, but once f has started it runs to completion.
+func (d *Device) do(ctx context.Context, f func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	res := make(chan error, 1)
+	select {
+	case d.calls <- func() { res <- f() }:
+		return <-res
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-d.done:
+		return errClosed
+	}
+}
+
+// close stops the worker and waits for its teardown.
+func (d *Device) close() error {
+	select {
+	case <-d.done:
+		return nil
+	default:
+	}
+	var err error
+	_ = d.do(context.Background(), func() error {
+		err = d.freeAll()
+		return nil
+	})
+	close(d.stop)
+	<-d.done
+	return err
+}
+
+// check turns a CUresult into an error, latching the device as lost on a
+// sticky error. It runs on the worker.
+func (d *Device) check(op string, r cuResult) error {
+	if r == 0 {
+		return nil
+	}
+	e := newError(op, r)
+	if isSticky(e.Code) && d.lost == nil {
+		d.lost = e
+	}
+	return fmt.Errorf("cuda: device %d: %w", d.ordinal, e)
+}
+
+// usable returns the latched device-lost error, if any.
+func (d *Device) usable() error {
+	if d.lost != nil {
+		return fmt.Errorf("cuda: device %d is lost: %w", d.ordinal, d.lost)
+	}
+	return nil
+}
+
+func (d *Device) setup(opts Options) error {
+	api := d.drv.api
+	var dev int32
+	if r := api.deviceGet(&dev, int32(d.ordinal)); r != 0 {
+		return fmt.Errorf("%w: %w", ErrUnavailable, newError("cuDeviceGet", r))
+	}
+	if err := d.check("cuDevicePrimaryCtxRetain", api.primaryCtxRetain(&d.ctx, int32(d.ordinal))); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if err := d.check("cuCtxSetCurrent", api.ctxSetCurrent(d.ctx)); err != nil {
+		return err
+	}
+	if err := d.readFacts(); err != nil {
+		return err
+	}
+	if err := d.check("cuStreamCreate", api.streamCreate(&d.stream, streamNonBlocking)); err != nil {
+		return err
+	}
+	size := opts.StagingBytes
+	if size == 0 {
+		size = DefaultStagingBytes
+	}
+	size = max(size, 4096)
+	for i := range d.staging {
+		s := &d.staging[i]
+		var p unsafe.Pointer
+		if err := d.check("cuMemAllocHost_v2", api.memAllocHost(&p, uint64(size))); err != nil {
+			return err
+		}
+		s.mem = unsafe.Slice((*byte)(p), size)
+		clear(s.mem)
+		if err := d.check("cuEventCreate", api.eventCreate(&s.event, eventDisableTime)); err != nil {
+			return err
+		}
+	}
+	d.batch = size / gpu.HashSize
+	if opts.MaxLaunchChunks > 0 {
+		d.batch = min(d.batch, opts.MaxLaunchChunks)
+	}
+	// Scratch for one launch: indexes (8 bytes) and hashes (32 bytes) per
+	// chunk. Allocated now so that verification never fails for lack of
+	// memory on a full device.
+	if err := d.check("cuMemAlloc_v2", api.memAlloc(&d.scratch, uint64(d.batch)*(8+gpu.HashSize))); err != nil {
+		return err
+	}
+	d.kernelErr = d.loadKernel()
+	d.static.Info.CanHash = d.kernelErr == nil
+	return nil
+}
+
+// teardown releases what setup acquired, zeroing the staging memory.
+func (d *Device) teardown() {
+	api := d.drv.api
+	if d.ctx == 0 {
+		return
+	}
+	if d.module != 0 {
+		api.moduleUnload(d.module)
+	}
+	if d.scratch != 0 {
+		api.memFree(d.scratch)
+	}
+	for i := range d.staging {
+		s := &d.staging[i]
+		if s.mem != nil {
+			clear(s.mem)
+			api.memFreeHost(unsafe.Pointer(unsafe.SliceData(s.mem)))
+			s.mem = nil
+		}
+		if s.event != 0 {
+			api.eventDestroy(s.event)
+		}
+	}
+	if d.stream != 0 {
+		api.streamDestroy(d.stream)
+	}
+	api.ctxSetCurrent(0)
+	api.primaryCtxRelease(int32(d.ordinal))
+	d.ctx = 0
+}
+
+// freeAll frees the buffers the caller did not free.
+func (d *Device) freeAll() error {
+	var errs []error
+	for b := range d.live {
+		delete(d.live, b)
+		if err := d.check("cuMemFree_v2", d.drv.api.memFree(b.ptr)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// own returns b as this device's buffer, or an error wrapping
+// gpu.ErrInvalidBuffer. Liveness is checked on the worker by live.
+func (d *Device) own(b gpu.Buffer) (*buffer, error) {
+	buf, ok := b.(*buffer)
+	if !ok || buf == nil || buf.dev != d {
+		return nil, fmt.Errorf("cuda: device %d: %w: not allocated by this device", d.ordinal, gpu.ErrInvalidBuffer)
+	}
+	return buf, nil
+}
+
+// live reports an error unless buf is live; it runs on the worker.
+func (d *Device) isLive(buf *buffer) error {
+	if _, ok := d.live[buf]; !ok {
+		return fmt.Errorf("cuda: device %d: %w: freed", d.ordinal, gpu.ErrInvalidBuffer)
+	}
+	return nil
+}
+
+// memInfo returns cuMemGetInfo_v2's free and total bytes.
+func (d *Device) memInfo() (free, total uint64, err error) {
+	err = d.check("cuMemGetInfo_v2", d.drv.api.memGetInfo(&free, &total))
+	return free, total, err
+}
+
+// Info implements [gpu.Device.Info].
+func (d *Device) Info(ctx context.Context) (gpu.Info, error) {
+	var in gpu.Info
+	err := d.do(ctx, func() error {
+		if err := d.usable(); err != nil {
+			return err
+		}
+		free, _, err := d.memInfo()
+		in = d.static.Info
+		in.FreeBytes = free
+		return err
+	})
+	return in, err
+}
+
+// Alloc implements [gpu.Device.Alloc] with cuMemAlloc_v2, and enforces the
+// VRAM-only policy: on an integrated device, or when the new allocation's
+// pointer facts or the drop in free memory break the policy (see the
+// package documentation), it frees the allocation and returns a
+// [*PolicyError] wrapping [ErrPolicy]. The facts and free memory around
+// the call stay available from [Device.AllocReport].
+func (d *Device) Alloc(ctx context.Context, size int64) (gpu.Buffer, error) {
+	if size <= 0 {
+		return nil, fmt.Errorf("cuda: device %d: alloc %d bytes: %w", d.ordinal, size, gpu.ErrOutOfRange)
+	}
+	var buf *buffer
+	err := d.do(ctx, func() error {
+		if err := d.usable(); err != nil {
+			return err
+		}
+		if d.static.Info.Integrated {
+			return &PolicyError{Device: d.ordinal, Size: size, Violations: []string{"integrated device shares memory with the host"}}
+		}
+		api := d.drv.api
+		before, _, err := d.memInfo()
+		if err != nil {
+			return err
+		}
+		var p devptr
+		if err := d.check("cuMemAlloc_v2", api.memAlloc(&p, uint64(size))); err != nil {
+			return fmt.Errorf("%w (alloc %d bytes)", err, size)
+		}
+		after, _, err := d.memInfo()
+		var facts gpu.PointerFacts
+		if err == nil {
+			facts, err = d.pointerFacts(p)
+		}
+		if err != nil {
+			api.memFree(p)
+			return err
+		}
+		rep := AllocReport{Size: size, FreeBefore: before, FreeAfter: after, Facts: facts}
+		if v := rep.violations(d.ordinal); len(v) > 0 {
+			api.memFree(p)
+			return &PolicyError{Device: d.ordinal, Size: size, Violations: v}
+		}
+		buf = &buffer{dev: d, ptr: p, size: size, report: rep}
+		d.live[buf] = struct{}{}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// AllocReport returns what the driver said when b was allocated: free
+// memory before and after, and the pointer facts that the VRAM-only policy
+// checked.
+func (d *Device) AllocReport(b gpu.Buffer) (AllocReport, error) {
+	buf, err := d.own(b)
+	if err != nil {
+		return AllocReport{}, err
+	}
+	return buf.report, nil
+}
+
+// Free implements [gpu.Device.Free] with cuMemFree_v2.
+func (d *Device) Free(ctx context.Context, b gpu.Buffer) error {
+	buf, err := d.own(b)
+	if err != nil {
+		return err
+	}
+	return d.do(ctx, func() error {
+		if err := d.isLive(buf); err != nil {
+			return err
+		}
+		delete(d.live, buf)
+		return d.check("cuMemFree_v2", d.drv.api.memFree(buf.ptr))
+	})
+}
+
+// Write implements [gpu.Device.Write]. It copies p through the two pinned
+// staging buffers with asynchronous host-to-device copies on the device's
+// stream (filling one buffer while the other is in flight), waits for the
+// copies to finish, and zeroes the staging buffers before returning. p is
+// never handed to the driver, so it may be ordinary Go memory.
+func (d *Device) Write(ctx context.Context, b gpu.Buffer, off int64, p []byte) error {
+	buf, err := d.own(b)
+	if err != nil {
+		return err
+	}
+	return d.do(ctx, func() error {
+		if err := d.isLive(buf); err != nil {
+			return err
+		}
+		if err := gpu.CheckRange(buf.size, off, int64(len(p))); err != nil {
+			return fmt.Errorf("cuda: device %d: write: %w", d.ordinal, err)
+		}
+		if err := d.usable(); err != nil {
+			return err
+		}
+		return d.write(ctx, buf.ptr+devptr(off), p)
+	})
+}
+
+// write streams p to dst; it runs on the worker.
+func (d *Device) write(ctx context.Context, dst devptr, p []byte) (err error) {
+	api := d.drv.api
+	defer func() {
+		if serr := d.check("cuStreamSynchronize", api.streamSynchronize(d.stream)); err == nil {
+			err = serr
+		}
+		d.scrub()
+	}()
+	for i := 0; len(p) > 0; i++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s := &d.staging[i%2]
+		if s.dirty {
+			if err := d.check("cuEventSynchronize", api.eventSynchronize(s.event)); err != nil {
+				return err
+			}
+		}
+		n := copy(s.mem, p)
+		s.dirty = true
+		if err := d.check("cuMemcpyHtoDAsync_v2", api.memcpyHtoDAsync(dst, unsafe.Pointer(unsafe.SliceData(s.mem)), uint64(n), d.stream)); err != nil {
+			return err
+		}
+		if err := d.check("cuEventRecord", api.eventRecord(s.event, d.stream)); err != nil {
+			return err
+		}
+		dst += devptr(n)
+		p = p[n:]
+	}
+	return nil
+}
+
+// scrub zeroes the staging buffers that held data. Call it only after the
+// stream is synchronized.
+func (d *Device) scrub() {
+	for i := range d.staging {
+		if s := &d.staging[i]; s.dirty {
+			clear(s.mem)
+			s.dirty = false
+		}
+	}
+}
+
+// PointerFacts implements [gpu.Device.PointerFacts] with
+// cuPointerGetAttributes.
+func (d *Device) PointerFacts(ctx context.Context, b gpu.Buffer) (gpu.PointerFacts, error) {
+	buf, err := d.own(b)
+	if err != nil {
+		return gpu.PointerFacts{}, err
+	}
+	var facts gpu.PointerFacts
+	err = d.do(ctx, func() error {
+		if err := d.isLive(buf); err != nil {
+			return err
+		}
+		if err := d.usable(); err != nil {
+			return err
+		}
+		facts, err = d.pointerFacts(buf.ptr)
+		return err
+	})
+	return facts, err
+}
+
+// pointerQuery is the argument block of one cuPointerGetAttributes call.
+// Each value slot is zeroed and 8 bytes wide, so the driver may write a
+// bool, an int or a pointer into it; read as little-endian integers.
+type pointerQuery struct {
+	attrs [5]int32
+	vals  [5]uint64
+	ptrs  [5]unsafe.Pointer
+}
+
+func (d *Device) pointerFacts(p devptr) (gpu.PointerFacts, error) {
+	q := &pointerQuery{attrs: [5]int32{ptrAttrMemoryType, ptrAttrHostPointer, ptrAttrIsManaged, ptrAttrDeviceOrdinal, ptrAttrMapped}}
+	var pin runtime.Pinner
+	pin.Pin(q)
+	defer pin.Unpin()
+	for i := range q.vals {
+		q.ptrs[i] = unsafe.Pointer(&q.vals[i])
+	}
+	r := d.drv.api.pointerGetAttributes(uint32(len(q.attrs)), &q.attrs[0], &q.ptrs[0], p)
+	if err := d.check("cuPointerGetAttributes", r); err != nil {
+		return gpu.PointerFacts{}, err
+	}
+	var mt gpu.MemoryType
+	switch uint32(q.vals[0]) {
+	case 1:
+		mt = gpu.MemoryHost
+	case 2:
+		mt = gpu.MemoryDevice
+	case 3:
+		mt = gpu.MemoryArray
+	case 4:
+		mt = gpu.MemoryUnified
+	}
+	return gpu.PointerFacts{
+		MemoryType:     mt,
+		HostAccessible: q.vals[1] != 0,
+		Managed:        uint8(q.vals[2]) != 0,
+		DeviceOrdinal:  int(int32(uint32(q.vals[3]))),
+		Mapped:         uint8(q.vals[4]) != 0,
+	}, nil
+}
+
+// ReadBack copies the buffer range [off, off+len(p)) into p through the
+// pinned staging buffers. Verification never uses it (only leaf hashes
+// leave the device); it exists for tests and for the benchmark that
+// compares on-device hashing with copying back and hashing on the CPU.
+func (d *Device) ReadBack(ctx context.Context, b gpu.Buffer, off int64, p []byte) error {
+	buf, err := d.own(b)
+	if err != nil {
+		return err
+	}
+	return d.do(ctx, func() error {
+		if err := d.isLive(buf); err != nil {
+			return err
+		}
+		if err := gpu.CheckRange(buf.size, off, int64(len(p))); err != nil {
+			return fmt.Errorf("cuda: device %d: read back: %w", d.ordinal, err)
+		}
+		if err := d.usable(); err != nil {
+			return err
+		}
+		return d.readBack(ctx, buf.ptr+devptr(off), p)
+	})
+}
+
+// readBack copies src into p, double-buffered: while one staging buffer
+// is copied out to p, the other is being filled by the device.
+func (d *Device) readBack(ctx context.Context, src devptr, p []byte) (err error) {
+	api := d.drv.api
+	defer func() {
+		if serr := d.check("cuStreamSynchronize", api.streamSynchronize(d.stream)); err == nil {
+			err = serr
+		}
+		d.scrub()
+	}()
+	type piece struct {
+		s   *staging
+		dst []byte
+	}
+	var pending []piece
+	drain := func() error {
+		pc := pending[0]
+		pending = pending[1:]
+		if err := d.check("cuEventSynchronize", api.eventSynchronize(pc.s.event)); err != nil {
+			return err
+		}
+		copy(pc.dst, pc.s.mem)
+		return nil
+	}
+	for i := 0; len(p) > 0; i++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s := &d.staging[i%2]
+		if len(pending) == len(d.staging) {
+			if err := drain(); err != nil {
+				return err
+			}
+		}
+		n := min(len(p), len(s.mem))
+		s.dirty = true
+		if err := d.check("cuMemcpyDtoHAsync_v2", api.memcpyDtoHAsync(unsafe.Pointer(unsafe.SliceData(s.mem)), src, uint64(n), d.stream)); err != nil {
+			return err
+		}
+		if err := d.check("cuEventRecord", api.eventRecord(s.event, d.stream)); err != nil {
+			return err
+		}
+		pending = append(pending, piece{s, p[:n]})
+		src += devptr(n)
+		p = p[n:]
+	}
+	for len(pending) > 0 {
+		if err := drain(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
