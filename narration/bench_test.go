@@ -2,8 +2,10 @@ package narration_test
 
 import (
 	"context"
+	"flag"
 	"io"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -123,7 +125,7 @@ func BenchmarkZerologDisabled(b *testing.B) {
 }
 
 // cleanSentence is a 100-byte human sentence with no secret.
-const cleanSentence = "Verifies model shard 'shard-abc123' on GPU 0: 1024 chunks of 64 KiB match the sealed tree (42 ms) ok."
+const cleanSentence = "Verifies model shard 'shard-abc123' on GPU 0: 1024 chunks of 64 KiB match the sealed tree (42 ms) ok"
 
 var sinkScrub string
 
@@ -161,24 +163,26 @@ func slogHandlers() map[string]func() slog.Handler {
 // BenchmarkEmitSlog emits the event of BenchmarkEmitJSON through SlogSink.
 func BenchmarkEmitSlog(b *testing.B) {
 	for name, newH := range slogHandlers() {
-		b.Run(name, func(b *testing.B) {
-			n := narration.New(narration.Options{Sinks: []narration.Sink{narration.NewSlogSink(newH())}})
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				n.Emit(ctx, narration.Event{
-					Time:          benchTime,
-					Level:         slog.LevelInfo,
-					Actor:         "vram-residency",
-					Action:        "seal",
-					Target:        "shard-abc123",
-					Human:         benchHuman,
-					CorrelationID: "req-xyz",
-					Duration:      2 * time.Millisecond,
-					Device:        narration.GPU(0, ""),
-					WorkerID:      "worker-gpu-0",
-				})
-			}
+		b.Run(name, func(b *testing.B) { benchEmitSlog(b, newH()) })
+	}
+}
+
+func benchEmitSlog(b *testing.B, h slog.Handler) {
+	n := narration.New(narration.Options{Sinks: []narration.Sink{narration.NewSlogSink(h)}})
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		n.Emit(ctx, narration.Event{
+			Time:          benchTime,
+			Level:         slog.LevelInfo,
+			Actor:         "vram-residency",
+			Action:        "seal",
+			Target:        "shard-abc123",
+			Human:         benchHuman,
+			CorrelationID: "req-xyz",
+			Duration:      2 * time.Millisecond,
+			Device:        narration.GPU(0, ""),
+			WorkerID:      "worker-gpu-0",
 		})
 	}
 }
@@ -187,21 +191,89 @@ func BenchmarkEmitSlog(b *testing.B) {
 // handler called through slog.Logger.LogAttrs with the same attributes.
 func BenchmarkSlogLogAttrs(b *testing.B) {
 	for name, newH := range slogHandlers() {
-		b.Run(name, func(b *testing.B) {
-			l := slog.New(newH())
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				l.LogAttrs(ctx, slog.LevelInfo, benchHuman,
-					slog.String("actor", "vram-residency"),
-					slog.String("action", "seal"),
-					slog.String("target", "shard-abc123"),
-					slog.String("correlation_id", "req-xyz"),
-					slog.Duration("duration", 2*time.Millisecond),
-					slog.Int("device_index", 0),
-					slog.String("worker_id", "worker-gpu-0"),
-				)
-			}
-		})
+		b.Run(name, func(b *testing.B) { benchSlogLogAttrs(b, newH()) })
 	}
+}
+
+func benchSlogLogAttrs(b *testing.B, h slog.Handler) {
+	l := slog.New(h)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		l.LogAttrs(ctx, slog.LevelInfo, benchHuman,
+			slog.String("actor", "vram-residency"),
+			slog.String("action", "seal"),
+			slog.String("target", "shard-abc123"),
+			slog.String("correlation_id", "req-xyz"),
+			slog.Duration("duration", 2*time.Millisecond),
+			slog.Int("device_index", 0),
+			slog.String("worker_id", "worker-gpu-0"),
+		)
+	}
+}
+
+var ratioRounds = flag.Int("ratios", 0, "run TestBenchmarkRatios with this many interleaved rounds")
+
+// TestBenchmarkRatios runs each benchmark and its baseline alternately for
+// -ratios rounds (so that load on the machine hits both alike) and prints
+// the median ns/op of each, their ratio and the target. It fails if a target
+// is missed or an event allocates.
+//
+//	go test -run TestBenchmarkRatios -ratios 5 ./narration/
+func TestBenchmarkRatios(t *testing.T) {
+	if *ratioRounds <= 0 {
+		t.Skip("run with -ratios N")
+	}
+	type pair struct {
+		name      string
+		bench     func(*testing.B)
+		baseline  func(*testing.B) // nil: compare with maxExtra instead
+		maxRatio  float64
+		maxExtraN float64
+		zeroAlloc bool
+	}
+	slogJSON := func(f func(*testing.B, slog.Handler)) func(*testing.B) {
+		return func(b *testing.B) { f(b, slog.NewJSONHandler(io.Discard, nil)) }
+	}
+	pairs := []pair{
+		{"enabled 8-field event to discarded JSON sink vs zerolog", BenchmarkEmitJSON, BenchmarkZerologJSON, 1.5, 0, true},
+		{"disabled event vs disabled zerolog", BenchmarkEmitDisabled, BenchmarkZerologDisabled, 1.5, 0, true},
+		{"scrub clean 100-byte sentence (ns extra)", BenchmarkScrubClean, nil, 0, 200, true},
+		{"slog adapter vs LogAttrs, slog.JSONHandler", slogJSON(benchEmitSlog), slogJSON(benchSlogLogAttrs), 1.1, 0, false},
+	}
+	for _, p := range pairs {
+		var ns, base []float64
+		for range *ratioRounds {
+			r := testing.Benchmark(p.bench)
+			if a := r.AllocsPerOp(); a != 0 && p.zeroAlloc {
+				t.Errorf("%s: %d allocs/op, want 0", p.name, a)
+			}
+			ns = append(ns, float64(r.NsPerOp()))
+			if p.baseline != nil {
+				base = append(base, float64(testing.Benchmark(p.baseline).NsPerOp()))
+			}
+		}
+		m := median(ns)
+		if p.baseline == nil {
+			t.Logf("%-58s %8.1f ns/op (target <= %.0f ns)", p.name, m, p.maxExtraN)
+			if m > p.maxExtraN {
+				t.Errorf("%s: %.1f ns, want <= %.0f", p.name, m, p.maxExtraN)
+			}
+			continue
+		}
+		mb := median(base)
+		t.Logf("%-58s %8.1f vs %8.1f ns/op = %.2fx (target <= %.1fx)", p.name, m, mb, m/mb, p.maxRatio)
+		if m/mb > p.maxRatio {
+			t.Errorf("%s: ratio %.2f, want <= %.1f", p.name, m/mb, p.maxRatio)
+		}
+	}
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

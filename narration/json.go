@@ -42,7 +42,9 @@ func (sw sinkWriter) Write(p []byte) (int, error) {
 }
 
 // Handle writes e and returns the writer's error.
-func (s *JSONSink) Handle(_ context.Context, e Event) error {
+func (s *JSONSink) Handle(_ context.Context, e Event) error { return s.handle(&e) }
+
+func (s *JSONSink) handle(e *Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	z := s.log.Log()

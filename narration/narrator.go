@@ -155,7 +155,13 @@ func (n *Narrator) emit(ctx context.Context, e *Event) {
 	}
 	n.emitted.Add(1)
 	for _, s := range n.sinks {
-		if err := s.Handle(ctx, *e); err != nil {
+		var err error
+		if js, ok := s.(*JSONSink); ok {
+			err = js.handle(e) // saves copying the event
+		} else {
+			err = s.Handle(ctx, *e)
+		}
+		if err != nil {
 			n.sinkErrors.Add(1)
 		}
 	}

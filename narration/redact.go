@@ -111,20 +111,17 @@ func Scrub(s string) (string, int) {
 
 // mayHoldSecret reports whether s may hold something a scrubber matches. It
 // is a superset check (false means no scrubber matches) built from
-// strings.IndexByte and strings.Index, which scan clean text quickly.
+// strings.IndexByte, which scans clean text many bytes at a time.
 func mayHoldSecret(s string) bool {
 	// key=value pairs need '=' and JSON members '"', both with a credential
 	// word.
 	if (strings.IndexByte(s, '=') >= 0 || strings.IndexByte(s, '"') >= 0) && hasCredentialWord(s) {
 		return true
 	}
-	if strings.IndexByte(s, '@') >= 0 && strings.Contains(s, "://") {
+	if i := strings.IndexByte(s, '@'); i >= 0 && strings.Contains(s, "://") {
 		return true
 	}
-	if strings.Contains(s, "-----BEGIN") {
-		return true
-	}
-	return hasAt(s, 'b', "bearer") || hasAt(s, 'B', "bearer") || hasAWSKeyID(s)
+	return hasAt(s, '-', "-----begin") || hasAt(s, 'b', "bearer") || hasAt(s, 'B', "bearer") || hasAWSKeyID(s)
 }
 
 // hasCredentialWord reports whether s contains, in any case, one of the
@@ -172,7 +169,8 @@ func hasAWSKeyID(s string) bool {
 }
 
 // hasPrefixFold reports whether s starts with lower, ignoring ASCII case.
-// lower holds only lower-case letters.
+// lower holds only lower-case letters and bytes that setting bit 0x20 leaves
+// alone ('-').
 func hasPrefixFold(s, lower string) bool {
 	if len(s) < len(lower) {
 		return false

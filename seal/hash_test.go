@@ -251,3 +251,5 @@ func TestParseHash(t *testing.T) {
 		t.Errorf("MarshalText = %s, want %s", txt, h.String())
 	}
 }
+
+func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }

@@ -37,11 +37,15 @@ const keyIDPrefix = "k1:"
 //
 // The key bytes can never be printed: String, GoString, Format (every
 // verb), LogValue, MarshalJSON and MarshalText all yield only a redacted
-// form with the key ID. The bytes sit behind a pointer, so even printing a
-// struct that holds a Key in an unexported field shows an address, not the
-// key. A Key is immutable and safe for concurrent use.
+// form with the key ID. The bytes are reachable only through a function
+// value, which neither fmt nor any reflection-based printer can look into:
+// printing a struct that holds a Key in an unexported field (where fmt
+// skips the Key's methods) shows a function address, not the key. For the
+// same reason Keys cannot be compared with ==; compare their IDs.
+//
+// A Key is immutable and safe for concurrent use.
 type Key struct {
-	m *keyMaterial
+	m func() *keyMaterial
 }
 
 type keyMaterial struct {
@@ -67,7 +71,7 @@ func DeriveKey(secret []byte) (Key, error) {
 	d.Write([]byte(keyIDLabel))
 	d.Write(m.key[:])
 	m.id = keyIDPrefix + hex.EncodeToString(d.Sum(nil)[:8])
-	return Key{m: m}, nil
+	return Key{m: func() *keyMaterial { return m }}, nil
 }
 
 // LoadKeyFile reads a worker secret from the file at path and derives the
@@ -122,7 +126,7 @@ func (k Key) ID() string {
 	if k.m == nil {
 		return ""
 	}
-	return k.m.id
+	return k.m().id
 }
 
 // IsZero reports whether k is the zero Key, which signs nothing.
@@ -133,7 +137,7 @@ func (k Key) String() string {
 	if k.m == nil {
 		return "[REDACTED key (zero)]"
 	}
-	return "[REDACTED key " + k.m.id + "]"
+	return "[REDACTED key " + k.m().id + "]"
 }
 
 // GoString returns the redacted form, for %#v.

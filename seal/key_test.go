@@ -64,7 +64,7 @@ func TestDeriveKey(t *testing.T) {
 	}
 
 	k1, k2 := testKey(t), testKey(t)
-	if k1.ID() != k2.ID() || k1.m.key != k2.m.key {
+	if k1.ID() != k2.ID() || k1.m().key != k2.m().key {
 		t.Errorf("DeriveKey is not deterministic")
 	}
 	other, _ := DeriveKey([]byte(testSecret + "!"))
@@ -81,7 +81,7 @@ func TestDeriveKey(t *testing.T) {
 	// The derivation is exactly HKDF-SHA256 with the documented label, and
 	// the ID the documented hash.
 	want, _ := hkdf.Key(sha256.New, []byte(testSecret), nil, "vramseal seal key v1", 32)
-	if !bytes.Equal(k1.m.key[:], want) {
+	if !bytes.Equal(k1.m().key[:], want) {
 		t.Errorf("DeriveKey is not HKDF-SHA256(secret, no salt, %q)", keyLabel)
 	}
 	id := sha256.Sum256(append([]byte("vramseal key id v1\x00"), want...))
@@ -155,7 +155,7 @@ func TestLoadKeyFile(t *testing.T) {
 // requires that no form of the key bytes appears.
 func TestKeyNeverPrinted(t *testing.T) {
 	k := testKey(t)
-	raw := k.m.key[:]
+	raw := k.m().key[:]
 	forbidden := []string{
 		hex.EncodeToString(raw),
 		strings.ToUpper(hex.EncodeToString(raw)),

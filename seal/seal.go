@@ -179,7 +179,7 @@ func (k Key) Sign(s *Seal) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	s.KeyID = k.m.id
+	s.KeyID = k.m().id
 	s.Signature = k.mac(s)
 	return nil
 }
@@ -199,8 +199,8 @@ func (k Key) Verify(s *Seal) error {
 		}
 		return &verifyError{reason: "invalid seal", err: err}
 	}
-	if s.KeyID != k.m.id {
-		return &verifyError{reason: fmt.Sprintf("key id mismatch: seal names %s, key is %s", quoteShort(s.KeyID), k.m.id)}
+	if s.KeyID != k.m().id {
+		return &verifyError{reason: fmt.Sprintf("key id mismatch: seal names %s, key is %s", quoteShort(s.KeyID), k.m().id)}
 	}
 	want := k.mac(s)
 	if !hmac.Equal(want[:], s.Signature[:]) {
@@ -212,7 +212,7 @@ func (k Key) Verify(s *Seal) error {
 // mac returns the HMAC-SHA256 under k of s's canonical encoding.
 func (k Key) mac(s *Seal) Hash {
 	var buf [512]byte
-	m := hmac.New(sha256.New, k.m.key[:])
+	m := hmac.New(sha256.New, k.m().key[:])
 	m.Write(s.AppendCanonical(buf[:0]))
 	var sum Hash
 	m.Sum(sum[:0])

@@ -3,6 +3,10 @@ package vram
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/vramseal/vramseal/narration"
 )
 
 // Capacity is one device's memory as the manager sees it.
@@ -26,9 +30,10 @@ type Capacity struct {
 
 // Capacity returns the memory of one device.
 func (m *Manager) Capacity(ctx context.Context, device int) (Capacity, error) {
+	start := time.Now()
 	d, err := m.device(device)
 	if err != nil {
-		return Capacity{}, err
+		return Capacity{}, m.rejected(ctx, "capacity", "", err)
 	}
 	info, err := d.dev.Info(ctx)
 	if err != nil {
@@ -51,6 +56,9 @@ func (m *Manager) Capacity(ctx context.Context, device int) (Capacity, error) {
 		}
 	}
 	m.mu.Unlock()
+	m.narrate(ctx, slog.LevelDebug, ActionCapacityQuery, fmt.Sprintf("GPU%d", device), d.info, time.Since(start), "", nil, func() string {
+		return fmt.Sprintf("GPU %d has %s VRAM available: %s free of %s, %s sealed", device, mb(c.AvailableBytes), mb(c.FreeBytes), mb(c.TotalBytes), mb(c.UsedBytes))
+	}, narration.Bytes("available_bytes", c.AvailableBytes), narration.Bytes("used_bytes", c.UsedBytes))
 	return c, nil
 }
 

@@ -14,16 +14,21 @@ package vram
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/gpu"
 	"github.com/vramseal/vramseal/gpu/sim"
+	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/seal"
 )
 
@@ -59,8 +64,13 @@ type Options struct {
 	Headroom int64
 	// Clock returns the current time. Nil means time.Now.
 	Clock func() time.Time
-	// Logger receives diagnostic logs. Nil discards them.
-	Logger *slog.Logger
+	// Narrator receives the narration of every operation (the
+	// manager's logger). Nil narrates nothing.
+	Narrator *narration.Narrator
+	// Audit receives the audit event of every operation that has one.
+	// Nil records nothing. Critical events are durable before the
+	// operation returns; see [Auditor] for failures.
+	Audit Auditor
 	// Rand is the source for generated shard IDs and sampled chunks. Nil
 	// means crypto/rand.
 	Rand io.Reader
@@ -92,7 +102,8 @@ type Manager struct {
 	devices []*deviceState
 	key     seal.Key
 	clock   func() time.Time
-	log     *slog.Logger
+
+	auditFailures atomic.Uint64
 
 	mu         sync.Mutex
 	shards     map[string]*shard
@@ -176,15 +187,11 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		opts:    opts,
 		key:     opts.Key,
 		clock:   opts.Clock,
-		log:     opts.Logger,
 		shards:  make(map[string]*shard),
 		pending: make(map[string]struct{}),
 	}
 	if m.clock == nil {
 		m.clock = time.Now
-	}
-	if m.log == nil {
-		m.log = slog.New(slog.DiscardHandler)
 	}
 	if m.key.IsZero() {
 		secret := make([]byte, 32)
@@ -198,26 +205,73 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		}
 		m.key = k
 	}
+	start := time.Now()
 	if err := checkEnviron(opts.Environ); err != nil {
-		return nil, err
+		return nil, m.violation(ctx, err, "refused_to_start")
 	}
+	var total uint64
 	for i, d := range opts.Devices {
 		if d == nil {
 			return nil, invalid("device %d is nil", i)
 		}
+		t0 := time.Now()
 		info, err := d.Info(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("vram: GPU %d: read device info: %w", i, err)
 		}
 		if err := checkDevice(i, info); err != nil {
-			return nil, err
+			return nil, m.violation(ctx, err, "refused_to_start")
 		}
 		m.devices = append(m.devices, &deviceState{index: i, dev: d, info: info})
-		m.log.LogAttrs(ctx, slog.LevelInfo, "device ready",
-			slog.Int("gpu", i), slog.String("name", info.Name), slog.String("uuid", info.UUID),
-			slog.String("driver", info.Driver), slog.Uint64("total_bytes", info.TotalBytes))
+		total += info.TotalBytes
+		m.narrate(ctx, slog.LevelInfo, ActionDeviceInit, fmt.Sprintf("GPU%d", i), info, time.Since(t0), "", nil, func() string {
+			return fmt.Sprintf("Initialized GPU %d (%s) with %s VRAM via the %s driver", i, info.Name, mb(clampInt64(info.TotalBytes)), info.Driver)
+		}, narration.Str("driver", info.Driver), narration.Bytes("vram_bytes", clampInt64(info.TotalBytes)))
 	}
+	m.narrate(ctx, slog.LevelInfo, ActionInit, opts.WorkerID, noDevice, time.Since(start), "", nil, func() string {
+		return fmt.Sprintf("Started VRAM residency manager with %d GPU(s) and %s total VRAM", len(m.devices), mb(clampInt64(total)))
+	}, narration.Int("devices", int64(len(m.devices))), narration.Bytes("total_vram_bytes", clampInt64(total)), narration.Str("key_id", m.key.ID()))
 	return m, nil
+}
+
+// noDevice marks narration that concerns no single GPU.
+var noDevice gpu.Info
+
+// violation stops the worker and records a VRAM-only policy violation in
+// the audit log and the narration. It returns err.
+func (m *Manager) violation(ctx context.Context, err error, action string) error {
+	var pe *PolicyError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	m.stop(pe.Error())
+	dev := noDevice
+	if pe.Device >= 0 && pe.Device < len(m.devices) {
+		dev = m.devices[pe.Device].info
+	}
+	_ = m.record(ctx, audit.Event{Type: EventPolicyViolation, Severity: audit.SeverityCritical, Fields: []audit.Field{
+		audit.String("policy", "vram_only"),
+		audit.String("violation", pe.Violation),
+		audit.String("details", pe.Details),
+		audit.String("action_taken", action),
+		audit.Int("gpu_device", int64(pe.Device)),
+	}})
+	m.narrate(ctx, slog.LevelError, ActionPolicyViolation, pe.Violation, dev, 0, "policy", err, func() string {
+		where := ""
+		if pe.Device >= 0 {
+			where = fmt.Sprintf(" on GPU %d", pe.Device)
+		}
+		return fmt.Sprintf("CRITICAL: VRAM-only policy violated%s (%s); %s", where, pe.Violation, strings.ReplaceAll(action, "_", " "))
+	}, narration.Str("policy", "vram_only"), narration.Str("action_taken", action))
+	return err
+}
+
+// rejected narrates an input validation failure and returns err.
+func (m *Manager) rejected(ctx context.Context, op, target string, err error) error {
+	m.narrate(ctx, slog.LevelWarn, ActionValidateFailed, target, noDevice, 0, "invalid_input", err, func() string {
+		return fmt.Sprintf("Rejected %s request: invalid input", op)
+	}, narration.Str("operation", op))
+	return err
 }
 
 // Key returns the manager's seal key (which never formats its bytes).
@@ -263,12 +317,26 @@ func (m *Manager) stop(reason string) {
 // is what the operator did about the failure.
 func (m *Manager) Reset(ctx context.Context, reason string) error {
 	if err := validateText("reset reason", reason, 1024, true); err != nil {
+		return m.rejected(ctx, "reset", m.opts.WorkerID, err)
+	}
+	m.mu.Lock()
+	was, why := m.state, m.stopReason
+	m.mu.Unlock()
+	if err := m.record(ctx, audit.Event{Type: EventReset, Severity: audit.SeverityHigh, Fields: []audit.Field{
+		audit.String("reason", reason),
+		audit.String("previous_state", was.String()),
+		audit.String("stop_reason", why),
+		audit.String("worker_id", m.opts.WorkerID),
+	}}); err != nil {
 		return err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.state = Running
 	m.stopReason = ""
+	m.mu.Unlock()
+	m.narrate(ctx, slog.LevelWarn, ActionReset, m.opts.WorkerID, noDevice, 0, "", nil, func() string {
+		return fmt.Sprintf("Operator reset worker from %s to running", was)
+	}, narration.Str("reason", reason))
 	return nil
 }
 
@@ -323,8 +391,9 @@ func (m *Manager) Shards() []ShardInfo {
 // Release frees a shard's device memory. It waits for verifications of the
 // shard in flight.
 func (m *Manager) Release(ctx context.Context, id string) error {
+	start := time.Now()
 	if err := ValidateShardID(id); err != nil {
-		return err
+		return m.rejected(ctx, "release", "", err)
 	}
 	m.mu.Lock()
 	s, ok := m.shards[id]
@@ -343,11 +412,23 @@ func (m *Manager) Release(ctx context.Context, id string) error {
 	s.dev.allocMu.Unlock()
 	m.mu.Lock()
 	s.dev.used -= s.seal.Size
+	remaining := s.dev.used
 	m.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("vram: release %q on GPU %d: %w", id, s.dev.index, err)
 	}
-	return nil
+	rerr := m.record(ctx, audit.Event{Type: EventDeallocated, Severity: audit.SeverityMedium, Fields: []audit.Field{
+		audit.String("shard_id", id),
+		audit.Bytes("freed_bytes", s.seal.Size),
+		audit.Bytes("remaining_used", remaining),
+		audit.Int("gpu_device", int64(s.dev.index)),
+	}})
+	m.narrate(ctx, slog.LevelInfo, ActionDeallocate, id, s.dev.info, time.Since(start), "", nil, func() string {
+		return fmt.Sprintf("Released shard '%s': freed %s VRAM on GPU %d", id, mb(s.seal.Size), s.dev.index)
+	}, narration.Bytes("freed_bytes", s.seal.Size), narration.Bytes("remaining_used", remaining))
+	// The memory is free whatever the audit log says; report a fail-closed
+	// failure so the caller knows the record is missing.
+	return rerr
 }
 
 // Close releases every shard. The manager refuses work afterwards.

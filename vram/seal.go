@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"time"
 
+	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/gpu"
+	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/seal"
 )
 
@@ -39,10 +43,18 @@ type SealRequest struct {
 // allocation, and signs the seal. On any error after allocation the memory
 // is freed and capacity restored.
 func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) {
+	start := time.Now()
 	if err := m.gate(); err != nil {
 		return ShardInfo{}, err
 	}
 	if err := m.validateSeal(&req); err != nil {
+		if errors.Is(err, ErrInvalidInput) {
+			target := req.ShardID
+			if ValidateShardID(target) != nil {
+				target = ""
+			}
+			return ShardInfo{}, m.rejected(ctx, "seal", target, err)
+		}
 		return ShardInfo{}, err
 	}
 	id := req.ShardID
@@ -54,7 +66,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	_, sealing := m.pending[id]
 	if resident || sealing {
 		m.mu.Unlock()
-		return ShardInfo{}, fmt.Errorf("%w: %q", ErrExists, id)
+		return ShardInfo{}, m.rejected(ctx, "seal", id, fmt.Errorf("%w: %q", ErrExists, id))
 	}
 	m.pending[id] = struct{}{}
 	m.mu.Unlock()
@@ -64,7 +76,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 		m.mu.Unlock()
 	}()
 
-	buf, err := m.allocate(ctx, d, req.Size)
+	buf, err := m.allocate(ctx, d, id, req.Size)
 	if err != nil {
 		return ShardInfo{}, err
 	}
@@ -80,10 +92,14 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 		}
 	}()
 
+	t0 := time.Now()
 	digest, leaves, err := m.copyAndHash(ctx, d, buf, req.Data, req.Size)
 	if err != nil {
 		return ShardInfo{}, err
 	}
+	m.narrate(ctx, slog.LevelDebug, ActionDigest, id, d.info, time.Since(t0), "", nil, func() string {
+		return fmt.Sprintf("Computed SHA-256 digest and %d chunk hashes of shard '%s' (%s)", len(leaves), id, mb(req.Size))
+	}, narration.Str("digest", digest.String()), narration.Int("chunks", int64(len(leaves))))
 	s := seal.Seal{
 		ShardID:     id,
 		ModelRef:    req.ModelRef,
@@ -98,8 +114,28 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 		SealedAt:    m.clock().UTC(),
 		WorkerID:    m.opts.WorkerID,
 	}
+	t0 = time.Now()
 	if err := m.key.Sign(&s); err != nil {
 		return ShardInfo{}, fmt.Errorf("vram: sign shard %q: %w", id, err)
+	}
+	m.narrate(ctx, slog.LevelDebug, ActionSign, id, d.info, time.Since(t0), "", nil, func() string {
+		return fmt.Sprintf("Signed seal of shard '%s' with key %s", id, s.KeyID)
+	}, narration.Str("key_id", s.KeyID))
+	// The seal is recorded durably before the shard becomes usable; a
+	// fail-closed log that cannot record it undoes the seal.
+	if err := m.record(ctx, audit.Event{Type: EventSealed, Severity: audit.SeverityCritical, Fields: []audit.Field{
+		audit.String("shard_id", id),
+		audit.String("model_ref", s.ModelRef),
+		audit.Int("gpu_device", int64(d.index)),
+		audit.String("gpu_uuid", s.DeviceUUID),
+		audit.Bytes("vram_bytes", s.Size),
+		audit.Digest("digest", s.Digest),
+		audit.Digest("tree_root", s.Root),
+		audit.Bytes("chunk_size", s.ChunkSize),
+		audit.String("key_id", s.KeyID),
+		audit.String("worker_id", s.WorkerID),
+	}}); err != nil {
+		return ShardInfo{}, err
 	}
 	sh := &shard{seal: s, leaves: leaves, buf: buf, dev: d}
 	m.mu.Lock()
@@ -112,6 +148,9 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	d.used += req.Size
 	committed = true
 	m.mu.Unlock()
+	m.narrate(ctx, slog.LevelInfo, ActionSeal, id, d.info, time.Since(start), "", nil, func() string {
+		return fmt.Sprintf("Sealed model shard '%s' in %s VRAM on GPU %d (%s)", id, mb(s.Size), d.index, ms(time.Since(start)))
+	}, narration.Str("model_ref", s.ModelRef), narration.Bytes("vram_bytes", s.Size), narration.Str("digest", s.Digest.String()))
 	return sh.info(), nil
 }
 
@@ -173,8 +212,10 @@ func (m *Manager) validateSeal(req *SealRequest) error {
 }
 
 // allocate checks capacity and allocates under the device's allocation
-// lock, then checks the VRAM-only policy on the allocation.
-func (m *Manager) allocate(ctx context.Context, d *deviceState, size int64) (gpu.Buffer, error) {
+// lock, then checks the VRAM-only policy on the allocation. Success and
+// failure are audited and narrated.
+func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size int64) (gpu.Buffer, error) {
+	start := time.Now()
 	d.allocMu.Lock()
 	defer d.allocMu.Unlock()
 	info, err := d.dev.Info(ctx)
@@ -182,19 +223,21 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, size int64) (gpu
 		return nil, fmt.Errorf("vram: GPU %d: read free memory: %w", d.index, err)
 	}
 	if err := checkDevice(d.index, info); err != nil {
-		m.stop(err.Error())
-		return nil, err
+		return nil, m.violation(ctx, err, ActionWorkerStopped)
 	}
 	avail := max(clampInt64(info.FreeBytes)-m.opts.Headroom, 0)
 	if size > avail {
-		return nil, &CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom}
+		return nil, m.allocationFailed(ctx, d, id, size, avail, "insufficient_vram",
+			&CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom})
 	}
 	buf, err := d.dev.Alloc(ctx, size)
 	if err != nil {
 		if errors.Is(err, gpu.ErrOutOfMemory) {
-			return nil, &CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom}
+			return nil, m.allocationFailed(ctx, d, id, size, avail, "device_out_of_memory",
+				&CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom})
 		}
-		return nil, fmt.Errorf("vram: allocate %d bytes on GPU %d: %w", size, d.index, err)
+		return nil, m.allocationFailed(ctx, d, id, size, avail, "device_error",
+			fmt.Errorf("vram: allocate %d bytes on GPU %d: %w", size, d.index, err))
 	}
 	facts, err := d.dev.PointerFacts(ctx, buf)
 	var after gpu.Info
@@ -202,19 +245,54 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, size int64) (gpu
 		after, err = d.dev.Info(ctx)
 	}
 	if err == nil {
-		err = checkAllocation(d.index, facts, size, info.FreeBytes, after.FreeBytes)
+		if err = checkAllocation(d.index, facts, size, info.FreeBytes, after.FreeBytes); err != nil {
+			err = m.violation(ctx, err, ActionWorkerStopped)
+		}
+	}
+	if err == nil {
+		m.mu.Lock()
+		d.reserved += size
+		used := d.used + d.reserved
+		m.mu.Unlock()
+		err = m.record(ctx, audit.Event{Type: EventAllocated, Severity: audit.SeverityMedium, Fields: []audit.Field{
+			audit.String("shard_id", id),
+			audit.Bytes("requested_bytes", size),
+			audit.Bytes("allocated_bytes", size),
+			audit.Bytes("available_bytes", avail-size),
+			audit.Bytes("used_bytes", used),
+			audit.Int("gpu_device", int64(d.index)),
+		}})
 		if err != nil {
-			m.stop(err.Error())
+			m.mu.Lock()
+			d.reserved -= size
+			m.mu.Unlock()
 		}
 	}
 	if err != nil {
 		_ = d.dev.Free(context.WithoutCancel(ctx), buf)
 		return nil, err
 	}
-	m.mu.Lock()
-	d.reserved += size
-	m.mu.Unlock()
+	m.narrate(ctx, slog.LevelInfo, ActionAllocate, id, d.info, time.Since(start), "", nil, func() string {
+		return fmt.Sprintf("Allocated %s VRAM on GPU %d for shard '%s' (%s still available)", mb(size), d.index, id, mb(avail-size))
+	}, narration.Bytes("requested_bytes", size), narration.Bytes("available_bytes", avail-size))
 	return buf, nil
+}
+
+// allocationFailed audits and narrates a failed allocation and returns err.
+func (m *Manager) allocationFailed(ctx context.Context, d *deviceState, id string, size, avail int64, reason string, err error) error {
+	if rerr := m.record(ctx, audit.Event{Type: EventAllocationFailed, Severity: audit.SeverityMedium, Fields: []audit.Field{
+		audit.String("shard_id", id),
+		audit.Bytes("requested_bytes", size),
+		audit.Bytes("available_bytes", avail),
+		audit.String("reason", reason),
+		audit.Int("gpu_device", int64(d.index)),
+	}}); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	m.narrate(ctx, slog.LevelWarn, ActionAllocateFailed, id, d.info, 0, reason, err, func() string {
+		return fmt.Sprintf("VRAM allocation failed on GPU %d: requested %s, only %s available", d.index, mb(size), mb(avail))
+	}, narration.Bytes("requested_bytes", size), narration.Bytes("available_bytes", avail))
+	return err
 }
 
 // copyAndHash streams size bytes from r into buf, hashing them on the way.

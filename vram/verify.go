@@ -6,11 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/gpu"
+	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/seal"
 )
 
@@ -57,10 +61,10 @@ type VerifyResult struct {
 func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (VerifyResult, error) {
 	start := time.Now()
 	if err := ValidateShardID(id); err != nil {
-		return VerifyResult{}, err
+		return VerifyResult{}, m.rejected(ctx, "verify", "", err)
 	}
 	if mode.Samples < 0 || mode.Samples > 1<<20 {
-		return VerifyResult{}, invalid("sample count %d outside 0..%d", mode.Samples, 1<<20)
+		return VerifyResult{}, m.rejected(ctx, "verify", id, invalid("sample count %d outside 0..%d", mode.Samples, 1<<20))
 	}
 	if err := m.gate(); err != nil {
 		return VerifyResult{}, err
@@ -80,12 +84,51 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 	if err != nil {
 		var ie *IntegrityError
 		if errors.As(err, &ie) {
-			m.stop(ie.Error())
+			m.verifyFailed(ctx, s, ie, mode, time.Since(start))
 		}
 		return VerifyResult{}, err
 	}
 	res.Duration = time.Since(start)
+	if err := m.record(ctx, audit.Event{Type: EventVerified, Severity: audit.SeverityHigh, Fields: []audit.Field{
+		audit.String("shard_id", id),
+		audit.String("mode", res.Mode),
+		audit.Int("chunks_checked", res.ChunksChecked),
+		audit.Int("duration_ms", res.Duration.Milliseconds()),
+	}}); err != nil {
+		// Fail-closed: an execute gate whose pass cannot be recorded does
+		// not pass.
+		return VerifyResult{}, err
+	}
+	m.narrate(ctx, slog.LevelInfo, ActionVerify, id, s.dev.info, res.Duration, "", nil, func() string {
+		return fmt.Sprintf("Verified shard '%s' on GPU %d: %d of %d chunks match (%s)", id, s.dev.index, res.ChunksChecked, res.Chunks, ms(res.Duration))
+	}, narration.Str("mode", res.Mode), narration.Int("chunks_checked", res.ChunksChecked))
 	return res, nil
+}
+
+// verifyFailed stops the worker and records the failure. The stop comes
+// first and does not depend on the audit log: a failed verification stops
+// the worker even when nothing else works. Recording ignores the caller's
+// cancellation.
+func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError, mode VerifyMode, dur time.Duration) {
+	m.stop(ie.Error())
+	ctx = context.WithoutCancel(ctx)
+	_ = m.record(ctx, audit.Event{Type: EventVerificationFailed, Severity: audit.SeverityCritical, Fields: []audit.Field{
+		audit.String("shard_id", ie.ShardID),
+		audit.String("reason", ie.Reason),
+		audit.String("mode", mode.String()),
+		audit.String("failed_chunks", rangesField(ie.Changed)),
+		audit.Digest("expected_root", ie.ExpectedRoot),
+		audit.Digest("actual_root", ie.ActualRoot),
+		audit.Int("gpu_device", int64(ie.Device)),
+		audit.String("action_taken", ActionWorkerStopped),
+	}})
+	m.narrate(ctx, slog.LevelError, ActionVerifyFailed, ie.ShardID, s.dev.info, dur, "integrity", ie, func() string {
+		what := strings.ReplaceAll(ie.Reason, "_", " ")
+		if len(ie.Changed) > 0 {
+			what = FormatRanges(ie.Changed, 2) + " changed"
+		}
+		return fmt.Sprintf("CRITICAL: seal verification failed for shard '%s' on GPU %d: %s", ie.ShardID, ie.Device, what)
+	}, narration.Str("reason", ie.Reason), narration.Str("action_taken", ActionWorkerStopped))
 }
 
 func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (VerifyResult, error) {

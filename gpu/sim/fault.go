@@ -71,9 +71,10 @@ func (d *Device) SetWrongOrdinal(on bool) {
 }
 
 // SetHostFallback simulates a driver that silently places allocations in
-// host memory: while on, new allocations succeed whatever the free
-// capacity, do not lower the FreeBytes that [Device.Info] reports, and
-// report host memory that the host can access in [Device.PointerFacts].
+// host memory: while on, new allocations succeed whatever the free device
+// capacity (up to a host pool as large as the device), do not lower the
+// FreeBytes that [Device.Info] reports, and report host memory that the
+// host can access in [Device.PointerFacts].
 // Allocations keep the placement they were made with.
 func (d *Device) SetHostFallback(on bool) {
 	d.mu.Lock()

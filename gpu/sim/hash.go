@@ -74,7 +74,7 @@ func leafHashes(ctx context.Context, data []byte, chunkSize int64, chunks []int6
 	}
 	// Bytes per chunk, as an estimate of the work of each index.
 	per := min(chunkSize, int64(len(data)))
-	if per*int64(n) <= serialBytes || workers <= 1 {
+	if int64(n) <= serialBytes/per || workers <= 1 {
 		workers = 1
 	}
 	// batch: chunk indexes per batch, at least 1, at most maxBatchBytes of

@@ -84,9 +84,12 @@ type Device struct {
 	nextID atomic.Uint64
 	allocs sync.Map // buffer ID (uint64) -> *allocation
 
-	mu     sync.Mutex // guards the fields below
-	used   int64      // sum of the sizes of live allocations in device memory
-	faults faults
+	mu   sync.Mutex // guards the fields below
+	used int64      // sum of the sizes of live allocations in device memory
+	// hostUsed is the sum of the sizes of live host-fallback allocations,
+	// which have a pool of the device's capacity of their own.
+	hostUsed int64
+	faults   faults
 }
 
 var _ gpu.Device = (*Device)(nil)
@@ -188,14 +191,16 @@ func (d *Device) Alloc(ctx context.Context, size int64) (gpu.Buffer, error) {
 		return nil, fmt.Errorf("sim: alloc %d bytes on GPU %d: injected fault: %w", size, d.index, err)
 	}
 	fallback := d.faults.hostFallback
-	if !fallback {
-		if free := d.capacity - d.used; size > free {
-			d.mu.Unlock()
-			return nil, fmt.Errorf("sim: alloc %d bytes on GPU %d with %d bytes free: %w",
-				size, d.index, free, gpu.ErrOutOfMemory)
-		}
-		d.used += size
+	used := &d.used
+	if fallback {
+		used = &d.hostUsed
 	}
+	if free := d.capacity - *used; size > free {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("sim: alloc %d bytes on GPU %d with %d bytes free: %w",
+			size, d.index, free, gpu.ErrOutOfMemory)
+	}
+	*used += size
 	d.mu.Unlock()
 
 	// make outside the device lock: large slices come from fresh, untouched
@@ -225,11 +230,13 @@ func (d *Device) Free(_ context.Context, b gpu.Buffer) error {
 	a.freed = true
 	a.data = nil
 	a.mu.Unlock()
-	if !a.fallback {
-		d.mu.Lock()
+	d.mu.Lock()
+	if a.fallback {
+		d.hostUsed -= a.size
+	} else {
 		d.used -= a.size
-		d.mu.Unlock()
 	}
+	d.mu.Unlock()
 	return nil
 }
 

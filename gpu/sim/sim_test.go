@@ -418,10 +418,20 @@ func TestHostFallback(t *testing.T) {
 	const capacity = 1 << 20
 	d := newDevice(t, sim.Options{Capacity: capacity})
 	ctx := t.Context()
-	d.SetHostFallback(true)
-	b, err := d.Alloc(ctx, 2*capacity)
+	full, err := d.Alloc(ctx, capacity)
 	if err != nil {
-		t.Fatalf("Alloc(%d) beyond capacity with host fallback error = %v", 2*capacity, err)
+		t.Fatal(err)
+	}
+	d.SetHostFallback(true)
+	b, err := d.Alloc(ctx, capacity)
+	if err != nil {
+		t.Fatalf("Alloc(%d) on a full device with host fallback error = %v", capacity, err)
+	}
+	if _, err := d.Alloc(ctx, 1); !errors.Is(err, gpu.ErrOutOfMemory) {
+		t.Errorf("Alloc(1) with the host pool full error = %v, want %v", err, gpu.ErrOutOfMemory)
+	}
+	if err := d.Free(ctx, full); err != nil {
+		t.Fatal(err)
 	}
 	in, _ := d.Info(ctx)
 	if in.FreeBytes != capacity {

@@ -407,9 +407,10 @@ static CUresult release(uintptr_t p, int pinned)
 	struct alloc **pp, *a;
 	pthread_mutex_lock(&mu);
 	r = need();
-	if (r != OK)
+	/* A lost device still gives its memory back, as destroying its
+	 * context would, but reports the loss. */
+	if (r != OK && r != ILLEGAL_ADDRESS)
 		goto out;
-	r = INVALID_VALUE;
 	for (pp = &allocs; (a = *pp) != NULL; pp = &a->next) {
 		if (a->base == p && a->pinned == pinned) {
 			*pp = a->next;
@@ -419,10 +420,11 @@ static CUresult release(uintptr_t p, int pinned)
 			}
 			free((void *)a->base);
 			free(a);
-			r = OK;
-			break;
+			goto out;
 		}
 	}
+	if (r == OK)
+		r = INVALID_VALUE;
 out:
 	pthread_mutex_unlock(&mu);
 	return r;

@@ -1,0 +1,317 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// cutInfo describes a torn tail that Open cut.
+type cutInfo struct {
+	segment string
+	offset  int64
+	n       int64
+	broken  string
+	lastSeq uint64
+}
+
+// chainEnd is the last record of the part of the log checked so far.
+type chainEnd struct {
+	seq   uint64
+	mac   [32]byte
+	epoch uint64
+	time  time.Time
+}
+
+func corrupt(file string, line int, off int64, seq uint64, p Problem, format string, args ...any) *CorruptionError {
+	return &CorruptionError{Location: Location{File: file, Line: line, Offset: off, Seq: seq}, Problem: p, Err: fmt.Errorf(format, args...)}
+}
+
+// recover loads the state and manifest, checks the closed segments by size
+// and the live segment record by record, cuts a torn tail, closes the live
+// segment and starts the next. It runs before the writer goroutine.
+func (l *Log) recover() (*cutInfo, error) {
+	w, fsys, dir := &l.w, l.fs, l.dir
+	for _, n := range []string{stateName, manifestName} {
+		fsys.Remove(filepath.Join(dir, n+".tmp")) // leftovers of an interrupted replace
+	}
+	sb, err := readFile(fsys, filepath.Join(dir, stateName), 4096)
+	if err != nil {
+		return nil, fmt.Errorf("audit: open: read state: %w", err)
+	}
+	st, err := parseState(sb)
+	if err != nil {
+		return nil, fmt.Errorf("audit: open: %w", err)
+	}
+	w.st = st
+	mb, err := readFile(fsys, filepath.Join(dir, manifestName), maxManifestBytes)
+	if err != nil {
+		return nil, fmt.Errorf("audit: open: read manifest: %w", err)
+	}
+	man, err := parseManifest(mb)
+	if err != nil {
+		return nil, &CorruptionError{Location: Location{File: manifestName}, Problem: ManifestMismatch, Err: err}
+	}
+	if man.LogID != st.logID {
+		return nil, corrupt(manifestName, 0, 0, 0, ManifestMismatch, "manifest log id %s, state log id %s", man.LogID, st.logID)
+	}
+	w.man = man
+	end := chainEnd{mac: genesis}
+	for _, s := range man.Pruned {
+		end = chainEnd{seq: s.LastSeq, mac: s.LastMAC, epoch: s.LastEpoch, time: s.LastTime}
+	}
+	for _, s := range man.Segments {
+		if !s.Closed {
+			break
+		}
+		fi, err := fsys.Stat(filepath.Join(dir, s.Name))
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			return nil, corrupt(s.Name, 0, 0, s.FirstSeq, Deleted, "closed segment is missing")
+		case err != nil:
+			return nil, fmt.Errorf("audit: open: %w", err)
+		case fi.Size() < s.Size:
+			return nil, corrupt(s.Name, 0, fi.Size(), s.LastSeq, Truncated, "closed segment has %d bytes, manifest says %d", fi.Size(), s.Size)
+		case fi.Size() > s.Size:
+			return nil, corrupt(s.Name, 0, s.Size, s.LastSeq, Modified, "closed segment has %d bytes, manifest says %d", fi.Size(), s.Size)
+		}
+		if s.Records > 0 {
+			end = chainEnd{seq: s.LastSeq, mac: s.LastMAC, epoch: s.LastEpoch, time: s.LastTime}
+		}
+		end.epoch = max(end.epoch, s.LastEpoch)
+	}
+	if st.epoch < end.epoch {
+		return nil, corrupt(stateName, 0, 0, 0, WrongEpoch, "state is at epoch %d, the log already at %d (state file rolled back?)", st.epoch, end.epoch)
+	}
+	mk := st.key.macKey()
+	w.seal = sealer{logID: man.LogID, epoch: st.epoch, mac: newMAC(&mk)}
+	clear(mk[:])
+
+	now := l.o.Clock().UTC()
+	var cut *cutInfo
+	if n := len(man.Segments); n > 0 && !man.Segments[n-1].Closed {
+		live := man.Segments[n-1]
+		var seg segmentInfo
+		var good int64
+		var exists bool
+		seg, good, cut, exists, err = l.scanLive(live, end)
+		if err != nil {
+			return nil, err
+		}
+		if seg.Records > 0 {
+			end = chainEnd{seq: seg.LastSeq, mac: seg.LastMAC, epoch: seg.LastEpoch, time: seg.LastTime}
+			w.lastSeq, w.lastMAC, w.lastT = end.seq, end.mac, end.time
+			if cut != nil {
+				cut.lastSeq = end.seq
+			}
+			if err := l.closeRecovered(seg, good, now); err != nil {
+				return nil, err
+			}
+			return cut, nil
+		}
+		// An empty live segment is reused.
+		w.lastSeq, w.lastMAC, w.lastT = end.seq, end.mac, end.time
+		if cut != nil {
+			cut.lastSeq = end.seq
+		}
+		if !exists {
+			return cut, l.startSegment(live, now)
+		}
+		f, err := fsys.OpenFile(filepath.Join(dir, live.Name), os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("audit: open: %w", err)
+		}
+		day, _ := time.Parse("20060102", live.Name[6:14])
+		w.f, w.seg, w.durSeg, w.hash, w.day = f, live, live, sha256.New(), day
+		return cut, nil
+	}
+	w.lastSeq, w.lastMAC, w.lastT = end.seq, end.mac, end.time
+	next := segmentInfo{Name: segmentName(now, end.seq+1), FirstSeq: end.seq + 1, LastSeq: end.seq,
+		FirstEpoch: st.epoch, LastEpoch: st.epoch}
+	if len(man.Segments) > 0 {
+		// The last segment was closed by a rotation that did not finish.
+		if err := l.evolve(now); err != nil {
+			return nil, err
+		}
+		next.FirstEpoch, next.LastEpoch = w.st.epoch, w.st.epoch
+	}
+	man.Segments = append(man.Segments, next)
+	if err := writeFileAtomic(fsys, dir, manifestName, man.encode()); err != nil {
+		return nil, err
+	}
+	return nil, l.startSegment(next, now)
+}
+
+// scanLive checks the live segment record by record against the chain end
+// before it, cuts a torn tail, and returns what the segment holds and the
+// offset where its good records end.
+func (l *Log) scanLive(live segmentInfo, end chainEnd) (seg segmentInfo, good int64, cut *cutInfo, exists bool, err error) {
+	fsys, dir, st := l.fs, l.dir, l.w.st
+	path := filepath.Join(dir, live.Name)
+	sr, err := openSegment(fsys, path)
+	if errors.Is(err, os.ErrNotExist) {
+		if live.Records == 0 {
+			return live, 0, nil, false, nil
+		}
+		return seg, 0, nil, false, corrupt(live.Name, 0, 0, live.FirstSeq, Deleted, "live segment is missing")
+	}
+	if err != nil {
+		return seg, 0, nil, false, fmt.Errorf("audit: open: %w", err)
+	}
+	defer sr.Close()
+	seg = live
+	seg.Records, seg.LastSeq, seg.LastEpoch = 0, live.FirstSeq-1, live.FirstEpoch
+	macKey := st.key.macKey()
+	mac := newMAC(&macKey)
+	clear(macKey[:])
+	var v recordView
+	var sum [32]byte
+	for {
+		line, term, rerr := sr.read()
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil && rerr != errLineTooLong {
+			return seg, 0, nil, true, fmt.Errorf("audit: open: read %s: %w", live.Name, rerr)
+		}
+		bad := rerr
+		if bad == nil && !term {
+			bad = errors.New("unterminated line")
+		}
+		if bad == nil {
+			bad = parseRecord(line, &v)
+		}
+		if bad == nil && string(v.idLogID) != l.w.man.LogID {
+			bad = errors.New("record of another log")
+		}
+		if bad != nil {
+			rest := append([]byte(nil), line...)
+			if term {
+				rest = append(rest, '\n')
+			}
+			more, _ := io.ReadAll(io.LimitReader(sr.br, 2*maxLineBytes))
+			rest = append(rest, more...)
+			trimmed := bytes.TrimRight(rest, "\x00")
+			if nl := bytes.IndexByte(trimmed, '\n'); nl >= 0 && nl != len(trimmed)-1 {
+				return seg, 0, nil, true, corrupt(live.Name, sr.line, sr.off, end.seq+1, Modified, "%v (and more lines follow, so it is not a torn tail)", bad)
+			}
+			if seg.Records < live.Records {
+				return seg, 0, nil, true, corrupt(live.Name, sr.line, sr.off, end.seq+1, Truncated, "%v before the manifest's checkpoint (seq %d)", bad, live.LastSeq)
+			}
+			cut = &cutInfo{segment: live.Name, offset: sr.off, n: int64(len(rest))}
+			if err := l.cutTail(live.Name, sr.off, rest, cut); err != nil {
+				return seg, 0, nil, true, err
+			}
+			break
+		}
+		loc := func(p Problem, format string, args ...any) error {
+			return corrupt(live.Name, sr.line, sr.off, v.seq, p, format, args...)
+		}
+		switch {
+		case v.seq > end.seq+1:
+			return seg, 0, nil, true, loc(Deleted, "seq %d follows %d", v.seq, end.seq)
+		case v.seq == end.seq && v.mac == end.mac:
+			return seg, 0, nil, true, loc(Duplicated, "record repeated")
+		case v.seq <= end.seq:
+			return seg, 0, nil, true, loc(Reordered, "seq %d follows %d", v.seq, end.seq)
+		case v.prev != end.mac:
+			return seg, 0, nil, true, loc(Modified, "prev does not match the MAC of seq %d", end.seq)
+		case v.epoch < end.epoch:
+			return seg, 0, nil, true, loc(WrongEpoch, "epoch %d after epoch %d", v.epoch, end.epoch)
+		case v.epoch > st.epoch:
+			return seg, 0, nil, true, loc(WrongEpoch, "epoch %d is ahead of the state's epoch %d", v.epoch, st.epoch)
+		case string(v.time) < end.time.Format(timeLayout) && !end.time.IsZero():
+			return seg, 0, nil, true, loc(Modified, "time goes backwards")
+		}
+		if v.epoch == st.epoch {
+			// Records of earlier epochs cannot be checked here: their keys
+			// are gone (forward security). Verify checks them.
+			mac.Reset()
+			mac.Write(v.macInput())
+			if !hmac.Equal(mac.Sum(sum[:0]), v.mac[:]) {
+				return seg, 0, nil, true, loc(Modified, "MAC does not verify")
+			}
+		}
+		if live.Records > 0 && v.seq == live.LastSeq && v.mac != live.LastMAC {
+			return seg, 0, nil, true, loc(Modified, "MAC differs from the manifest's checkpoint")
+		}
+		t, _ := time.Parse(timeLayout, string(v.time))
+		if seg.Records == 0 {
+			seg.FirstMAC, seg.FirstTime, seg.FirstEpoch = v.mac, t, v.epoch
+		}
+		seg.Records++
+		seg.LastSeq, seg.LastMAC, seg.LastTime, seg.LastEpoch = v.seq, v.mac, t, v.epoch
+		end = chainEnd{seq: v.seq, mac: v.mac, epoch: v.epoch, time: t}
+		good = sr.next
+	}
+	if seg.Records < live.Records {
+		return seg, 0, nil, true, corrupt(live.Name, 0, good, live.LastSeq, Truncated,
+			"live segment holds %d records, the manifest's checkpoint %d", seg.Records, live.Records)
+	}
+	seg.Size = good
+	return seg, good, cut, true, nil
+}
+
+// cutTail copies the torn bytes to "<segment>.<offset>.broken" and cuts the
+// segment back to offset, both durably.
+func (l *Log) cutTail(name string, off int64, rest []byte, cut *cutInfo) error {
+	fsys, dir := l.fs, l.dir
+	cut.broken = name + "." + strconv.FormatInt(off, 10) + ".broken"
+	if err := writeFileAtomic(fsys, dir, cut.broken, rest); err != nil {
+		return fmt.Errorf("audit: open: save torn tail: %w", err)
+	}
+	f, err := fsys.OpenFile(filepath.Join(dir, name), os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("audit: open: cut torn tail: %w", err)
+	}
+	err = f.Truncate(off)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("audit: open: cut torn tail of %s: %w", name, err)
+	}
+	return nil
+}
+
+// closeRecovered closes the live segment of the previous run (size good),
+// evolves the key and starts a new segment.
+func (l *Log) closeRecovered(seg segmentInfo, good int64, now time.Time) error {
+	w, fsys, dir := &l.w, l.fs, l.dir
+	f, err := fsys.OpenFile(filepath.Join(dir, seg.Name), os.O_RDONLY, 0)
+	if err != nil {
+		return fmt.Errorf("audit: open: %w", err)
+	}
+	h := sha256.New()
+	_, err = io.CopyN(h, f, good)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("audit: open: hash %s: %w", seg.Name, err)
+	}
+	seg.Closed, seg.Size = true, good
+	h.Sum(seg.SHA256[:0])
+	if err := writeFileAtomic(fsys, dir, seg.Name+checksumSuffix, checksumLine(seg.SHA256, seg.Name)); err != nil {
+		return err
+	}
+	if err := l.evolve(now); err != nil {
+		return err
+	}
+	next := segmentInfo{Name: segmentName(now, seg.LastSeq+1), FirstSeq: seg.LastSeq + 1, LastSeq: seg.LastSeq,
+		FirstEpoch: w.st.epoch, LastEpoch: w.st.epoch}
+	w.man.Segments[len(w.man.Segments)-1] = seg
+	w.man.Segments = append(w.man.Segments, next)
+	if err := writeFileAtomic(fsys, dir, manifestName, w.man.encode()); err != nil {
+		return err
+	}
+	return l.startSegment(next, now)
+}
