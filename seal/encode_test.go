@@ -160,6 +160,8 @@ func goldenSeal(t testing.TB) Seal {
 	s.DeviceIndex = 3
 	s.DeviceUUID = "GPU-00000000-1111-2222-3333-444444444444"
 	s.WorkerID = "worker-golden"
+	s.Digest = mustParseHash(t, "6428cc6290c21707a3fb7cab724c71418950f227747c80a8d510c5188fbd03f6")
+	s.Root = mustParseHash(t, "e5e02b7c0c24c9a853c62ecbe34c8fd3b478fdd8ab9d124a50f640d614bb33bd")
 	if err := testKey(t).Sign(&s); err != nil {
 		t.Fatal(err)
 	}
@@ -222,4 +224,13 @@ func TestGolden(t *testing.T) {
 	if re, _ := fromJSON.MarshalJSON(); !bytes.Equal(append(re, '\n'), j) {
 		t.Errorf("MarshalJSON(golden) = %s, want %s", re, j)
 	}
+}
+
+func mustParseHash(t testing.TB, s string) Hash {
+	t.Helper()
+	h, err := ParseHash(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

@@ -448,3 +448,19 @@ func (m *Manager) Close(ctx context.Context) error {
 	}
 	return first
 }
+
+// Buffer returns the device buffer of a resident shard and its GPU index,
+// for fault injection in tests and for diagnostics. The buffer is an
+// opaque handle: it never formats a device address.
+func (m *Manager) Buffer(id string) (gpu.Buffer, int, error) {
+	if err := ValidateShardID(id); err != nil {
+		return nil, 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.shards[id]
+	if !ok {
+		return nil, 0, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return s.buf, s.dev.index, nil
+}

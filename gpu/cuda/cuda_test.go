@@ -158,7 +158,12 @@ func TestAllocFaults(t *testing.T) {
 		{"integrated device", knobs{"integrated": 1}, 4096, "integrated", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			drv := openFake(t, tt.knobs, Options{})
+			// Only integrated is read at Open; the others apply to the
+			// allocations after it.
+			drv := openFake(t, knobs{"integrated": tt.knobs["integrated"]}, Options{})
+			for k, v := range tt.knobs {
+				fake.set(k, v)
+			}
 			d := drv.Devices()[0]
 			live := fake.get("live_allocs")
 			b, err := d.Alloc(t.Context(), tt.size)
@@ -314,9 +319,11 @@ func TestKernelLoadFailure(t *testing.T) {
 // pinned buffers, that the bytes arrive intact, and that the pinned
 // memory is zero whenever a call has returned.
 func TestStaging(t *testing.T) {
+	needFake(t, nil)
+	pinned := fake.get("live_pinned")
 	drv := openFake(t, nil, Options{StagingBytes: 4096, MaxLaunchChunks: 5})
 	d := drv.Devices()[0]
-	if got := fake.get("live_pinned"); got != 2*int64(len(drv.Devices())) {
+	if got := fake.get("live_pinned") - pinned; got != 2*int64(len(drv.Devices())) {
 		t.Errorf("%d pinned buffers, want 2 per device", got)
 	}
 	b, data := setup(t, d, 100003)

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/vram"
 )
 
@@ -93,4 +94,47 @@ func (c *managerCollector) Collect(ch chan<- prometheus.Metric) {
 		stopped = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, stopped)
+}
+
+var (
+	descAuditEvents  = prometheus.NewDesc("vramseal_audit_events_total", "Audit events by outcome: queued, written, durable, dropped, rejected, failed, lost.", []string{"outcome"}, nil)
+	descAuditQueue   = prometheus.NewDesc("vramseal_audit_queue_depth", "Audit events waiting for the writer.", nil, nil)
+	descAuditSyncs   = prometheus.NewDesc("vramseal_audit_fsyncs_total", "Group-commit fsyncs of the audit log.", nil, nil)
+	descAuditHealthy = prometheus.NewDesc("vramseal_audit_healthy", "1 while the audit log accepts records, 0 once it latched failed.", nil, nil)
+	descAuditErrors  = prometheus.NewDesc("vramseal_audit_write_errors_total", "Audit events not recorded because the log failed (failed + lost).", nil, nil)
+)
+
+// NewAuditCollector exports an audit log's counters.
+func NewAuditCollector(stats func() audit.Stats, health func() audit.Health) prometheus.Collector {
+	return &auditCollector{stats: stats, health: health}
+}
+
+type auditCollector struct {
+	stats  func() audit.Stats
+	health func() audit.Health
+}
+
+func (c *auditCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descAuditEvents, descAuditQueue, descAuditSyncs, descAuditHealthy, descAuditErrors} {
+		ch <- d
+	}
+}
+
+func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
+	st, h := c.stats(), c.health()
+	for _, o := range []struct {
+		name string
+		v    uint64
+	}{{"queued", st.Queued}, {"written", st.Written}, {"durable", st.Durable}, {"dropped", st.Dropped},
+		{"rejected", st.Rejected}, {"failed", st.Failed}, {"lost", st.Lost}} {
+		ch <- prometheus.MustNewConstMetric(descAuditEvents, prometheus.CounterValue, float64(o.v), o.name)
+	}
+	ch <- prometheus.MustNewConstMetric(descAuditQueue, prometheus.GaugeValue, float64(st.Queue))
+	ch <- prometheus.MustNewConstMetric(descAuditSyncs, prometheus.CounterValue, float64(st.Syncs))
+	healthy := 0.0
+	if h.OK {
+		healthy = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descAuditHealthy, prometheus.GaugeValue, healthy)
+	ch <- prometheus.MustNewConstMetric(descAuditErrors, prometheus.CounterValue, float64(st.Failed+st.Lost))
 }

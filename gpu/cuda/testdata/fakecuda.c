@@ -87,6 +87,7 @@ static unsigned long long used[MAXDEV];
 static int lost[MAXDEV];
 static int initialized;
 static long long launches, no_context;
+static long long lost_base; /* launches when lost_after was set */
 static __thread struct ctx *current;
 
 static struct {
@@ -111,7 +112,6 @@ void fake_reset(void)
 	pthread_mutex_lock(&mu);
 	defaults();
 	memset(lost, 0, sizeof lost);
-	initialized = 0;
 	pthread_mutex_unlock(&mu);
 }
 
@@ -121,6 +121,7 @@ int fake_set(const char *name, long long v)
 	if (strcmp(name, #n) == 0) {         \
 		pthread_mutex_lock(&mu);         \
 		k.n = v;                         \
+		lost_base = launches;            \
 		pthread_mutex_unlock(&mu);       \
 		return 0;                        \
 	}
@@ -636,7 +637,7 @@ CUresult cuLaunchKernel(void *f, unsigned int gx, unsigned int gy, unsigned int 
 		lost[current->dev] = 1;
 		r = LAUNCH_FAILED;
 	}
-	if (r == OK && k.lost_after > 0 && launches >= k.lost_after) {
+	if (r == OK && k.lost_after > 0 && launches - lost_base >= k.lost_after) {
 		lost[current->dev] = 1; /* reported by the next call, like an async fault */
 		pthread_mutex_unlock(&mu);
 		return OK;

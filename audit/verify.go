@@ -1,0 +1,477 @@
+package audit
+
+import (
+	"context"
+	"crypto/hmac"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// VerifyOptions configure [Verify]. The zero value verifies without a key.
+type VerifyOptions struct {
+	// Key is the log's verification key. Nil checks everything but the
+	// MACs (and [VerifyReport.MACsChecked] says so).
+	Key *VerificationKey
+	// FS is the file system. Nil means [OSFS].
+	FS FS
+}
+
+// VerifyReport says what [Verify] checked.
+type VerifyReport struct {
+	Records     uint64 // records checked
+	Segments    int    // segments checked
+	Pruned      int    // segments deleted by retention (checked only by their manifest entry)
+	FirstSeq    uint64 // first record checked (0 if none)
+	LastSeq     uint64
+	Epochs      uint64 // distinct key epochs among the records
+	FirstEpoch  uint64
+	LastEpoch   uint64
+	MACsChecked bool
+	// TornBytes counts the bytes of an unterminated last line of the live
+	// segment: a write in progress or a crash, not checked. Opening the log
+	// cuts it.
+	TornBytes int64
+}
+
+// maxEpochJump bounds how far one record may move the epoch forward, so a
+// forged epoch cannot make the verifier derive keys for hours.
+const maxEpochJump = 1 << 24
+
+// Verify checks the log in dir, streaming, in constant memory: every
+// record's format, sequence continuity, chain links, epochs, time order and
+// (with a key) MAC; every closed segment's checksum file; and every claim of
+// the manifest. It needs no lock and may run while a writer appends. It
+// returns a [*VerifyError] naming the first bad record or file and the
+// [Problem], or [ErrWrongKey].
+func Verify(ctx context.Context, dir string, opts VerifyOptions) (*VerifyReport, error) {
+	v := &verifier{ctx: ctx, fs: opts.FS, dir: dir, key: opts.Key}
+	if v.fs == nil {
+		v.fs = OSFS{}
+	}
+	err := v.run()
+	if v.sr != nil {
+		v.sr.Close()
+	}
+	return &v.rep, err
+}
+
+type item struct {
+	seg        int
+	line       int
+	off        int64
+	term       bool
+	perr       error
+	v          recordView
+	raw        []byte
+	unfinished bool // unterminated last line of a closed segment
+}
+
+// segAcc accumulates what a segment's records say, to compare with the
+// manifest.
+type segAcc struct {
+	records               uint64
+	firstMAC, lastMAC     [32]byte
+	firstSeq, lastSeq     uint64
+	firstEpoch, lastEpoch uint64
+	firstTime, lastTime   string
+}
+
+type verifier struct {
+	ctx context.Context
+	fs  FS
+	dir string
+	man *manifest
+	key *VerificationKey
+	rep VerifyReport
+
+	kEpoch uint64
+	k      epochKey
+	mac    hash.Hash
+	sum    [32]byte
+
+	si       int
+	sr       *segReader
+	acc      segAcc
+	scanning bool // classifying a failure: no more end-of-segment checks
+
+	last     chainEnd
+	lastTime [len(timeLayout)]byte
+	lastLoc  Location
+	haveLast bool
+	maxEpoch uint64 // highest epoch the manifest names
+
+	prunedClaim uint64
+	peek        item
+}
+
+func (v *verifier) fail(loc Location, p Problem, format string, args ...any) *VerifyError {
+	return &VerifyError{Location: loc, Problem: p, Err: fmt.Errorf(format, args...)}
+}
+
+func (v *verifier) loc(it *item) Location {
+	return Location{File: v.man.Segments[it.seg].Name, Line: it.line, Offset: it.off, Seq: it.v.seq}
+}
+
+func (v *verifier) run() error {
+	mb, err := readFile(v.fs, filepath.Join(v.dir, manifestName), maxManifestBytes)
+	if err != nil {
+		return v.fail(Location{File: manifestName}, ManifestMismatch, "read manifest: %w", err)
+	}
+	if v.man, err = parseManifest(mb); err != nil {
+		return v.fail(Location{File: manifestName}, ManifestMismatch, "%w", err)
+	}
+	if v.key != nil {
+		if v.key.logID != v.man.LogID {
+			return fmt.Errorf("%w: key for %s, log %s", ErrWrongKey, v.key.logID, v.man.LogID)
+		}
+		v.k = v.key.key
+		mk := v.k.macKey()
+		v.mac = newMAC(&mk)
+		v.rep.MACsChecked = true
+	}
+	defer clear(v.k[:])
+	v.last = chainEnd{mac: genesis}
+	for _, s := range v.man.Pruned {
+		v.last = chainEnd{seq: s.LastSeq, mac: s.LastMAC, epoch: s.LastEpoch}
+		v.maxEpoch = s.LastEpoch
+	}
+	v.rep.Pruned = len(v.man.Pruned)
+	for _, s := range v.man.Segments {
+		v.maxEpoch = max(v.maxEpoch, s.LastEpoch)
+	}
+	if err := v.strays(); err != nil {
+		return err
+	}
+	var it item
+	for n := 0; ; n++ {
+		if n&4095 == 0 {
+			if err := v.ctx.Err(); err != nil {
+				return err
+			}
+		}
+		err := v.next(&it)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := v.check(&it); err != nil {
+			return err
+		}
+	}
+	if n := len(v.man.Pruned); n > 0 && v.prunedClaim < v.man.Pruned[n-1].LastSeq {
+		return v.fail(Location{File: manifestName, Seq: v.man.Pruned[n-1].LastSeq}, ManifestMismatch,
+			"segments through seq %d are marked pruned, but no audit_pruned record covers them", v.man.Pruned[n-1].LastSeq)
+	}
+	return nil
+}
+
+// strays refuses segment files that the manifest does not list.
+func (v *verifier) strays() error {
+	ents, err := v.fs.ReadDir(v.dir)
+	if err != nil {
+		return fmt.Errorf("audit: verify: %w", err)
+	}
+	known := map[string]bool{}
+	for _, list := range [][]segmentInfo{v.man.Pruned, v.man.Segments} {
+		for _, s := range list {
+			known[s.Name] = true
+		}
+	}
+	for _, e := range ents {
+		if _, ok := parseSegmentName(e.Name()); ok && !known[e.Name()] {
+			return v.fail(Location{File: e.Name()}, Inserted, "segment file not listed in the manifest")
+		}
+	}
+	return nil
+}
+
+// next reads the next line of the log into it, moving through the
+// manifest's segments. At the end of each segment (unless classifying) it
+// checks the segment against the manifest.
+func (v *verifier) next(it *item) error {
+	for {
+		if v.sr == nil {
+			if v.si >= len(v.man.Segments) {
+				return io.EOF
+			}
+			s := v.man.Segments[v.si]
+			sr, err := openSegment(v.fs, filepath.Join(v.dir, s.Name))
+			if errors.Is(err, os.ErrNotExist) {
+				return v.fail(Location{File: s.Name, Seq: s.FirstSeq}, Deleted, "segment file is missing")
+			}
+			if err != nil {
+				return fmt.Errorf("audit: verify: %w", err)
+			}
+			v.sr, v.acc = sr, segAcc{}
+			if !v.scanning {
+				v.rep.Segments++
+			}
+		}
+		line, term, err := v.sr.read()
+		if err == io.EOF {
+			if !v.scanning {
+				if err := v.endSegment(); err != nil {
+					return err
+				}
+			}
+			v.sr.Close()
+			v.sr = nil
+			v.si++
+			continue
+		}
+		*it = item{seg: v.si, line: v.sr.line, off: v.sr.off, term: term, raw: it.raw, v: recordView{fields: it.v.fields}}
+		if err == errLineTooLong {
+			it.perr = err
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("audit: verify: read %s: %w", v.man.Segments[v.si].Name, err)
+		}
+		s := v.man.Segments[v.si]
+		if !term {
+			if !s.Closed && v.si == len(v.man.Segments)-1 {
+				v.rep.TornBytes = int64(len(line))
+				continue // EOF follows
+			}
+			it.unfinished = true
+		}
+		it.perr = parseRecord(line, &it.v)
+		if it.perr == nil && string(it.v.idLogID) != v.man.LogID {
+			it.perr = fmt.Errorf("record of another log (%s)", it.v.idLogID)
+		}
+		return nil
+	}
+}
+
+// keep copies it's line so that it survives reading ahead.
+func (v *verifier) keep(it *item) {
+	if it.perr != nil {
+		return
+	}
+	it.raw = append(it.raw[:0], it.v.line...)
+	if err := parseRecord(it.raw, &it.v); err != nil {
+		panic("audit: reparse of a parsed record failed")
+	}
+}
+
+// links reports whether it continues the chain from the last good record.
+func (v *verifier) links(it *item) bool {
+	return it.perr == nil && it.v.seq == v.last.seq+1 && it.v.prev == v.last.mac
+}
+
+func (v *verifier) check(it *item) error {
+	s := &v.man.Segments[it.seg]
+	if it.unfinished {
+		return v.fail(v.loc(it), Truncated, "closed segment ends inside a record")
+	}
+	if it.perr != nil {
+		return v.classifyBad(it, it.perr)
+	}
+	r := &it.v
+	if v.haveLast && r.seq == v.last.seq && r.mac == v.last.mac {
+		return v.fail(v.loc(it), Duplicated, "record seq %d repeated", r.seq)
+	}
+	if r.epoch > v.last.epoch && r.epoch-v.last.epoch > maxEpochJump {
+		return v.classifyBad(it, fmt.Errorf("epoch %d is out of range", r.epoch))
+	}
+	if v.mac != nil {
+		if r.epoch < v.kEpoch {
+			return v.classifyBad(it, fmt.Errorf("epoch %d after epoch %d: the MAC cannot verify", r.epoch, v.kEpoch))
+		}
+		if r.epoch > v.kEpoch {
+			v.k = keyAt(v.k, v.kEpoch, r.epoch)
+			v.kEpoch = r.epoch
+			mk := v.k.macKey()
+			v.mac = newMAC(&mk)
+			clear(mk[:])
+		}
+		v.mac.Reset()
+		v.mac.Write(r.macInput())
+		if !hmac.Equal(v.mac.Sum(v.sum[:0]), r.mac[:]) {
+			if e, ok := v.laterEpoch(r); ok {
+				return v.fail(v.loc(it), WrongEpoch, "record names epoch %d, its MAC verifies with the key of epoch %d", r.epoch, e)
+			}
+			return v.classifyBad(it, errors.New("MAC does not verify"))
+		}
+	}
+	if r.epoch < v.last.epoch {
+		return v.fail(v.loc(it), WrongEpoch, "epoch %d after epoch %d", r.epoch, v.last.epoch)
+	}
+	if s.Closed && (r.epoch < s.FirstEpoch || r.epoch > s.LastEpoch) {
+		return v.fail(v.loc(it), WrongEpoch, "epoch %d outside the segment's epochs %d..%d", r.epoch, s.FirstEpoch, s.LastEpoch)
+	}
+	if !v.links(it) {
+		return v.classifyChain(it)
+	}
+	if v.haveLast && string(r.time) < string(v.lastTime[:]) {
+		return v.fail(v.loc(it), Modified, "time goes backwards")
+	}
+	if !s.Closed && s.Records > 0 && r.seq == s.LastSeq && r.mac != s.LastMAC {
+		return v.fail(v.loc(it), ManifestMismatch, "manifest checkpoint names another MAC for seq %d", r.seq)
+	}
+	// Accept.
+	if string(r.typ) == "audit_pruned" {
+		for _, f := range r.fields {
+			if string(f.key) == "through_seq" && f.kind == KindInt && f.num > 0 {
+				v.prunedClaim = max(v.prunedClaim, uint64(f.num))
+			}
+		}
+	}
+	if !v.haveLast || r.epoch != v.last.epoch || v.rep.Records == 0 {
+		if v.rep.Records == 0 {
+			v.rep.FirstSeq, v.rep.FirstEpoch = r.seq, r.epoch
+		}
+		if v.rep.Records == 0 || r.epoch != v.rep.LastEpoch {
+			v.rep.Epochs++
+		}
+	}
+	v.rep.Records++
+	v.rep.LastSeq, v.rep.LastEpoch = r.seq, r.epoch
+	a := &v.acc
+	if a.records == 0 {
+		a.firstMAC, a.firstSeq, a.firstEpoch, a.firstTime = r.mac, r.seq, r.epoch, string(r.time)
+	}
+	a.records++
+	a.lastMAC, a.lastSeq, a.lastEpoch = r.mac, r.seq, r.epoch
+	v.last = chainEnd{seq: r.seq, mac: r.mac, epoch: r.epoch}
+	copy(v.lastTime[:], r.time)
+	v.lastLoc = v.loc(it)
+	v.haveLast = true
+	return nil
+}
+
+// laterEpoch reports whether r's MAC verifies under the key of a later
+// epoch than the one it names: a record re-MACed with a newer key.
+func (v *verifier) laterEpoch(r *recordView) (uint64, bool) {
+	if r.epoch != v.kEpoch {
+		return 0, false
+	}
+	limit := min(max(v.maxEpoch, r.epoch)+64, r.epoch+100000)
+	k := v.k
+	defer clear(k[:])
+	var sum [32]byte
+	for e := r.epoch + 1; e <= limit; e++ {
+		n := k.next()
+		clear(k[:])
+		k = n
+		mk := k.macKey()
+		m := newMAC(&mk)
+		clear(mk[:])
+		m.Write(r.macInput())
+		if hmac.Equal(m.Sum(sum[:0]), r.mac[:]) {
+			return e, true
+		}
+	}
+	return 0, false
+}
+
+// classifyBad names a record that does not parse or whose MAC fails:
+// inserted if the record after it continues the chain, else modified.
+func (v *verifier) classifyBad(it *item, cause error) error {
+	loc := v.loc(it)
+	if it.perr != nil {
+		loc.Seq = v.last.seq + 1
+	}
+	v.scanning = true
+	if err := v.next(&v.peek); err == nil && v.links(&v.peek) {
+		return v.fail(loc, Inserted, "%v; the next record continues the chain from seq %d", cause, v.last.seq)
+	}
+	return v.fail(loc, Modified, "%v", cause)
+}
+
+// classifyChain names a well-formed record that does not continue the
+// chain, reading ahead as far as needed (still in constant memory).
+func (v *verifier) classifyChain(it *item) error {
+	v.keep(it)
+	r := &it.v
+	loc := v.loc(it)
+	want := v.last.seq + 1
+	v.scanning = true
+	n := &v.peek
+	err := v.next(n)
+	if err == nil && v.links(n) {
+		switch {
+		case r.seq == n.v.seq+1 && r.prev == n.v.mac:
+			return v.fail(loc, Reordered, "seq %d comes before seq %d", r.seq, n.v.seq)
+		case r.seq <= v.last.seq:
+			return v.fail(loc, Duplicated, "seq %d repeated after seq %d", r.seq, v.last.seq)
+		}
+		return v.fail(loc, Inserted, "seq %d does not belong after seq %d", r.seq, v.last.seq)
+	}
+	switch {
+	case r.seq > want:
+		for ; err == nil; err = v.next(n) {
+			if n.perr == nil && n.v.seq == want {
+				return v.fail(loc, Reordered, "seq %d comes before seq %d", r.seq, want)
+			}
+		}
+		if err != io.EOF {
+			var ve *VerifyError
+			if !errors.As(err, &ve) {
+				return err
+			}
+		}
+		return v.fail(Location{File: loc.File, Line: loc.Line, Offset: loc.Offset, Seq: want}, Deleted,
+			"records %d..%d are missing (next is seq %d)", want, r.seq-1, r.seq)
+	case r.seq < want:
+		return v.fail(loc, Reordered, "seq %d after seq %d", r.seq, v.last.seq)
+	}
+	if v.mac == nil && v.haveLast {
+		return v.fail(v.lastLoc, Modified, "the MAC of seq %d is not the prev of seq %d", v.last.seq, r.seq)
+	}
+	return v.fail(loc, Modified, "prev does not match the MAC of seq %d", v.last.seq)
+}
+
+// endSegment compares a fully read segment with its manifest entry and,
+// when closed, its checksum file.
+func (v *verifier) endSegment() error {
+	s := v.man.Segments[v.si]
+	a := &v.acc
+	size := v.sr.next - v.rep.TornBytes*boolInt(!s.Closed)
+	loc := Location{File: s.Name, Line: v.sr.line, Offset: size}
+	if a.records < s.Records {
+		loc.Seq = a.lastSeq
+		return v.fail(loc, Truncated, "segment holds %d records (through seq %d), manifest says %d (through seq %d)",
+			a.records, a.lastSeq, s.Records, s.LastSeq)
+	}
+	if size < s.Size {
+		return v.fail(loc, Truncated, "segment has %d bytes, manifest says %d", size, s.Size)
+	}
+	if s.Records > 0 && (a.firstMAC != s.FirstMAC || a.firstEpoch != s.FirstEpoch || a.firstTime != s.FirstTime.UTC().Format(timeLayout)) {
+		return v.fail(loc, ManifestMismatch, "first record differs from the manifest")
+	}
+	if !s.Closed {
+		return nil
+	}
+	if a.records != s.Records || size != s.Size || (s.Records > 0 && (a.lastMAC != s.LastMAC || a.lastEpoch != s.LastEpoch ||
+		string(v.lastTime[:]) != s.LastTime.UTC().Format(timeLayout))) {
+		return v.fail(loc, ManifestMismatch, "segment (%d records, %d bytes) differs from the manifest (%d records, %d bytes)",
+			a.records, size, s.Records, s.Size)
+	}
+	sum := v.sr.sum()
+	ck, err := readChecksum(v.fs, v.dir, s.Name)
+	if err != nil {
+		return v.fail(Location{File: s.Name + checksumSuffix}, ChecksumMismatch, "%w", err)
+	}
+	if ck != sum {
+		return v.fail(Location{File: s.Name + checksumSuffix}, ChecksumMismatch, "checksum file says %x, segment hashes to %x", ck[:8], sum[:8])
+	}
+	if s.SHA256 != sum {
+		return v.fail(Location{File: manifestName}, ChecksumMismatch, "manifest checksum of %s says %x, segment hashes to %x", s.Name, s.SHA256[:8], sum[:8])
+	}
+	return nil
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+

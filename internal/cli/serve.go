@@ -1,0 +1,396 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/gpu"
+	"github.com/vramseal/vramseal/gpu/cuda"
+	"github.com/vramseal/vramseal/gpu/sim"
+	"github.com/vramseal/vramseal/internal/server"
+	"github.com/vramseal/vramseal/narration"
+	"github.com/vramseal/vramseal/seal"
+	"github.com/vramseal/vramseal/vram"
+)
+
+// serveConfig holds the daemon's settings; every flag also reads a
+// VRAMSEAL_* environment variable (flag wins).
+type serveConfig struct {
+	listen       string
+	device       string
+	simDevices   int
+	simCapacity  ByteSize
+	dataDir      string
+	auditDir     string
+	auditFailure string
+	secretFile   string
+	tokenFile    string
+	modelRoots   []string
+	logFormat    string
+	logLevel     string
+	headroom     ByteSize
+	maxShard     ByteSize
+	chunkSize    ByteSize
+	workerID     string
+	testFaults   bool
+	shutdownWait time.Duration
+}
+
+func newServeCmd() *cobra.Command {
+	cfg := serveConfig{simCapacity: 8 << 30, chunkSize: seal.DefaultChunkSize}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the residency daemon: hold sealed shards in VRAM and serve the HTTP API",
+		Long: `Serve runs the vramseal daemon. It keeps model shards resident in GPU memory
+under a cryptographic seal, verifies them on request (the execute gate),
+records every operation in a tamper-evident audit log, and narrates it.
+
+Every flag can also be set with an environment variable: --data-dir is
+VRAMSEAL_DATA_DIR, --sim-capacity is VRAMSEAL_SIM_CAPACITY, and so on. A
+flag on the command line wins over the environment.
+
+On first start the daemon creates the data directory (0700) with a worker
+secret (worker.secret, 0600) and an audit log (audit/); the audit log's
+verification key is written to audit-verification.key: move it off this
+machine, since whoever holds it can check, and forge, old records.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return &ExitError{Code: 2, Err: err}
+			}
+			return runServe(cmd.Context(), cmd.ErrOrStderr(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.listen, "listen", DefaultListen, "address to serve on; a non-loopback address requires --token-file")
+	f.StringVar(&cfg.device, "device", "auto", "GPU backend: auto (CUDA if usable, else simulated), sim or cuda")
+	f.IntVar(&cfg.simDevices, "sim-devices", 1, "number of simulated GPUs")
+	f.Var(&cfg.simCapacity, "sim-capacity", "VRAM of each simulated GPU (e.g. 8GiB)")
+	f.StringVar(&cfg.dataDir, "data-dir", "vramseal-data", "directory for the worker secret and the audit log")
+	f.StringVar(&cfg.auditDir, "audit-dir", "", "audit log directory (default DATA-DIR/audit)")
+	f.StringVar(&cfg.auditFailure, "audit-failure", "closed", "when the audit log fails: closed (refuse operations) or open (go on, count and report)")
+	f.StringVar(&cfg.secretFile, "secret-file", "", "worker secret for seal keys (default DATA-DIR/worker.secret, generated 0600 when absent)")
+	f.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token clients must send")
+	f.StringArrayVar(&cfg.modelRoots, "model-root", nil, "directory shards may be loaded from by path (repeatable)")
+	f.StringVar(&cfg.logFormat, "log-format", "console", "narration format: console or json")
+	f.StringVar(&cfg.logLevel, "log-level", "info", "narration level: debug, info, warn or error")
+	f.Var(&cfg.headroom, "headroom", "VRAM to keep free on every GPU (e.g. 1GiB)")
+	f.Var(&cfg.maxShard, "max-shard-size", "largest shard accepted (default 100GiB)")
+	f.Var(&cfg.chunkSize, "chunk-size", "chunk tree leaf size")
+	f.StringVar(&cfg.workerID, "worker-id", "", "worker ID recorded in seals and the audit log (default worker-HOSTNAME)")
+	f.DurationVar(&cfg.shutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on shutdown")
+	f.BoolVar(&cfg.testFaults, "enable-test-faults", false, "serve POST /v1/test/corrupt to flip bits in simulated device memory (tests only)")
+	_ = f.MarkHidden("enable-test-faults")
+	return cmd
+}
+
+// applyEnv sets every flag not given on the command line from its
+// VRAMSEAL_* environment variable (--sim-capacity: VRAMSEAL_SIM_CAPACITY).
+// Repeatable flags take a comma-separated list.
+func applyEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Hidden {
+			return
+		}
+		name := "VRAMSEAL_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			return
+		}
+		vals := []string{v}
+		if f.Value.Type() == "stringArray" {
+			vals = strings.Split(v, ",")
+		}
+		for _, v := range vals {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, e)
+				return
+			}
+		}
+	})
+	return err
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
+	// Validate everything before touching the disk or a device.
+	level, err := parseLevel(cfg.logLevel)
+	if err != nil {
+		return &ExitError{Code: 2, Err: err}
+	}
+	var sink narration.Sink
+	switch cfg.logFormat {
+	case "console":
+		sink = narration.NewConsoleSink(stderr, narration.ConsoleOptions{Color: narration.UseColor(stderr, os.Getenv("NO_COLOR"))})
+	case "json":
+		sink = narration.NewJSONSink(stderr)
+	default:
+		return &ExitError{Code: 2, Err: fmt.Errorf("--log-format %q: use console or json", cfg.logFormat)}
+	}
+	var policy audit.Policy
+	switch cfg.auditFailure {
+	case "closed":
+		policy = audit.FailClosed
+	case "open":
+		policy = audit.FailOpen
+	default:
+		return &ExitError{Code: 2, Err: fmt.Errorf("--audit-failure %q: use open or closed", cfg.auditFailure)}
+	}
+	var token string
+	if cfg.tokenFile != "" {
+		b, err := os.ReadFile(cfg.tokenFile)
+		if err != nil {
+			return fmt.Errorf("read --token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+		if len(token) < 16 {
+			return &ExitError{Code: 2, Err: fmt.Errorf("--token-file holds %d characters; use at least 16 random ones", len(token))}
+		}
+	}
+	if !isLoopback(cfg.listen) && token == "" {
+		return &ExitError{Code: 2, Err: fmt.Errorf("--listen %s is not a loopback address: set --token-file so clients must authenticate", cfg.listen)}
+	}
+	if cfg.simDevices < 1 || cfg.simDevices > 64 {
+		return &ExitError{Code: 2, Err: fmt.Errorf("--sim-devices %d: must be between 1 and 64", cfg.simDevices)}
+	}
+
+	narrator := narration.New(narration.Options{Sinks: []narration.Sink{sink}, Level: level, Actor: "vramseal"})
+	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create --data-dir: %w", err)
+	}
+	key, err := loadOrCreateSecret(cfg)
+	if err != nil {
+		return err
+	}
+	devices, simDevs, backend, err := openDevices(ctx, cfg, narrator)
+	if err != nil {
+		return err
+	}
+	workerID := cfg.workerID
+	if workerID == "" {
+		host, _ := os.Hostname()
+		workerID = "worker-" + host
+	}
+	log, err := openAudit(cfg, policy, workerID, stderr)
+	if err != nil {
+		return err
+	}
+	defer log.Close(context.Background())
+
+	m, err := vram.New(ctx, vram.Options{
+		Devices: devices, Key: key, WorkerID: workerID, Headroom: int64(cfg.headroom),
+		MaxShardBytes: int64(cfg.maxShard), ChunkSize: int64(cfg.chunkSize), Narrator: narrator, Audit: log,
+	})
+	if err != nil {
+		return err
+	}
+	opts := server.Options{
+		Manager: m, Token: token, ModelRoots: cfg.modelRoots, Narrator: narrator,
+		Ready: func() error {
+			h := log.Health()
+			if !h.OK && h.Policy == audit.FailClosed {
+				return fmt.Errorf("audit log %s (fail-closed): %v", h.State, h.Err)
+			}
+			return nil
+		},
+		Health: func() map[string]any {
+			h, st := log.Health(), log.Stats()
+			a := map[string]any{"ok": h.OK, "state": h.State, "policy": h.Policy.String(), "queue": h.Queue,
+				"queue_capacity": h.QueueCap, "last_seq": st.LastSeq, "epoch": st.Epoch, "unrecorded_events": m.AuditFailures()}
+			if h.Err != nil {
+				a["error"] = h.Err.Error()
+			}
+			return map[string]any{"audit": a, "backend": backend, "narration": narrator.Stats()}
+		},
+		Collectors: []prometheus.Collector{server.NewAuditCollector(log.Stats, log.Health)},
+	}
+	if cfg.testFaults {
+		if simDevs == nil {
+			return &ExitError{Code: 2, Err: errors.New("--enable-test-faults needs the simulated device")}
+		}
+		opts.FaultHook = func(ctx context.Context, id string, off int64) error {
+			buf, dev, err := m.Buffer(id)
+			if err != nil {
+				return err
+			}
+			return simDevs[dev].FlipBits(buf, off, 0x01)
+		}
+		fmt.Fprintln(stderr, "vramseal: WARNING: test fault injection is enabled (POST /v1/test/corrupt); never use this in production")
+	}
+	srv, err := server.New(opts)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	fmt.Fprintf(stderr, "vramseal: serving on http://%s (%s backend, %d GPU(s), audit log %s, %s)\n",
+		ln.Addr(), backend, len(devices), auditDir(cfg), policy)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	// Graceful shutdown: stop accepting, finish in-flight requests,
+	// release every shard (audited), then flush and close the audit log.
+	fmt.Fprintln(stderr, "vramseal: shutting down: finishing requests, releasing shards, flushing the audit log")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownWait)
+	defer cancel()
+	serr := hs.Shutdown(sctx)
+	merr := m.Close(sctx)
+	aerr := log.Close(sctx)
+	return errors.Join(serr, merr, aerr)
+}
+
+func auditDir(cfg serveConfig) string {
+	if cfg.auditDir != "" {
+		return cfg.auditDir
+	}
+	return filepath.Join(cfg.dataDir, "audit")
+}
+
+// loadOrCreateSecret loads the worker secret, creating a random one (0600)
+// on first start when the default path is used.
+func loadOrCreateSecret(cfg serveConfig) (seal.Key, error) {
+	path := cfg.secretFile
+	if path == "" {
+		path = filepath.Join(cfg.dataDir, "worker.secret")
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			var b [32]byte
+			if _, err := rand.Read(b[:]); err != nil {
+				return seal.Key{}, err
+			}
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return seal.Key{}, fmt.Errorf("create worker secret: %w", err)
+			}
+			_, werr := f.WriteString(hex.EncodeToString(b[:]) + "\n")
+			clear(b[:])
+			if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+				return seal.Key{}, fmt.Errorf("write worker secret: %w", err)
+			}
+		}
+	}
+	return seal.LoadKeyFile(path)
+}
+
+// openAudit opens the audit log, initialising it on first start.
+func openAudit(cfg serveConfig, policy audit.Policy, workerID string, stderr io.Writer) (*audit.Log, error) {
+	dir := auditDir(cfg)
+	opts := audit.Options{Service: "vramseal", Worker: workerID, Policy: policy}
+	log, err := audit.Open(dir, opts)
+	if errors.Is(err, audit.ErrNotInitialized) {
+		vk, ierr := audit.Init(dir, opts)
+		if ierr != nil {
+			return nil, ierr
+		}
+		keyPath := filepath.Join(cfg.dataDir, "audit-verification.key")
+		if werr := writeVerificationKey(keyPath, vk); werr != nil {
+			return nil, werr
+		}
+		fmt.Fprintf(stderr, "vramseal: created audit log %s; its verification key is %s: move it off this machine\n", dir, keyPath)
+		log, err = audit.Open(dir, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	return log, nil
+}
+
+// openDevices picks the GPU backend. auto uses CUDA when a usable NVIDIA
+// GPU is present and otherwise falls back to the simulator, saying why.
+func openDevices(ctx context.Context, cfg serveConfig, n *narration.Narrator) ([]gpu.Device, []*sim.Device, string, error) {
+	useSim := func(why string) ([]gpu.Device, []*sim.Device, string, error) {
+		devs, err := sim.New(sim.Options{Devices: cfg.simDevices, Capacity: int64(cfg.simCapacity)})
+		if err != nil {
+			return nil, nil, "", err
+		}
+		if why != "" {
+			n.Emit(ctx, narration.Event{Level: slog.LevelWarn, Action: "device_fallback", Target: "sim",
+				Human: "No usable NVIDIA GPU; running on the SIMULATED device (weights stay in host memory)", Error: why})
+		}
+		out := make([]gpu.Device, len(devs))
+		for i, d := range devs {
+			out[i] = d
+		}
+		return out, devs, "sim", nil
+	}
+	switch cfg.device {
+	case "sim":
+		return useSim("")
+	case "cuda", "auto":
+		drv, err := cuda.Open(cuda.Options{})
+		if err != nil {
+			if cfg.device == "cuda" || !errors.Is(err, cuda.ErrUnavailable) {
+				return nil, nil, "", fmt.Errorf("--device %s: %w", cfg.device, err)
+			}
+			return useSim(err.Error())
+		}
+		var out []gpu.Device
+		for _, d := range drv.Devices() {
+			out = append(out, d)
+		}
+		return out, nil, "cuda", nil
+	default:
+		return nil, nil, "", &ExitError{Code: 2, Err: fmt.Errorf("--device %s: use auto, sim or cuda", strconv.Quote(cfg.device))}
+	}
+}
+
+// writeVerificationKey writes an audit verification key to a new 0600 file.
+func writeVerificationKey(path string, vk *audit.VerificationKey) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("write verification key: %w", err)
+	}
+	_, werr := f.Write(vk.Encode())
+	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("write verification key: %w", err)
+	}
+	return nil
+}
