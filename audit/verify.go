@@ -126,6 +126,9 @@ func (v *verifier) run() error {
 	}
 	if v.key != nil {
 		if v.key.logID != v.man.LogID {
+			if v.firstLogID() == v.key.logID {
+				return v.fail(Location{File: manifestName}, ManifestMismatch, "manifest log id %s, records and key of log %s", v.man.LogID, v.key.logID)
+			}
 			return fmt.Errorf("%w: key for %s, log %s", ErrWrongKey, v.key.logID, v.man.LogID)
 		}
 		v.k = v.key.key
@@ -171,6 +174,24 @@ func (v *verifier) run() error {
 	return nil
 }
 
+// firstLogID returns the log ID of the first record, or "".
+func (v *verifier) firstLogID() string {
+	if len(v.man.Segments) == 0 {
+		return ""
+	}
+	sr, err := openSegment(v.fs, filepath.Join(v.dir, v.man.Segments[0].Name))
+	if err != nil {
+		return ""
+	}
+	defer sr.Close()
+	line, _, err := sr.read()
+	var rv recordView
+	if err != nil || parseRecord(line, &rv) != nil {
+		return ""
+	}
+	return string(rv.idLogID)
+}
+
 // strays refuses segment files that the manifest does not list.
 func (v *verifier) strays() error {
 	ents, err := v.fs.ReadDir(v.dir)
@@ -183,10 +204,22 @@ func (v *verifier) strays() error {
 			known[s.Name] = true
 		}
 	}
+	present := map[string]bool{}
+	strayBySeq := map[uint64]string{}
 	for _, e := range ents {
-		if _, ok := parseSegmentName(e.Name()); ok && !known[e.Name()] {
-			return v.fail(Location{File: e.Name()}, Inserted, "segment file not listed in the manifest")
+		present[e.Name()] = true
+		if seq, ok := parseSegmentName(e.Name()); ok && !known[e.Name()] {
+			strayBySeq[seq] = e.Name()
 		}
+	}
+	for _, s := range v.man.Segments {
+		if !present[s.Name] && strayBySeq[s.FirstSeq] != "" {
+			return v.fail(Location{File: manifestName, Seq: s.FirstSeq}, ManifestMismatch,
+				"manifest names segment %s, the directory holds %s", s.Name, strayBySeq[s.FirstSeq])
+		}
+	}
+	for _, name := range strayBySeq {
+		return v.fail(Location{File: name}, Inserted, "segment file not listed in the manifest")
 	}
 	return nil
 }
@@ -243,6 +276,9 @@ func (v *verifier) next(it *item) error {
 		}
 		it.perr = parseRecord(line, &it.v)
 		if it.perr == nil && string(it.v.idLogID) != v.man.LogID {
+			if !v.haveLast && !v.scanning && v.rep.Records == 0 {
+				return v.fail(Location{File: manifestName}, ManifestMismatch, "manifest log id %s, records of log %s", v.man.LogID, it.v.idLogID)
+			}
 			it.perr = fmt.Errorf("record of another log (%s)", it.v.idLogID)
 		}
 		return nil
@@ -268,6 +304,9 @@ func (v *verifier) links(it *item) bool {
 func (v *verifier) check(it *item) error {
 	s := &v.man.Segments[it.seg]
 	if it.unfinished {
+		if v.sr != nil && v.sr.next == s.Size {
+			return v.fail(v.loc(it), Modified, "the last record's newline was changed")
+		}
 		return v.fail(v.loc(it), Truncated, "closed segment ends inside a record")
 	}
 	if it.perr != nil {
@@ -276,6 +315,9 @@ func (v *verifier) check(it *item) error {
 	r := &it.v
 	if v.haveLast && r.seq == v.last.seq && r.mac == v.last.mac {
 		return v.fail(v.loc(it), Duplicated, "record seq %d repeated", r.seq)
+	}
+	if v.haveLast && r.epoch < v.last.epoch {
+		return v.epochBackwards(it)
 	}
 	if r.epoch > v.last.epoch && r.epoch-v.last.epoch > maxEpochJump {
 		return v.classifyBad(it, fmt.Errorf("epoch %d is out of range", r.epoch))
@@ -300,20 +342,15 @@ func (v *verifier) check(it *item) error {
 			return v.classifyBad(it, errors.New("MAC does not verify"))
 		}
 	}
-	if r.epoch < v.last.epoch {
-		return v.fail(v.loc(it), WrongEpoch, "epoch %d after epoch %d", r.epoch, v.last.epoch)
-	}
-	if s.Closed && (r.epoch < s.FirstEpoch || r.epoch > s.LastEpoch) {
-		return v.fail(v.loc(it), WrongEpoch, "epoch %d outside the segment's epochs %d..%d", r.epoch, s.FirstEpoch, s.LastEpoch)
-	}
 	if !v.links(it) {
 		return v.classifyChain(it)
 	}
 	if v.haveLast && string(r.time) < string(v.lastTime[:]) {
 		return v.fail(v.loc(it), Modified, "time goes backwards")
 	}
-	if !s.Closed && s.Records > 0 && r.seq == s.LastSeq && r.mac != s.LastMAC {
-		return v.fail(v.loc(it), ManifestMismatch, "manifest checkpoint names another MAC for seq %d", r.seq)
+	if !s.Closed && s.Records > 0 && r.seq == s.LastSeq && (r.mac != s.LastMAC || r.epoch != s.LastEpoch ||
+		v.sr.next != s.Size || string(r.time) != s.LastTime.UTC().Format(timeLayout)) {
+		return v.fail(v.loc(it), ManifestMismatch, "manifest checkpoint disagrees with seq %d", r.seq)
 	}
 	// Accept.
 	if string(r.typ) == "audit_pruned" {
@@ -344,6 +381,29 @@ func (v *verifier) check(it *item) error {
 	v.lastLoc = v.loc(it)
 	v.haveLast = true
 	return nil
+}
+
+// epochBackwards names a record whose epoch is lower than the one before
+// it. If its own MAC verifies (with the key derived afresh for its epoch),
+// the record before it is the odd one: it was MACed with a later epoch's key
+// and renamed to that epoch.
+func (v *verifier) epochBackwards(it *item) error {
+	r := &it.v
+	if v.key == nil {
+		return v.fail(v.loc(it), WrongEpoch, "epoch %d after epoch %d", r.epoch, v.last.epoch)
+	}
+	k := keyAt(v.key.key, 0, r.epoch)
+	mk := k.macKey()
+	clear(k[:])
+	m := newMAC(&mk)
+	clear(mk[:])
+	m.Write(r.macInput())
+	var sum [32]byte
+	if hmac.Equal(m.Sum(sum[:0]), r.mac[:]) {
+		return v.fail(v.lastLoc, WrongEpoch, "seq %d names epoch %d, but seq %d after it is a valid record of epoch %d: seq %d was MACed with a later epoch's key",
+			v.last.seq, v.last.epoch, r.seq, r.epoch, v.last.seq)
+	}
+	return v.classifyBad(it, fmt.Errorf("epoch %d after epoch %d, and the MAC does not verify", r.epoch, v.last.epoch))
 }
 
 // laterEpoch reports whether r's MAC verifies under the key of a later
@@ -440,8 +500,12 @@ func (v *verifier) endSegment() error {
 		return v.fail(loc, Truncated, "segment holds %d records (through seq %d), manifest says %d (through seq %d)",
 			a.records, a.lastSeq, s.Records, s.LastSeq)
 	}
-	if size < s.Size {
-		return v.fail(loc, Truncated, "segment has %d bytes, manifest says %d", size, s.Size)
+	if !s.Closed && size < s.Size {
+		return v.fail(loc, Truncated, "segment has %d bytes, manifest checkpoint says %d", size, s.Size)
+	}
+	if s.Closed && s.Records > 0 && a.lastEpoch > s.LastEpoch && v.si+1 < len(v.man.Segments) && a.lastEpoch > v.man.Segments[v.si+1].FirstEpoch {
+		return v.fail(v.lastLoc, WrongEpoch, "seq %d names epoch %d, beyond its segment (%d..%d) and the next (from %d)",
+			a.lastSeq, a.lastEpoch, s.FirstEpoch, s.LastEpoch, v.man.Segments[v.si+1].FirstEpoch)
 	}
 	if s.Records > 0 && (a.firstMAC != s.FirstMAC || a.firstEpoch != s.FirstEpoch || a.firstTime != s.FirstTime.UTC().Format(timeLayout)) {
 		return v.fail(loc, ManifestMismatch, "first record differs from the manifest")
@@ -449,7 +513,7 @@ func (v *verifier) endSegment() error {
 	if !s.Closed {
 		return nil
 	}
-	if a.records != s.Records || size != s.Size || (s.Records > 0 && (a.lastMAC != s.LastMAC || a.lastEpoch != s.LastEpoch ||
+	if a.records != s.Records || size != s.Size || (s.Records > 0 && (a.lastMAC != s.LastMAC || a.lastEpoch != s.LastEpoch || a.firstEpoch != s.FirstEpoch ||
 		string(v.lastTime[:]) != s.LastTime.UTC().Format(timeLayout))) {
 		return v.fail(loc, ManifestMismatch, "segment (%d records, %d bytes) differs from the manifest (%d records, %d bytes)",
 			a.records, size, s.Records, s.Size)
@@ -463,7 +527,7 @@ func (v *verifier) endSegment() error {
 		return v.fail(Location{File: s.Name + checksumSuffix}, ChecksumMismatch, "checksum file says %x, segment hashes to %x", ck[:8], sum[:8])
 	}
 	if s.SHA256 != sum {
-		return v.fail(Location{File: manifestName}, ChecksumMismatch, "manifest checksum of %s says %x, segment hashes to %x", s.Name, s.SHA256[:8], sum[:8])
+		return v.fail(Location{File: manifestName}, ManifestMismatch, "manifest checksum of %s says %x, segment hashes to %x", s.Name, s.SHA256[:8], sum[:8])
 	}
 	return nil
 }

@@ -70,11 +70,11 @@ func FuzzScrub(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		once, n := narration.Scrub(s)
-		twice, m := narration.Scrub(once)
+		twice, _ := narration.Scrub(once)
 		if n > 0 && !strings.Contains(once, narration.Redacted) {
 			t.Errorf("Scrub(%q) = %q, %d: no %s", s, once, n, narration.Redacted)
 		}
-		if twice != once || m != 0 && twice != once {
+		if twice != once {
 			t.Errorf("Scrub is not idempotent: %q -> %q -> %q", s, once, twice)
 		}
 	})

@@ -38,13 +38,15 @@ var (
 // digest and the RFC 6962 leaf hash of every chunk.
 //
 // The flat digest is the one serial step: it runs on the goroutine that
-// calls [Hasher.Write]. Leaves run on a pool of runtime.GOMAXPROCS(0)
-// worker goroutines, started on first need. A Write of at least 128 KiB of
+// calls [Hasher.Write]. Leaves run on a pool of runtime.GOMAXPROCS(0)-1
+// worker goroutines (at least one), started on first need, so that
+// together with the caller they use every core without taking the
+// caller's. A Write of at least 128 KiB of
 // whole chunks is hashed in place: the workers read p while the caller
 // hashes it flat, the caller then helps with the remaining leaves, and
 // Write returns once they are all done. Shorter pieces (and a chunk split
 // across Writes) are copied into a bounded set of pooled chunk buffers,
-// at most 2*GOMAXPROCS+2 of them, and hashed while Write returns; Write
+// at most 2*workers+2 of them, and hashed while Write returns; Write
 // blocks when all buffers are in flight. So host memory stays bounded
 // whatever the input size (beyond the leaf hashes themselves, 32 bytes
 // per chunk), and Write never retains p after it returns.
@@ -291,7 +293,10 @@ type workerPool struct {
 }
 
 func newWorkerPool(chunkSize int64) *workerPool {
-	w := runtime.GOMAXPROCS(0)
+	// The caller's goroutine is the critical path (the flat digest), so
+	// it keeps a core of its own: GOMAXPROCS-1 workers plus the caller use
+	// every core without preempting it.
+	w := max(runtime.GOMAXPROCS(0)-1, 1)
 	maxBuf := 2*w + 2
 	p := &workerPool{
 		chunkSize: chunkSize,

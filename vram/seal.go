@@ -273,7 +273,7 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size 
 		return nil, err
 	}
 	m.narrate(ctx, slog.LevelInfo, ActionAllocate, id, d.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("Allocated %s VRAM on GPU %d for shard '%s' (%s still available)", mb(size), d.index, id, mb(avail-size))
+		return fmt.Sprintf("Allocated %s VRAM on GPU %d for shard '%s' (%s left)", mb(size), d.index, id, mb(avail-size))
 	}, narration.Bytes("requested_bytes", size), narration.Bytes("available_bytes", avail-size))
 	return buf, nil
 }

@@ -124,10 +124,14 @@ func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError
 	}})
 	m.narrate(ctx, slog.LevelError, ActionVerifyFailed, ie.ShardID, s.dev.info, dur, "integrity", ie, func() string {
 		what := strings.ReplaceAll(ie.Reason, "_", " ")
-		if len(ie.Changed) > 0 {
-			what = FormatRanges(ie.Changed, 2) + " changed"
+		switch len(ie.Changed) {
+		case 0:
+		case 1:
+			what = FormatRanges(ie.Changed, 1) + " changed"
+		default:
+			what = fmt.Sprintf("%d ranges changed", len(ie.Changed))
 		}
-		return fmt.Sprintf("CRITICAL: seal verification failed for shard '%s' on GPU %d: %s", ie.ShardID, ie.Device, what)
+		return fmt.Sprintf("CRITICAL: shard '%s' failed verification on GPU %d: %s", ie.ShardID, ie.Device, what)
 	}, narration.Str("reason", ie.Reason), narration.Str("action_taken", ActionWorkerStopped))
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/ebitengine/purego"
@@ -23,20 +24,22 @@ var fake struct {
 	reset func()
 }
 
+// fakeDir holds the built fake driver; TestMain removes it.
+var fakeDir string
+
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "vramseal-fakecuda-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	buildFake(dir)
 	code := m.Run()
-	os.RemoveAll(dir)
+	if fakeDir != "" {
+		os.RemoveAll(fakeDir)
+	}
 	os.Exit(code)
 }
 
-// buildFake compiles the fake driver into dir with gcc (or $CC).
-func buildFake(dir string) {
+var fakeOnce sync.Once
+
+// buildFake compiles the fake driver with gcc (or $CC) into a temporary
+// directory, once per test binary.
+func buildFake() {
 	cc := os.Getenv("CC")
 	if cc == "" {
 		cc = "gcc"
@@ -54,6 +57,12 @@ func buildFake(dir string) {
 		fake.skip = fmt.Sprintf("fake CUDA driver source missing (test binary run outside the source tree?): %v", err)
 		return
 	}
+	dir, err := os.MkdirTemp("", "vramseal-fakecuda-")
+	if err != nil {
+		fake.skip = err.Error()
+		return
+	}
+	fakeDir = dir
 	out := filepath.Join(dir, "fakecuda.so")
 	cmd := exec.Command(cc, "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-pthread",
 		"-I", filepath.Join(filepath.Dir(src), "..", "kernel"), "-o", out, src)
@@ -78,6 +87,7 @@ type knobs map[string]int64
 // needFake skips t without the fake driver and resets its knobs to k.
 func needFake(t testing.TB, k knobs) {
 	t.Helper()
+	fakeOnce.Do(buildFake)
 	if fake.path == "" {
 		t.Skip(fake.skip)
 	}

@@ -20,6 +20,6 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	// Each subcommand lives in its own file; add it here.
-	root.AddCommand(newDigestCmd(), newSealCmd(), newServeCmd(), newShardCmd(), newCapacityCmd(), newResetCmd(), newDevicesCmd())
+	root.AddCommand(newDigestCmd(), newSealCmd(), newServeCmd(), newShardCmd(), newCapacityCmd(), newResetCmd(), newDevicesCmd(), newAuditCmd())
 	return root
 }

@@ -18,7 +18,8 @@
  * Fault knobs, set with fake_set(name, value) and cleared by fake_reset():
  *   init_error N        cuInit returns N
  *   devices N           number of devices (default 2)
- *   total_mib N         memory per device in MiB (default 256)
+ *   total_mib N         memory per device in MiB (default 256, or
+ *                       $FAKECUDA_TOTAL_MIB)
  *   driver_version N    cuDriverGetVersion result (default 12040)
  *   fail_alloc N        the next N cuMemAlloc_v2 calls return OUT_OF_MEMORY
  *   managed 1           pointer facts report managed memory
@@ -100,11 +101,13 @@ static void defaults(void)
 {
 	memset(&k, 0, sizeof k);
 	k.devices = 2;
-	k.total_mib = 256;
+	k.total_mib = getenv("FAKECUDA_TOTAL_MIB") ? atoll(getenv("FAKECUDA_TOTAL_MIB")) : 256;
 	k.driver_version = 12040;
 	k.memtype = 2;
 }
 
+/* FAKECUDA_TOTAL_MIB sets the default of total_mib, for dry runs of
+ * scripts/gpu-check.sh against this fake. */
 __attribute__((constructor)) static void fake_init(void) { defaults(); }
 
 void fake_reset(void)
