@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"hash"
+	"io"
 	"math"
 	"runtime"
 	"sync"
@@ -67,6 +68,8 @@ type Hasher struct {
 	digest    Hash
 	leaves    []Hash
 }
+
+var _ io.Writer = (*Hasher)(nil)
 
 // NewHasher returns a Hasher for chunks of chunkSize bytes; zero or less
 // means [DefaultChunkSize].

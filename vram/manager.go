@@ -424,7 +424,7 @@ func (m *Manager) Release(ctx context.Context, id string) error {
 		audit.Int("gpu_device", int64(s.dev.index)),
 	}})
 	m.narrate(ctx, slog.LevelInfo, ActionDeallocate, id, s.dev.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("Released shard '%s': freed %s VRAM on GPU %d", id, mb(s.seal.Size), s.dev.index)
+		return fmt.Sprintf("Released shard '%s': freed %s VRAM on GPU %d", short(id), mb(s.seal.Size), s.dev.index)
 	}, narration.Bytes("freed_bytes", s.seal.Size), narration.Bytes("remaining_used", remaining))
 	// The memory is free whatever the audit log says; report a fail-closed
 	// failure so the caller knows the record is missing.

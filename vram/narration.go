@@ -80,3 +80,15 @@ func (m *Manager) narrate(ctx context.Context, level slog.Level, action, target 
 func (m *Manager) deviceInfo(d *deviceState) gpu.Info {
 	return gpu.Info{Index: d.index, UUID: d.info.UUID}
 }
+
+// shortIDLen is the longest shard ID written whole into a human sentence.
+const shortIDLen = 24
+
+// short abbreviates a long shard ID for human sentences, as git abbreviates
+// commit IDs; the event's target always carries the whole ID.
+func short(id string) string {
+	if len(id) <= shortIDLen {
+		return id
+	}
+	return id[:shortIDLen-1] + "…"
+}

@@ -98,7 +98,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 		return ShardInfo{}, err
 	}
 	m.narrate(ctx, slog.LevelDebug, ActionDigest, id, d.info, time.Since(t0), "", nil, func() string {
-		return fmt.Sprintf("Computed SHA-256 digest and %d chunk hashes of shard '%s' (%s)", len(leaves), id, mb(req.Size))
+		return fmt.Sprintf("Computed SHA-256 digest and %d chunk hashes of shard '%s' (%s)", len(leaves), short(id), mb(req.Size))
 	}, narration.Str("digest", digest.String()), narration.Int("chunks", int64(len(leaves))))
 	s := seal.Seal{
 		ShardID:     id,
@@ -119,7 +119,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 		return ShardInfo{}, fmt.Errorf("vram: sign shard %q: %w", id, err)
 	}
 	m.narrate(ctx, slog.LevelDebug, ActionSign, id, d.info, time.Since(t0), "", nil, func() string {
-		return fmt.Sprintf("Signed seal of shard '%s' with key %s", id, s.KeyID)
+		return fmt.Sprintf("Signed seal of shard '%s' with key %s", short(id), s.KeyID)
 	}, narration.Str("key_id", s.KeyID))
 	// The seal is recorded durably before the shard becomes usable; a
 	// fail-closed log that cannot record it undoes the seal.
@@ -149,7 +149,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	committed = true
 	m.mu.Unlock()
 	m.narrate(ctx, slog.LevelInfo, ActionSeal, id, d.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("Sealed model shard '%s' in %s VRAM on GPU %d (%s)", id, mb(s.Size), d.index, ms(time.Since(start)))
+		return fmt.Sprintf("Sealed model shard '%s' in %s VRAM on GPU %d (%s)", short(id), mb(s.Size), d.index, ms(time.Since(start)))
 	}, narration.Str("model_ref", s.ModelRef), narration.Bytes("vram_bytes", s.Size), narration.Str("digest", s.Digest.String()))
 	return sh.info(), nil
 }
@@ -273,7 +273,7 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size 
 		return nil, err
 	}
 	m.narrate(ctx, slog.LevelInfo, ActionAllocate, id, d.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("Allocated %s VRAM on GPU %d for shard '%s' (%s left)", mb(size), d.index, id, mb(avail-size))
+		return fmt.Sprintf("Allocated %s VRAM on GPU %d for shard '%s' (%s left)", mb(size), d.index, short(id), mb(avail-size))
 	}, narration.Bytes("requested_bytes", size), narration.Bytes("available_bytes", avail-size))
 	return buf, nil
 }

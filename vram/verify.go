@@ -100,7 +100,7 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 		return VerifyResult{}, err
 	}
 	m.narrate(ctx, slog.LevelInfo, ActionVerify, id, s.dev.info, res.Duration, "", nil, func() string {
-		return fmt.Sprintf("Verified shard '%s' on GPU %d: %d of %d chunks match (%s)", id, s.dev.index, res.ChunksChecked, res.Chunks, ms(res.Duration))
+		return fmt.Sprintf("Verified shard '%s' on GPU %d: %d of %d chunks match (%s)", short(id), s.dev.index, res.ChunksChecked, res.Chunks, ms(res.Duration))
 	}, narration.Str("mode", res.Mode), narration.Int("chunks_checked", res.ChunksChecked))
 	return res, nil
 }
@@ -131,7 +131,7 @@ func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError
 		default:
 			what = fmt.Sprintf("%d ranges changed", len(ie.Changed))
 		}
-		return fmt.Sprintf("CRITICAL: shard '%s' failed verification on GPU %d: %s", ie.ShardID, ie.Device, what)
+		return fmt.Sprintf("CRITICAL: shard '%s' failed verification on GPU %d: %s", short(ie.ShardID), ie.Device, what)
 	}, narration.Str("reason", ie.Reason), narration.Str("action_taken", ActionWorkerStopped))
 }
 
