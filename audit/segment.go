@@ -31,7 +31,7 @@ func openSegment(fsys FS, path string) (*segReader, error) {
 		return nil, err
 	}
 	h := sha256.New()
-	return &segReader{f: f, h: h, br: bufio.NewReaderSize(io.TeeReader(f, h), 256<<10)}, nil
+	return &segReader{f: f, h: h, br: bufio.NewReaderSize(io.TeeReader(f, h), 64<<10)}, nil
 }
 
 func (s *segReader) Close() error { return s.f.Close() }

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"errors"
@@ -101,6 +102,7 @@ type verifier struct {
 	last     chainEnd
 	lastTime [len(timeLayout)]byte
 	lastLoc  Location
+	lastLine []byte
 	haveLast bool
 	maxEpoch uint64 // highest epoch the manifest names
 
@@ -276,7 +278,7 @@ func (v *verifier) next(it *item) error {
 		}
 		it.perr = parseRecord(line, &it.v)
 		if it.perr == nil && string(it.v.idLogID) != v.man.LogID {
-			if !v.haveLast && !v.scanning && v.rep.Records == 0 {
+			if v.key == nil && !v.haveLast && !v.scanning && v.rep.Records == 0 {
 				return v.fail(Location{File: manifestName}, ManifestMismatch, "manifest log id %s, records of log %s", v.man.LogID, it.v.idLogID)
 			}
 			it.perr = fmt.Errorf("record of another log (%s)", it.v.idLogID)
@@ -313,8 +315,14 @@ func (v *verifier) check(it *item) error {
 		return v.classifyBad(it, it.perr)
 	}
 	r := &it.v
-	if v.haveLast && r.seq == v.last.seq && r.mac == v.last.mac {
-		return v.fail(v.loc(it), Duplicated, "record seq %d repeated", r.seq)
+	if v.haveLast && r.seq <= v.last.seq {
+		if r.seq == v.last.seq && bytes.Equal(r.line, v.lastLine) {
+			return v.fail(v.loc(it), Duplicated, "record seq %d repeated", r.seq)
+		}
+		if v.key != nil && !v.macFresh(r) {
+			return v.classifyBad(it, errors.New("MAC does not verify"))
+		}
+		return v.classifyChain(it)
 	}
 	if v.haveLast && r.epoch < v.last.epoch {
 		return v.epochBackwards(it)
@@ -379,6 +387,7 @@ func (v *verifier) check(it *item) error {
 	v.last = chainEnd{seq: r.seq, mac: r.mac, epoch: r.epoch}
 	copy(v.lastTime[:], r.time)
 	v.lastLoc = v.loc(it)
+	v.lastLine = append(v.lastLine[:0], r.line...)
 	v.haveLast = true
 	return nil
 }
@@ -392,6 +401,19 @@ func (v *verifier) epochBackwards(it *item) error {
 	if v.key == nil {
 		return v.fail(v.loc(it), WrongEpoch, "epoch %d after epoch %d", r.epoch, v.last.epoch)
 	}
+	if v.macFresh(r) {
+		return v.fail(v.lastLoc, WrongEpoch, "seq %d names epoch %d, but seq %d after it is a valid record of epoch %d: seq %d was MACed with a later epoch's key",
+			v.last.seq, v.last.epoch, r.seq, r.epoch, v.last.seq)
+	}
+	return v.classifyBad(it, fmt.Errorf("epoch %d after epoch %d, and the MAC does not verify", r.epoch, v.last.epoch))
+}
+
+// macFresh checks r's MAC with its epoch's key derived afresh from the
+// verification key (slow: for the failure path only).
+func (v *verifier) macFresh(r *recordView) bool {
+	if r.epoch > maxEpochJump {
+		return false
+	}
 	k := keyAt(v.key.key, 0, r.epoch)
 	mk := k.macKey()
 	clear(k[:])
@@ -399,11 +421,7 @@ func (v *verifier) epochBackwards(it *item) error {
 	clear(mk[:])
 	m.Write(r.macInput())
 	var sum [32]byte
-	if hmac.Equal(m.Sum(sum[:0]), r.mac[:]) {
-		return v.fail(v.lastLoc, WrongEpoch, "seq %d names epoch %d, but seq %d after it is a valid record of epoch %d: seq %d was MACed with a later epoch's key",
-			v.last.seq, v.last.epoch, r.seq, r.epoch, v.last.seq)
-	}
-	return v.classifyBad(it, fmt.Errorf("epoch %d after epoch %d, and the MAC does not verify", r.epoch, v.last.epoch))
+	return hmac.Equal(m.Sum(sum[:0]), r.mac[:])
 }
 
 // laterEpoch reports whether r's MAC verifies under the key of a later

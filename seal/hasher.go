@@ -137,7 +137,8 @@ func (h *Hasher) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// getPool returns the worker pool, starting it on first use.
+// getPool returns the worker pool, creating it on first use; its workers
+// start with the first task, so input shorter than a chunk starts none.
 func (h *Hasher) getPool() *workerPool {
 	if h.pool == nil {
 		h.pool = newWorkerPool(h.chunkSize)
@@ -161,7 +162,7 @@ func (h *Hasher) submitCopy(buf []byte) {
 	h.chunks++
 	p := h.getPool()
 	p.pending.Add(1)
-	p.tasks <- task{buf: buf, dst: dst}
+	p.send(task{buf: buf, dst: dst})
 }
 
 // startBatch hands the n whole chunks of body to the workers to hash in
@@ -185,7 +186,7 @@ func (h *Hasher) startBatch(body []byte, n int64) *batch {
 	}
 	b.left.Store(n)
 	for range min(int64(p.workers), (n+step-1)/step) {
-		p.tasks <- task{batch: b}
+		p.send(task{batch: b})
 	}
 	return b
 }
@@ -290,6 +291,7 @@ type workerPool struct {
 	tasks     chan task
 	free      chan []byte
 	nbuf      int // buffers allocated so far, at most cap(free)
+	started   bool
 	pending   sync.WaitGroup
 	wg        sync.WaitGroup
 	stopOnce  sync.Once
@@ -301,7 +303,7 @@ func newWorkerPool(chunkSize int64) *workerPool {
 	// every core without preempting it.
 	w := max(runtime.GOMAXPROCS(0)-1, 1)
 	maxBuf := 2*w + 2
-	p := &workerPool{
+	return &workerPool{
 		chunkSize: chunkSize,
 		workers:   w,
 		// Room for every pooled buffer plus a few in-place batches, so
@@ -309,10 +311,17 @@ func newWorkerPool(chunkSize int64) *workerPool {
 		tasks: make(chan task, maxBuf+4*w),
 		free:  make(chan []byte, maxBuf),
 	}
-	for range w {
-		p.wg.Go(p.work)
+}
+
+// send queues t, starting the workers on first use.
+func (p *workerPool) send(t task) {
+	if !p.started {
+		p.started = true
+		for range p.workers {
+			p.wg.Go(p.work)
+		}
 	}
-	return p
+	p.tasks <- t
 }
 
 func (p *workerPool) work() {

@@ -134,6 +134,16 @@ func TestHasherLifecycle(t *testing.T) {
 		t.Errorf("Sum after Close = %s, %d leaves, %d; want zero values", d, len(l), s)
 	}
 
+	// Input shorter than a chunk is hashed on the caller alone.
+	h = NewHasher(1024)
+	h.Write(data[:1000])
+	if h.pool != nil && h.pool.started {
+		t.Errorf("a 1000-byte input started the leaf workers")
+	}
+	if _, l, _ := h.Sum(); len(l) != 1 || l[0] != LeafHash(data[:1000]) {
+		t.Errorf("Sum of a short input = %d leaves, want its one leaf", len(l))
+	}
+
 	// Empty input.
 	h = NewHasher(1024)
 	h.Write(nil)
@@ -143,5 +153,53 @@ func TestHasherLifecycle(t *testing.T) {
 	}
 	if Root(l) != Root(Leaves(nil, 1024)) {
 		t.Errorf("Root of empty Hasher differs from Root(Leaves(nil))")
+	}
+}
+
+// TestHasherBoundedBuffers writes many small pieces, which go through the
+// pooled buffers, and checks that the pool never grows past its bound.
+func TestHasherBoundedBuffers(t *testing.T) {
+	data := randBytes(5, 4<<20)
+	h := NewHasher(1024)
+	defer h.Close()
+	r := rand.New(rand.NewPCG(3, 4))
+	writeSplits(t, h, data, func() int { return 1 + r.IntN(3000) })
+	if h.pool == nil {
+		t.Fatal("no worker pool after 4 MiB of writes")
+	}
+	if limit := 2*h.pool.workers + 2; h.pool.nbuf > limit || cap(h.pool.free) != limit {
+		t.Errorf("pool allocated %d chunk buffers (capacity %d), want at most %d", h.pool.nbuf, cap(h.pool.free), limit)
+	}
+	if digest, _, _ := h.Sum(); digest != sha256.Sum256(data) {
+		t.Errorf("digest differs")
+	}
+}
+
+// TestHashersConcurrent runs independent Hashers at once (for -race).
+func TestHashersConcurrent(t *testing.T) {
+	done := make(chan error)
+	for g := range 4 {
+		go func() {
+			data := randBytes(uint64(100+g), 1<<20+g*777)
+			h := NewHasher(4096)
+			defer h.Close()
+			r := rand.New(rand.NewPCG(uint64(g), 1))
+			for p := data; len(p) > 0; {
+				n := min(1+r.IntN(300<<10), len(p))
+				h.Write(p[:n])
+				p = p[n:]
+			}
+			digest, leaves, _ := h.Sum()
+			if digest != sha256.Sum256(data) || Root(leaves) != Root(Leaves(data, 4096)) {
+				done <- fmt.Errorf("hasher %d: results differ from one-shot", g)
+				return
+			}
+			done <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -133,7 +133,10 @@ func TestVerifyDetectsEveryFieldChange(t *testing.T) {
 		{"Signature zero", func(s *Seal) { s.Signature = Hash{} }},
 		// Moving bytes between adjacent text fields keeps their
 		// concatenation; the length prefixes must still tell them apart.
-		{"ShardID/ModelRef boundary", func(s *Seal) { s.ModelRef = s.ShardID[len(s.ShardID)-1:] + s.ModelRef; s.ShardID = s.ShardID[:len(s.ShardID)-1] }},
+		{"ShardID/ModelRef boundary", func(s *Seal) {
+			s.ModelRef = s.ShardID[len(s.ShardID)-1:] + s.ModelRef
+			s.ShardID = s.ShardID[:len(s.ShardID)-1]
+		}},
 		{"KeyID/WorkerID boundary", func(s *Seal) { s.WorkerID = s.KeyID[len(s.KeyID)-1:] + s.WorkerID; s.KeyID = s.KeyID[:len(s.KeyID)-1] }},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,137 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// faultFS injects errors into the writes or fsyncs of segment files once
+// armed. A failing write first writes half of its bytes, as a full disk
+// can.
+type faultFS struct {
+	OSFS
+	mu       sync.Mutex
+	armed    bool
+	writeErr error
+	syncErr  error
+}
+
+func (f *faultFS) arm(writeErr, syncErr error) {
+	f.mu.Lock()
+	f.armed, f.writeErr, f.syncErr = true, writeErr, syncErr
+	f.mu.Unlock()
+}
+
+func (f *faultFS) fault() (w, s error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.armed {
+		return nil, nil
+	}
+	return f.writeErr, f.syncErr
+}
+
+func (f *faultFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+	file, err := f.OSFS.OpenFile(name, flag, perm)
+	if err != nil || !strings.HasSuffix(name, segmentSuffix) {
+		return file, err
+	}
+	return &faultFile{File: file, fs: f}, nil
+}
+
+type faultFile struct {
+	File
+	fs *faultFS
+}
+
+func (f *faultFile) Write(p []byte) (int, error) {
+	if w, _ := f.fs.fault(); w != nil {
+		n, _ := f.File.Write(p[:len(p)/2])
+		return n, w
+	}
+	return f.File.Write(p)
+}
+
+func (f *faultFile) Sync() error {
+	if _, s := f.fs.fault(); s != nil {
+		return s
+	}
+	return f.File.Sync()
+}
+
+func TestFaultInjection(t *testing.T) {
+	for _, fault := range []struct {
+		name          string
+		write, syncEr error
+	}{
+		{"write ENOSPC", syscall.ENOSPC, nil},
+		{"write EIO", syscall.EIO, nil},
+		{"fsync ENOSPC", nil, syscall.ENOSPC},
+		{"fsync EIO", nil, syscall.EIO},
+	} {
+		for _, policy := range []Policy{FailClosed, FailOpen} {
+			t.Run(fault.name+"/"+policy.String(), func(t *testing.T) {
+				ffs := &faultFS{}
+				o := Options{FS: ffs, Policy: policy}
+				dir, vk, l := newLog(t, o)
+				ctx := context.Background()
+				var durable []uint64
+				for i := range 5 {
+					e := testEvent(i)
+					e.Severity = SeverityCritical
+					durable = append(durable, mustAppend(t, l, e).Seq)
+				}
+				ffs.arm(fault.write, fault.syncEr)
+				e := testEvent(99)
+				e.Severity = SeverityCritical
+				_, err := l.Append(ctx, e)
+				if !errors.Is(err, ErrFailed) {
+					t.Fatalf("Append during fault = %v, want ErrFailed", err)
+				}
+				if got := errors.Is(err, ErrNotRecorded); got != (policy == FailOpen) {
+					t.Errorf("Append error matches ErrNotRecorded = %v under %v", got, policy)
+				}
+				// Latched: later appends fail at once, even without a fault.
+				ffs.arm(nil, nil)
+				if _, err := l.Append(ctx, testEvent(100)); !errors.Is(err, ErrFailed) {
+					t.Errorf("Append after latch = %v, want ErrFailed", err)
+				}
+				h := l.Health()
+				if h.OK || h.State != "failed" || h.Err == nil {
+					t.Errorf("Health = %+v, want failed with error", h)
+				}
+				if s := l.Stats(); s.Failed < 1 {
+					t.Errorf("Stats = %+v, want failures counted", s)
+				}
+				if err := l.Close(ctx); !errors.Is(err, ErrFailed) {
+					t.Errorf("Close = %v, want ErrFailed", err)
+				}
+				// Reopen on the real file system: nothing half-written is
+				// accepted, the acknowledged records are all there.
+				l2, err := Open(dir, Options{})
+				if err != nil {
+					t.Fatalf("reopen = %v", err)
+				}
+				mustClose(t, l2)
+				mustVerify(t, dir, vk)
+				var seen []uint64
+				var n99 bool
+				Query(ctx, dir, Filter{Types: []string{"shard_sealed"}}, ReadOptions{}, func(r *Record) error {
+					seen = append(seen, r.Seq)
+					if f, _ := r.Field("n"); f.Int64() == 99 {
+						n99 = true
+					}
+					return nil
+				})
+				if len(seen) != len(durable) || n99 {
+					t.Errorf("records after reopen = %v (failed record present: %v), want %v", seen, n99, durable)
+				}
+			})
+		}
+	}
+}
