@@ -98,6 +98,7 @@ type world struct {
 
 	// HTTP exchange.
 	status   int
+	sentCID  string
 	respCID  string
 	respBody []byte
 

@@ -194,10 +194,25 @@ func (w *world) sameShardID() error {
 	if h := w.lastInfo.Seal.ShardID; h != "" && h != a {
 		return fmt.Errorf("the events name shard %q, the seal handle %q", a, h)
 	}
-	if !strings.Contains(w.narrEvent.Human, a) {
+	if !namesShard(w.narrEvent.Human, a) {
 		return fmt.Errorf("the human sentence %q does not name shard %q", w.narrEvent.Human, a)
 	}
 	return nil
+}
+
+// namesShard reports whether a human sentence names shard id in quotes,
+// whole or abbreviated to a prefix of at least 16 bytes and an ellipsis
+// (long IDs are shortened in sentences; the event's target holds them whole).
+func namesShard(human, id string) bool {
+	if strings.Contains(human, "'"+id+"'") {
+		return true
+	}
+	for n := 16; n < len(id); n++ {
+		if strings.Contains(human, "'"+id[:n]+"…'") {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *world) auditRecordsFor(ctx context.Context, typ, id string) error {
@@ -524,6 +539,7 @@ func (w *world) do(ctx context.Context, method, path, contentType string, body i
 		req.Header.Set("Content-Type", contentType)
 	}
 	req.Header.Set(narration.HeaderCorrelationID, cid)
+	w.sentCID = cid
 	resp, err := w.srv.Client().Do(req)
 	if err != nil {
 		return err
@@ -573,7 +589,7 @@ func (w *world) responseCID(cid string) error {
 }
 
 func (w *world) responseFreshCID() error {
-	if w.respCID == "" || !narration.ValidCorrelationID(w.respCID) {
+	if w.respCID == "" || w.respCID == w.sentCID || !narration.ValidCorrelationID(w.respCID) {
 		return fmt.Errorf("response %s = %q, want a fresh valid correlation ID", narration.HeaderCorrelationID, w.respCID)
 	}
 	return nil

@@ -32,9 +32,9 @@ func (w *world) registerResidency(sc *godog.ScenarioContext) {
 	sc.Step(`^the worker refuses to start with a VRAM-only policy violation "([^"]*)"$`, w.refusesToStart)
 
 	// Sealing.
-	sc.Step(`^shard "([^"]*)" of (.+) is sealed on GPU (\d+)$`, w.shardIsSealed)
+	sc.Step(`^shard "([^"]*)" of ([^"]+) is sealed on GPU (\d+)$`, w.shardIsSealed)
 	sc.Step(`^these shards are sealed:$`, w.theseShardsAreSealed)
-	sc.Step(`^I seal shard "([^"]*)" of (.+) on GPU (\d+)$`, w.iSealShard)
+	sc.Step(`^I seal shard "([^"]*)" of ([^"]+) on GPU (\d+)$`, w.iSealShard)
 	sc.Step(`^I seal shard "([^"]*)" of model "([^"]*)" with (.+) of data on GPU (\d+)$`, w.iSealShardOfModel)
 	sc.Step(`^I seal a shard with ID (.+) and (.+) of data$`, w.iSealShardWithIDLiteral)
 	sc.Step(`^I seal a model with (.+) of data$`, w.iSealAModel)
@@ -469,7 +469,7 @@ func (w *world) noShardResident() error {
 	return nil
 }
 
-func (w *world) capacity(ctx context.Context, device int) (vram.Capacity, error) {
+func (w *world) capacityOf(ctx context.Context, device int) (vram.Capacity, error) {
 	m, err := w.manager()
 	if err != nil {
 		return vram.Capacity{}, err
@@ -482,7 +482,7 @@ func (w *world) vramInUse(ctx context.Context, size string, device int) error {
 	if err != nil {
 		return err
 	}
-	c, err := w.capacity(ctx, device)
+	c, err := w.capacityOf(ctx, device)
 	if err != nil {
 		return err
 	}
@@ -505,7 +505,7 @@ func (w *world) vramAvailable(ctx context.Context, size string, device int) erro
 	if err != nil {
 		return err
 	}
-	c, err := w.capacity(ctx, device)
+	c, err := w.capacityOf(ctx, device)
 	if err != nil {
 		return err
 	}

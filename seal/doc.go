@@ -25,8 +25,8 @@
 // # Key
 //
 // A [Key] is derived from a worker secret of at least [MinSecretLen] bytes
-// with HKDF-SHA256 (RFC 5869): empty salt, info "vramseal seal key v1",
-// 32 bytes of output. Its ID is "k1:" followed by the first 8 bytes, in
+// with HKDF-SHA256 (RFC 5869): no salt (which RFC 5869 section 2.2 defines
+// as 32 zero bytes), info "vramseal seal key v1", 32 bytes of output. Its ID is "k1:" followed by the first 8 bytes, in
 // lowercase hexadecimal, of SHA-256("vramseal key id v1" || 0x00 || key).
 // The key bytes never appear in any printed, logged or encoded form.
 //

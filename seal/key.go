@@ -112,11 +112,10 @@ func LoadKeyFile(path string) (Key, error) {
 	case len(s) >= 1 && s[len(s)-1] == '\n':
 		s = s[:len(s)-1]
 	}
-	k, err := DeriveKey(s)
-	if err != nil {
-		return Key{}, fmt.Errorf("seal: key file %s: %w", path, err)
+	if len(s) < MinSecretLen {
+		return Key{}, fmt.Errorf("seal: key file %s holds a %d-byte secret, need at least %d", path, len(s), MinSecretLen)
 	}
-	return k, nil
+	return DeriveKey(s)
 }
 
 // ID returns the key ID: "k1:" and the first 16 hexadecimal digits of

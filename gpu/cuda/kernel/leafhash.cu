@@ -120,45 +120,58 @@ LH_FN lh_u32 lh_padded(const lh_u8 *p, lh_u64 n, lh_u64 end, lh_u64 pos)
 	return 0;
 }
 
-/* lh_leaf writes SHA-256(0x00 || p[0:n]) to out. */
-LH_FN void lh_leaf(const lh_u8 *p, lh_u64 n, lh_u8 *out)
+/*
+ * lh_leaf writes SHA-256(0x00 || p[0:n]) to out.
+ *
+ * Message block j holds chunk bytes [64j-1, 64j+63). For j < n/64 the
+ * chunk words [16j, 16j+16) lie inside the chunk, so when p is 4-byte
+ * aligned those blocks are read as aligned words (the byte before comes
+ * from the previous word), and the words of block j+1 are loaded before
+ * block j is compressed, hiding global-memory latency behind the 64
+ * rounds. The remaining message blocks and the padding are assembled byte
+ * by byte.
+ */
+LH_FN void lh_leaf(const lh_u8 *__restrict__ p, lh_u64 n, lh_u8 *__restrict__ out)
 {
 	lh_u32 st[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
 	                0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-	lh_u32 w[16];
-	lh_u64 len = n + 1;              /* message length with the prefix */
-	lh_u64 nfull = len / 64;         /* blocks made only of message bytes */
-	lh_u64 end = ((len + 8) / 64 + 1) * 64; /* padded length */
-	int aligned = (((lh_u64)p) & 3) == 0;
-	lh_u32 carry = 0;                /* BE word m-1; its low byte is the 0x00 prefix for m = 0 */
+	lh_u32 w[16], cur[16], nxt[16];
+	lh_u64 len = n + 1;                      /* message length with the prefix */
+	lh_u64 end = ((len + 8) / 64 + 1) * 64;  /* padded length */
+	lh_u64 nword = ((lh_u64)p & 3) == 0 ? n / 64 : 0; /* word-path blocks */
+	lh_u32 carry = 0; /* BE word m-1; its low byte is the 0x00 prefix for m = 0 */
+	const lh_u32 *q = (const lh_u32 *)p;
 	lh_u64 j, pos;
 	int i;
 
-	for (j = 0; j < nfull; j++) {
-		if (aligned && 64 * j + 64 <= n) {
-			const lh_u32 *q = (const lh_u32 *)(p + 64 * j);
-			LH_UNROLL
-			for (i = 0; i < 16; i++) {
-				lh_u32 cur = __builtin_bswap32(q[i]);
-				w[i] = (carry << 24) | (cur >> 8);
-				carry = cur;
-			}
-		} else {
-			LH_UNROLL
-			for (i = 0; i < 16; i++) {
-				pos = 64 * j + 4 * (lh_u64)i;
-				w[i] = (lh_padded(p, n, end, pos) << 24) | (lh_padded(p, n, end, pos + 1) << 16) |
-				       (lh_padded(p, n, end, pos + 2) << 8) | lh_padded(p, n, end, pos + 3);
-			}
-		}
-		lh_compress(st, w);
+	if (nword > 0) {
+		LH_UNROLL
+		for (i = 0; i < 16; i++)
+			cur[i] = q[i];
 	}
-	for (pos = 64 * nfull; pos < end; pos += 64) {
+	for (j = 0; j < nword; j++) {
+		if (j + 1 < nword) {
+			LH_UNROLL
+			for (i = 0; i < 16; i++)
+				nxt[i] = q[16 * (j + 1) + i];
+		}
 		LH_UNROLL
 		for (i = 0; i < 16; i++) {
-			lh_u64 q = pos + 4 * (lh_u64)i;
-			w[i] = (lh_padded(p, n, end, q) << 24) | (lh_padded(p, n, end, q + 1) << 16) |
-			       (lh_padded(p, n, end, q + 2) << 8) | lh_padded(p, n, end, q + 3);
+			lh_u32 be = __builtin_bswap32(cur[i]);
+			w[i] = (carry << 24) | (be >> 8);
+			carry = be;
+		}
+		lh_compress(st, w);
+		LH_UNROLL
+		for (i = 0; i < 16; i++)
+			cur[i] = nxt[i];
+	}
+	for (pos = 64 * nword; pos < end; pos += 64) {
+		LH_UNROLL
+		for (i = 0; i < 16; i++) {
+			lh_u64 b = pos + 4 * (lh_u64)i;
+			w[i] = (lh_padded(p, n, end, b) << 24) | (lh_padded(p, n, end, b + 1) << 16) |
+			       (lh_padded(p, n, end, b + 2) << 8) | lh_padded(p, n, end, b + 3);
 		}
 		lh_compress(st, w);
 	}
@@ -172,8 +185,8 @@ LH_FN void lh_leaf(const lh_u8 *p, lh_u64 n, lh_u8 *out)
 }
 
 /* lh_thread is the body of thread t of the leafhash kernel. */
-LH_FN void lh_thread(lh_u64 t, const lh_u8 *data, lh_u64 size, lh_u64 chunk,
-                     const lh_u64 *idx, lh_u64 n, lh_u8 *out)
+LH_FN void lh_thread(lh_u64 t, const lh_u8 *__restrict__ data, lh_u64 size, lh_u64 chunk,
+                     const lh_u64 *__restrict__ idx, lh_u64 n, lh_u8 *__restrict__ out)
 {
 	lh_u64 c, off, len;
 	int i;
@@ -192,8 +205,9 @@ LH_FN void lh_thread(lh_u64 t, const lh_u8 *data, lh_u64 size, lh_u64 chunk,
 }
 
 #ifdef __CUDA__
-extern "C" __attribute__((global)) void leafhash(const lh_u8 *data, lh_u64 size, lh_u64 chunk,
-                                                 const lh_u64 *idx, lh_u64 n, lh_u8 *out)
+extern "C" __attribute__((global)) void leafhash(const lh_u8 *__restrict__ data, lh_u64 size, lh_u64 chunk,
+                                                 const lh_u64 *__restrict__ idx, lh_u64 n,
+                                                 lh_u8 *__restrict__ out)
 {
 	lh_u64 t = (lh_u64)__nvvm_read_ptx_sreg_ctaid_x() * (lh_u64)__nvvm_read_ptx_sreg_ntid_x() +
 	           (lh_u64)__nvvm_read_ptx_sreg_tid_x();

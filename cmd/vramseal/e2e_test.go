@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// buildBinary compiles vramseal into a temp dir.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test builds the binary; skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "vramseal")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// daemon is a running `vramseal serve`.
+type daemon struct {
+	addr   string
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	exited chan error
+}
+
+var servingRE = regexp.MustCompile(`serving on http://(127\.0\.0\.1:\d+)`)
+
+func startDaemon(t *testing.T, bin, dataDir string, extra ...string) *daemon {
+	t.Helper()
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--device", "sim", "--sim-capacity", "256MiB",
+		"--data-dir", dataDir, "--log-format", "json", "--enable-test-faults"}, extra...)
+	cmd := exec.Command(bin, args...)
+	pr, pw := io.Pipe()
+	d := &daemon{cmd: cmd, stderr: new(bytes.Buffer), exited: make(chan error, 1)}
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.exited <- cmd.Wait(); pw.Close() }()
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sent := false
+		for sc.Scan() {
+			d.stderr.WriteString(sc.Text() + "\n")
+			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil && !sent {
+				found <- m[1]
+				sent = true
+			}
+		}
+		close(found)
+	}()
+	select {
+	case addr, ok := <-found:
+		if !ok {
+			t.Fatalf("daemon exited before serving:\n%s", d.stderr)
+		}
+		d.addr = addr
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("daemon did not start:\n%s", d.stderr)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+	})
+	return d
+}
+
+// run runs a CLI command and returns its stdout and exit code.
+func run(t *testing.T, bin string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String() + errb.String(), code
+}
+
+func TestEndToEnd(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	d := startDaemon(t, bin, data)
+	addr := "--addr=http://" + d.addr
+
+	model := filepath.Join(dir, "model.safetensors")
+	weights := make([]byte, 5<<20+12345)
+	rand.Read(weights)
+	if err := os.WriteFile(model, weights, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := run(t, bin, "shard", "add", model, "--shard-id", "llama-tp0", "--model-ref", "org/llama", "--json", addr)
+	if code != 0 {
+		t.Fatalf("shard add: exit %d\n%s", code, out)
+	}
+	var added struct {
+		Seal struct {
+			ShardID string `json:"shard_id"`
+			Size    int64  `json:"size_bytes"`
+		} `json:"seal"`
+	}
+	if err := json.Unmarshal([]byte(out), &added); err != nil || added.Seal.ShardID != "llama-tp0" || added.Seal.Size != int64(len(weights)) {
+		t.Fatalf("shard add output %q (%v)", out, err)
+	}
+	if out, code := run(t, bin, "shard", "verify", "llama-tp0", "--full", addr); code != 0 || !strings.Contains(out, "verified llama-tp0 (full)") {
+		t.Fatalf("shard verify: exit %d\n%s", code, out)
+	}
+	if out, code := run(t, bin, "shard", "ls", addr); code != 0 || !strings.Contains(out, "llama-tp0") {
+		t.Fatalf("shard ls: exit %d\n%s", code, out)
+	}
+
+	// Corrupt simulated device memory through the test-only hook.
+	const cid = "e2e-corrupt-check"
+	post := func(path, body string) *http.Response {
+		req, _ := http.NewRequest("POST", "http://"+d.addr+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Correlation-ID", cid)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := post("/v1/test/corrupt", `{"shard_id":"llama-tp0","offset":3000000}`); resp.StatusCode != 200 {
+		t.Fatalf("corrupt = %d", resp.StatusCode)
+	}
+	if resp := post("/v1/shards/llama-tp0/verify", `{"mode":"full"}`); resp.StatusCode != 409 {
+		t.Fatalf("verify after corruption = %d, want 409", resp.StatusCode)
+	}
+	if out, code := run(t, bin, "shard", "verify", "llama-tp0", addr); code != 4 {
+		t.Fatalf("CLI verify while stopped: exit %d, want 4\n%s", code, out)
+	}
+	resp, err := http.Get("http://" + d.addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("/readyz after failure = %d, want 503", resp.StatusCode)
+	}
+	if out, code := run(t, bin, "reset", "--reason", "restored shard from the registry", addr); code != 0 {
+		t.Fatalf("reset: exit %d\n%s", code, out)
+	}
+	resp, _ = http.Get("http://" + d.addr + "/readyz")
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/readyz after reset = %d", resp.StatusCode)
+	}
+
+	// Graceful shutdown flushes the audit log and releases the shard.
+	d.cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-d.exited:
+		if err != nil {
+			t.Fatalf("daemon exit: %v\n%s", err, d.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not shut down")
+	}
+	if !strings.Contains(d.stderr.String(), `"correlation_id":"`+cid+`"`) {
+		t.Errorf("narration lacks correlation ID %s", cid)
+	}
+
+	auditDir := filepath.Join(data, "audit")
+	key := filepath.Join(data, "audit-verification.key")
+	out, code = run(t, bin, "audit", "verify", auditDir, "--verification-key", key)
+	if code != 0 {
+		t.Fatalf("audit verify: exit %d\n%s", code, out)
+	}
+	out, code = run(t, bin, "audit", "query", auditDir, "--type", "seal_verification_failed", "--format", "ndjson")
+	if code != 0 {
+		t.Fatalf("audit query: exit %d\n%s", code, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], `"llama-tp0"`) || !strings.Contains(lines[0], cid) || !strings.Contains(lines[0], "worker_stopped") {
+		t.Fatalf("seal_verification_failed records:\n%s", out)
+	}
+	for _, typ := range []string{"vram_allocated", "vram_sealed", "seal_verified", "worker_reset", "vram_deallocated"} {
+		out, _ := run(t, bin, "audit", "query", auditDir, "--type", typ, "--format", "ndjson")
+		if !strings.Contains(out, "llama-tp0") && typ != "worker_reset" || strings.TrimSpace(out) == "" {
+			t.Errorf("audit has no %s record for the shard:\n%s", typ, out)
+		}
+	}
+}
