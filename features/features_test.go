@@ -237,7 +237,8 @@ func (w *world) shardBytes(id string) ([]byte, error) {
 	return io.ReadAll(shardReader(seed, w.sizes[id]))
 }
 
-// seal seals size bytes as shard id (empty: generated) and keeps the outcome.
+// sealShard seals size bytes as shard id (empty: a generated ID) of model on
+// device and keeps the outcome in lastID, lastInfo and lastErr.
 func (w *world) sealShard(ctx context.Context, id, model string, size int64, device int) error {
 	m, err := w.manager()
 	if err != nil {

@@ -347,6 +347,9 @@ func (w *world) performOperations(ctx context.Context, table *godog.Table) error
 	if err != nil {
 		return err
 	}
+	if _, err := w.manager(); err != nil {
+		return err
+	}
 	for i, row := range rows {
 		id := row["shard"]
 		var opErr error

@@ -140,7 +140,7 @@ LH_FN void lh_leaf(const lh_u8 *__restrict__ p, lh_u64 n, lh_u8 *__restrict__ ou
 	lh_u64 end = ((len + 8) / 64 + 1) * 64;  /* padded length */
 	lh_u64 nword = ((lh_u64)p & 3) == 0 ? n / 64 : 0; /* word-path blocks */
 	lh_u32 carry = 0; /* BE word m-1; its low byte is the 0x00 prefix for m = 0 */
-	const lh_u32 *q = (const lh_u32 *)p;
+	const lh_u32 *__restrict__ q = (const lh_u32 *)p;
 	lh_u64 j, pos;
 	int i;
 
