@@ -221,16 +221,17 @@ func (d *Device) check(op string, r cuResult) error {
 		return nil
 	}
 	e := newError(op, r)
+	e.Device = d.ordinal
 	if isSticky(e.Code) && d.lost == nil {
 		d.lost = e
 	}
-	return fmt.Errorf("cuda: device %d: %w", d.ordinal, e)
+	return e
 }
 
 // usable returns the latched device-lost error, if any.
 func (d *Device) usable() error {
 	if d.lost != nil {
-		return fmt.Errorf("cuda: device %d is lost: %w", d.ordinal, d.lost)
+		return fmt.Errorf("%w; the device stays unusable in this process", d.lost)
 	}
 	return nil
 }
@@ -238,8 +239,8 @@ func (d *Device) usable() error {
 func (d *Device) setup(opts Options) error {
 	api := d.drv.api
 	var dev int32
-	if r := api.deviceGet(&dev, int32(d.ordinal)); r != 0 {
-		return fmt.Errorf("%w: %w", ErrUnavailable, newError("cuDeviceGet", r))
+	if err := d.check("cuDeviceGet", api.deviceGet(&dev, int32(d.ordinal))); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	if err := d.check("cuDevicePrimaryCtxRetain", api.primaryCtxRetain(&d.ctx, int32(d.ordinal))); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)

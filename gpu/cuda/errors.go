@@ -37,10 +37,17 @@ type Error struct {
 	Name string
 	// Op is the driver function that failed, for example "cuMemAlloc_v2".
 	Op string
+	// Device is the CUDA ordinal of the device the call was for, or -1
+	// for calls not tied to one (cuInit, cuDeviceGetCount).
+	Device int
 }
 
 func (e *Error) Error() string {
-	return "cuda: " + e.Op + ": " + e.Name + " (" + strconv.Itoa(e.Code) + ")"
+	dev := ""
+	if e.Device >= 0 {
+		dev = "device " + strconv.Itoa(e.Device) + ": "
+	}
+	return "cuda: " + dev + e.Op + ": " + e.Name + " (" + strconv.Itoa(e.Code) + ")"
 }
 
 // Unwrap returns the gpu or cuda sentinel that the code maps to, or nil.
@@ -56,9 +63,10 @@ func (e *Error) Unwrap() error {
 	return nil
 }
 
-// newError returns the *Error for a non-zero CUresult r of op.
+// newError returns the *Error for a non-zero CUresult r of op, a call not
+// tied to a device.
 func newError(op string, r cuResult) *Error {
-	return &Error{Code: int(r), Name: resultName(int(r)), Op: op}
+	return &Error{Code: int(r), Name: resultName(int(r)), Op: op, Device: -1}
 }
 
 // CUresult codes that gpu/cuda branches on (cuda.h).
