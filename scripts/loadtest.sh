@@ -2,7 +2,7 @@
 # Measures the daemon's execute-gate throughput: sampled verify requests per
 # second and latency percentiles, from a local wrk load generator.
 #
-#   scripts/loadtest.sh [SHARD_BYTES] [SAMPLES] [CHUNK_SIZE] [DURATION]
+#   scripts/loadtest.sh [SHARD_MIB] [SAMPLES] [CHUNK_SIZE] [DURATION]
 #
 # Defaults: a 256 MiB shard, 16 samples, 64 KiB chunks, 15 s. Needs wrk
 # (apt-get install wrk). Builds the binary, starts a daemon on the simulated
@@ -10,7 +10,7 @@
 # connections, and prints wrk's report with its latency distribution.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-size=${1:-256MiB}
+size_mib=${1:-256}
 samples=${2:-16}
 chunk=${3:-64KiB}
 duration=${4:-15s}
@@ -25,10 +25,9 @@ for _ in $(seq 100); do
 	addr=$(grep -o 'serving on http://[0-9.:]*' "$tmp/serve.log" | sed 's#serving on ##') && [ -n "$addr" ] && break
 	sleep 0.1
 done
-bytes=$(numfmt --from=iec-i --suffix=B "$size" 2>/dev/null || numfmt --from=iec "${size%B}")
-head -c "$bytes" /dev/urandom >"$tmp/model.bin"
+head -c "$((size_mib << 20))" /dev/urandom >"$tmp/model.bin"
 "$tmp/vramseal" shard add "$tmp/model.bin" --shard-id load --addr "$addr" >/dev/null
 # Warm up, then measure.
 wrk -t2 -c16 -d3s -s scripts/verify-load.lua "$addr" -- load "$samples" >/dev/null
-echo "shard $size, $samples samples of $chunk chunks"
+echo "shard $size_mib MiB, $samples samples of $chunk chunks"
 wrk -t2 -c16 -d"$duration" --latency -s scripts/verify-load.lua "$addr" -- load "$samples"

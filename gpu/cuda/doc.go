@@ -27,7 +27,9 @@
 //
 // # Memory and the VRAM-only policy
 //
-// Weights live only in memory from cuMemAlloc_v2. [Device.Alloc] reads
+// Weights live only in memory from cuMemAlloc_v2, requested in whole
+// 2 MiB granules (the driver's granularity) so that buffers never share
+// one. [Device.Alloc] reads
 // cuMemGetInfo_v2 before and after the allocation and the allocation's
 // pointer facts (cuPointerGetAttributes), and refuses, freeing it again and
 // returning a [*PolicyError] wrapping [ErrPolicy], when:

@@ -69,11 +69,8 @@ func newError(op string, r cuResult) *Error {
 	return &Error{Code: int(r), Name: resultName(int(r)), Op: op, Device: -1}
 }
 
-// CUresult codes that gpu/cuda branches on (cuda.h).
-const (
-	errOutOfMemory = 2
-	errNoDevice    = 100
-)
+// errOutOfMemory is CUDA_ERROR_OUT_OF_MEMORY.
+const errOutOfMemory = 2
 
 // isSticky reports the CUresult codes after which the context is corrupt
 // and every later call fails: the device is lost to this process. The CUDA
