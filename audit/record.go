@@ -265,8 +265,12 @@ func ParseRecord(line []byte) (*Record, error) {
 	return r, nil
 }
 
+// validTime reports whether b is a canonical time: the layout's shape, and
+// a real calendar date and clock time (no leap seconds).
 func validTime(b []byte) bool {
-	// Shape first (cheap), then the calendar.
+	if len(b) != len(timeLayout) {
+		return false
+	}
 	for i, c := range []byte(timeLayout) {
 		if c >= '0' && c <= '9' {
 			if b[i] < '0' || b[i] > '9' {
@@ -276,12 +280,22 @@ func validTime(b []byte) bool {
 			return false
 		}
 	}
-	t, err := time.Parse(timeLayout, string(b))
-	if err != nil {
+	num := func(i, n int) int {
+		v := 0
+		for _, c := range b[i : i+n] {
+			v = v*10 + int(c-'0')
+		}
+		return v
+	}
+	year, month, day := num(0, 4), num(5, 2), num(8, 2)
+	if month < 1 || month > 12 || day < 1 || num(11, 2) > 23 || num(14, 2) > 59 || num(17, 2) > 59 {
 		return false
 	}
-	var buf [len(timeLayout)]byte
-	return string(t.AppendFormat(buf[:0], timeLayout)) == string(b)
+	days := [...]int{31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}[month-1]
+	if month == 2 && year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+		days = 29
+	}
+	return day <= days
 }
 
 func isLowerHex(b []byte) bool {
@@ -352,27 +366,33 @@ func (d *dec) hex32(dst *[32]byte) bool {
 	if len(d.b)-d.i < 64 {
 		return false
 	}
-	for i := 0; i < 32; i++ {
-		hi, lo := unhex(d.b[d.i+2*i]), unhex(d.b[d.i+2*i+1])
-		if hi > 15 || lo > 15 {
-			return false
-		}
-		dst[i] = hi<<4 | lo
+	src := d.b[d.i : d.i+64]
+	var bad byte
+	for i := range 32 {
+		hi, lo := unhexTable[src[2*i]], unhexTable[src[2*i+1]]
+		bad |= hi | lo
+		dst[i] = hi<<4 | lo&0xf
+	}
+	if bad > 15 {
+		return false
 	}
 	d.i += 64
 	return true
 }
 
-// unhex decodes a lowercase hex digit; 255 for anything else.
-func unhex(c byte) byte {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0'
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10
+// unhexTable maps lowercase hex digits to their value, all else to 255.
+var unhexTable = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 255
 	}
-	return 255
-}
+	for i, c := range []byte(hexdigits) {
+		t[c] = byte(i)
+	}
+	return t
+}()
+
+// unhex decodes a lowercase hex digit; 255 for anything else.
+func unhex(c byte) byte { return unhexTable[c] }
 
 // str reads a canonical JSON string (see appendString).
 func (d *dec) str() (rawString, bool) {

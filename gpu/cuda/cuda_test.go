@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -142,7 +143,7 @@ func TestAllocFaults(t *testing.T) {
 		name      string
 		knobs     knobs
 		size      int64
-		violation string // "" means Alloc succeeds
+		violation string // "" means none
 		oom       bool
 	}{
 		{"healthy", nil, 4 << 20, "", false},
@@ -157,60 +158,69 @@ func TestAllocFaults(t *testing.T) {
 		{"free drop not checked below granule", knobs{"no_drop": 1}, 1 << 20, "", false},
 		{"integrated device", knobs{"integrated": 1}, 4096, "integrated", false},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			// Only integrated is read at Open; the others apply to the
-			// allocations after it.
-			drv := openFake(t, knobs{"integrated": tt.knobs["integrated"]}, Options{})
-			for k, v := range tt.knobs {
-				fake.set(k, v)
-			}
-			d := drv.Devices()[0]
-			live := fake.get("live_allocs")
-			b, err := d.Alloc(t.Context(), tt.size)
-			switch {
-			case tt.oom:
-				var ce *Error
-				if !errors.Is(err, gpu.ErrOutOfMemory) || !errors.As(err, &ce) || ce.Name != "CUDA_ERROR_OUT_OF_MEMORY" || ce.Op != "cuMemAlloc_v2" {
-					t.Fatalf("Alloc() error = %v, want cuMemAlloc_v2 CUDA_ERROR_OUT_OF_MEMORY wrapping %v", err, gpu.ErrOutOfMemory)
+		for _, refuse := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/refuse=%v", tt.name, refuse), func(t *testing.T) {
+				// Only integrated is read at Open; the others apply to the
+				// allocations after it.
+				drv := openFake(t, knobs{"integrated": tt.knobs["integrated"]}, Options{RefuseViolations: refuse})
+				for k, v := range tt.knobs {
+					fake.set(k, v)
 				}
-				if _, err := d.Alloc(t.Context(), tt.size); err != nil {
-					t.Errorf("Alloc() after a transient failure error = %v", err)
+				d := drv.Devices()[0]
+				live := fake.get("live_allocs")
+				b, err := d.Alloc(t.Context(), tt.size)
+				switch {
+				case tt.oom:
+					var ce *Error
+					if !errors.Is(err, gpu.ErrOutOfMemory) || !errors.As(err, &ce) || ce.Name != "CUDA_ERROR_OUT_OF_MEMORY" || ce.Op != "cuMemAlloc_v2" || ce.Device != 0 {
+						t.Fatalf("Alloc() error = %v, want device 0 cuMemAlloc_v2 CUDA_ERROR_OUT_OF_MEMORY wrapping %v", err, gpu.ErrOutOfMemory)
+					}
+					if _, err := d.Alloc(t.Context(), tt.size); err != nil {
+						t.Errorf("Alloc() after a transient failure error = %v", err)
+					}
+				case tt.violation != "" && refuse:
+					var pe *PolicyError
+					if !errors.Is(err, ErrPolicy) || !errors.As(err, &pe) {
+						t.Fatalf("Alloc() = %v, %v, want %v", b, err, ErrPolicy)
+					}
+					if !strings.Contains(strings.Join(pe.Violations, "; "), tt.violation) {
+						t.Errorf("Alloc() violations = %q, want one containing %q", pe.Violations, tt.violation)
+					}
+					if got := fake.get("live_allocs"); got != live {
+						t.Errorf("after refused Alloc: %d live allocations, want %d (freed)", got, live)
+					}
+				default:
+					if err != nil {
+						t.Fatalf("Alloc(%d) error = %v", tt.size, err)
+					}
+					rep, err := d.AllocReport(b)
+					if err != nil {
+						t.Fatalf("AllocReport() error = %v", err)
+					}
+					if rep.Size != tt.size {
+						t.Errorf("AllocReport().Size = %d, want %d", rep.Size, tt.size)
+					}
+					v := strings.Join(rep.Violations, "; ")
+					if tt.violation == "" && v != "" || !strings.Contains(v, tt.violation) {
+						t.Errorf("AllocReport().Violations = %q, want %q", rep.Violations, tt.violation)
+					}
+					facts, err := d.PointerFacts(t.Context(), b)
+					if err != nil || facts != rep.Facts {
+						t.Errorf("PointerFacts() = %+v, %v, want %+v as reported at Alloc", facts, err, rep.Facts)
+					}
+					if tt.knobs == nil && rep.FreeDrop() < uint64(tt.size) {
+						t.Errorf("AllocReport().FreeDrop() = %d, want >= %d", rep.FreeDrop(), tt.size)
+					}
 				}
-			case tt.violation != "":
-				var pe *PolicyError
-				if !errors.Is(err, ErrPolicy) || !errors.As(err, &pe) {
-					t.Fatalf("Alloc() = %v, %v, want %v", b, err, ErrPolicy)
-				}
-				if !strings.Contains(strings.Join(pe.Violations, "; "), tt.violation) {
-					t.Errorf("Alloc() violations = %q, want one containing %q", pe.Violations, tt.violation)
-				}
-				if got := fake.get("live_allocs"); got != live {
-					t.Errorf("after refused Alloc: %d live allocations, want %d (freed)", got, live)
-				}
-			default:
+				in, err := d.Info(t.Context())
 				if err != nil {
-					t.Fatalf("Alloc(%d) error = %v", tt.size, err)
+					t.Fatalf("Info() error = %v", err)
 				}
-				rep, err := d.AllocReport(b)
-				if err != nil {
-					t.Fatalf("AllocReport() error = %v", err)
+				if in.Integrated != (tt.knobs["integrated"] == 1) {
+					t.Errorf("Info().Integrated = %v", in.Integrated)
 				}
-				want := gpu.PointerFacts{MemoryType: gpu.MemoryDevice, DeviceOrdinal: 0, Mapped: true}
-				if rep.Facts != want || rep.Size != tt.size {
-					t.Errorf("AllocReport() = %+v, want facts %+v and size %d", rep, want, tt.size)
-				}
-				if tt.knobs == nil && rep.FreeDrop() < uint64(tt.size) {
-					t.Errorf("AllocReport().FreeDrop() = %d, want >= %d", rep.FreeDrop(), tt.size)
-				}
-			}
-			in, err := d.Info(t.Context())
-			if err != nil {
-				t.Fatalf("Info() error = %v", err)
-			}
-			if in.Integrated != (tt.knobs["integrated"] == 1) {
-				t.Errorf("Info().Integrated = %v", in.Integrated)
-			}
-		})
+			})
+		}
 	}
 }
 

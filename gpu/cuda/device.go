@@ -62,6 +62,8 @@ type Device struct {
 	static Facts
 
 	// Owned by the worker goroutine.
+	refuse    bool  // Options.RefuseViolations
+	cuDev     int32 // CUdevice from cuDeviceGet
 	ctx       uintptr
 	stream    uintptr
 	staging   [2]staging
@@ -113,6 +115,9 @@ type AllocReport struct {
 	FreeBefore, FreeAfter uint64
 	// Facts are the allocation's pointer facts.
 	Facts gpu.PointerFacts
+	// Violations lists the VRAM-only policy rules the allocation breaks
+	// (see the package documentation); nil when it keeps them all.
+	Violations []string
 }
 
 // FreeDrop returns by how much free device memory fell (0 if it rose).
@@ -123,9 +128,14 @@ func (r AllocReport) FreeDrop() uint64 {
 	return r.FreeBefore - r.FreeAfter
 }
 
+const violationIntegrated = "integrated device shares memory with the host"
+
 // violations checks the VRAM-only policy; see the package documentation.
-func (r AllocReport) violations(ordinal int) []string {
+func (r AllocReport) violations(ordinal int, integrated bool) []string {
 	var v []string
+	if integrated {
+		v = append(v, violationIntegrated)
+	}
 	f := r.Facts
 	if f.MemoryType != gpu.MemoryDevice {
 		v = append(v, fmt.Sprintf("memory type %v, want device", f.MemoryType))
@@ -157,6 +167,7 @@ func startDevice(drv *Driver, ordinal int, opts Options) (*Device, error) {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		live:    make(map[*buffer]struct{}),
+		refuse:  opts.RefuseViolations,
 	}
 	ready := make(chan error, 1)
 	go d.run(opts, ready)
@@ -249,11 +260,10 @@ func (d *Device) usable() error {
 
 func (d *Device) setup(opts Options) error {
 	api := d.drv.api
-	var dev int32
-	if err := d.check("cuDeviceGet", api.deviceGet(&dev, int32(d.ordinal))); err != nil {
+	if err := d.check("cuDeviceGet", api.deviceGet(&d.cuDev, int32(d.ordinal))); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	if err := d.check("cuDevicePrimaryCtxRetain", api.primaryCtxRetain(&d.ctx, int32(d.ordinal))); err != nil {
+	if err := d.check("cuDevicePrimaryCtxRetain", api.primaryCtxRetain(&d.ctx, d.cuDev)); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	if err := d.check("cuCtxSetCurrent", api.ctxSetCurrent(d.ctx)); err != nil {
@@ -324,7 +334,7 @@ func (d *Device) teardown() {
 		api.streamDestroy(d.stream)
 	}
 	api.ctxSetCurrent(0)
-	api.primaryCtxRelease(int32(d.ordinal))
+	api.primaryCtxRelease(d.cuDev)
 	d.ctx = 0
 }
 
@@ -380,12 +390,12 @@ func (d *Device) Info(ctx context.Context) (gpu.Info, error) {
 	return in, err
 }
 
-// Alloc implements [gpu.Device.Alloc] with cuMemAlloc_v2, and enforces the
-// VRAM-only policy: on an integrated device, or when the new allocation's
-// pointer facts or the drop in free memory break the policy (see the
-// package documentation), it frees the allocation and returns a
-// [*PolicyError] wrapping [ErrPolicy]. The facts and free memory around
-// the call stay available from [Device.AllocReport].
+// Alloc implements [gpu.Device.Alloc] with cuMemAlloc_v2, in whole 2 MiB
+// granules. It checks the new allocation against the VRAM-only policy (see
+// the package documentation) and records the result in
+// [Device.AllocReport]. With [Options.RefuseViolations] it refuses instead:
+// it frees the allocation and returns a [*PolicyError] wrapping
+// [ErrPolicy] (on an integrated device without allocating at all).
 func (d *Device) Alloc(ctx context.Context, size int64) (gpu.Buffer, error) {
 	if size <= 0 {
 		return nil, fmt.Errorf("cuda: device %d: alloc %d bytes: %w", d.ordinal, size, gpu.ErrOutOfRange)
@@ -395,8 +405,9 @@ func (d *Device) Alloc(ctx context.Context, size int64) (gpu.Buffer, error) {
 		if err := d.usable(); err != nil {
 			return err
 		}
-		if d.static.Info.Integrated {
-			return &PolicyError{Device: d.ordinal, Size: size, Violations: []string{"integrated device shares memory with the host"}}
+		integrated := d.static.Info.Integrated
+		if integrated && d.refuse {
+			return &PolicyError{Device: d.ordinal, Size: size, Violations: []string{violationIntegrated}}
 		}
 		api := d.drv.api
 		before, _, err := d.memInfo()
@@ -417,9 +428,10 @@ func (d *Device) Alloc(ctx context.Context, size int64) (gpu.Buffer, error) {
 			return err
 		}
 		rep := AllocReport{Size: size, FreeBefore: before, FreeAfter: after, Facts: facts}
-		if v := rep.violations(d.ordinal); len(v) > 0 {
+		rep.Violations = rep.violations(d.ordinal, integrated)
+		if len(rep.Violations) > 0 && d.refuse {
 			api.memFree(p)
-			return &PolicyError{Device: d.ordinal, Size: size, Violations: v}
+			return &PolicyError{Device: d.ordinal, Size: size, Violations: rep.Violations}
 		}
 		buf = &buffer{dev: d, ptr: p, size: size, report: rep}
 		d.live[buf] = struct{}{}

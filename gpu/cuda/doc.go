@@ -29,10 +29,10 @@
 //
 // Weights live only in memory from cuMemAlloc_v2, requested in whole
 // 2 MiB granules (the driver's granularity) so that buffers never share
-// one. [Device.Alloc] reads
-// cuMemGetInfo_v2 before and after the allocation and the allocation's
-// pointer facts (cuPointerGetAttributes), and refuses, freeing it again and
-// returning a [*PolicyError] wrapping [ErrPolicy], when:
+// one. [Device.Alloc] reads cuMemGetInfo_v2 before and after the
+// allocation and the allocation's pointer facts (cuPointerGetAttributes),
+// and [Device.AllocReport] lists a violation of the VRAM-only policy
+// when:
 //
 //   - the device is integrated (CU_DEVICE_ATTRIBUTE_INTEGRATED: it shares
 //     memory with the host);
@@ -40,13 +40,17 @@
 //     the device ordinal is not the device's, the range is not mapped, or
 //     the allocation has a host pointer;
 //   - free device memory did not drop by at least the size rounded down
-//     to the driver's 2 MiB granularity (smaller allocations may come from
-//     a granule the driver already holds and are not checked). Another
-//     process freeing memory at the same moment can mask a drop; one that
+//     to 2 MiB. Requests under 2 MiB are not checked, to stay safe should
+//     a driver serve them from memory it already holds. Another process
+//     freeing memory at the same moment can mask a drop; one that
 //     allocates can only add to it.
 //
-// [Device.AllocReport] returns the free memory around the allocation and
-// the facts. The only host memory handed to the driver is two pinned
+// By default the caller decides: vramseal's residency manager makes the
+// same checks through [gpu.Device] and audits a violation before it
+// refuses to run. With [Options.RefuseViolations], Alloc itself frees
+// such an allocation and returns a [*PolicyError] wrapping [ErrPolicy].
+//
+// The only host memory handed to the driver is two pinned
 // staging buffers per device (cuMemAllocHost_v2, [Options.StagingBytes]
 // each), used for streaming writes with asynchronous copies on the
 // device's stream, for chunk indexes and for leaf hashes; they are zeroed

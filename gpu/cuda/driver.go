@@ -57,6 +57,13 @@ type Options struct {
 	// as many as the staging buffer holds hashes for (StagingBytes/32).
 	// [Device.LeafHashes] launches as often as needed.
 	MaxLaunchChunks int
+	// RefuseViolations makes [Device.Alloc] free and refuse, with a
+	// [*PolicyError], any allocation that breaks the VRAM-only policy.
+	// False (the default) allocates and reports the violations in
+	// [Device.AllocReport], leaving the decision to the caller: vramseal's
+	// residency manager checks the pointer facts and free memory itself
+	// and records a violation in the audit log before refusing.
+	RefuseViolations bool
 	// LookupEnv reads the environment variables recorded in [Facts.Env];
 	// nil means os.LookupEnv.
 	LookupEnv func(key string) (string, bool)

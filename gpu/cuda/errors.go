@@ -16,9 +16,9 @@ import (
 // device, printing the error as the reason.
 var ErrUnavailable = errors.New("cuda: no usable NVIDIA GPU")
 
-// ErrPolicy is wrapped by the [*PolicyError] that [Device.Alloc] returns
-// when the driver's answers break the VRAM-only policy. It is fatal, not
-// retryable: the residency manager must refuse to run.
+// ErrPolicy is wrapped by the [*PolicyError] that [Device.Alloc] returns,
+// with [Options.RefuseViolations], when the driver's answers break the
+// VRAM-only policy. It is fatal, not retryable.
 var ErrPolicy = errors.New("cuda: VRAM-only policy violation")
 
 // errClosed is returned by calls on a device after [Driver.Close].
@@ -171,8 +171,9 @@ var resultNames = map[int]string{
 }
 
 // PolicyError reports an allocation whose driver facts break the VRAM-only
-// policy (see the package documentation). [Device.Alloc] frees the
-// allocation before returning it. It wraps [ErrPolicy].
+// policy (see the package documentation), refused because of
+// [Options.RefuseViolations]. [Device.Alloc] frees the allocation before
+// returning it. It wraps [ErrPolicy].
 type PolicyError struct {
 	// Device is the CUDA ordinal of the device.
 	Device int

@@ -34,8 +34,8 @@ func ExampleOpen() {
 	}
 }
 
-// Allocate device memory for a shard and handle the VRAM-only policy: a
-// refused allocation is fatal, a full device is retryable.
+// Allocate device memory for a shard and check the VRAM-only policy: a
+// violation is fatal, a full device is retryable.
 func ExampleDevice_Alloc() {
 	drv, err := cuda.Open(cuda.Options{})
 	if err != nil {
@@ -45,16 +45,19 @@ func ExampleDevice_Alloc() {
 	defer drv.Close()
 	d := drv.Devices()[0]
 	b, err := d.Alloc(context.Background(), 1<<30)
-	var pe *cuda.PolicyError
 	switch {
-	case errors.As(err, &pe):
-		log.Fatalf("refusing to run: %v", pe.Violations)
 	case errors.Is(err, gpu.ErrOutOfMemory):
 		fmt.Println("device full; try later")
 		return
 	case err != nil:
 		log.Fatal(err)
 	}
-	rep, _ := d.AllocReport(b)
+	rep, err := d.AllocReport(b)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if len(rep.Violations) > 0 {
+		log.Fatalf("refusing to run: %v breaks the VRAM-only policy: %q", b, rep.Violations)
+	}
 	fmt.Printf("%v: free memory dropped by %d bytes, facts %+v\n", b, rep.FreeDrop(), rep.Facts)
 }

@@ -75,7 +75,7 @@ type Process struct {
 // during setup.
 func (d *Device) readFacts() error {
 	api := d.drv.api
-	dev := int32(d.ordinal)
+	dev := d.cuDev
 	var name [256]byte
 	if err := d.check("cuDeviceGetName", api.deviceGetName(&name[0], int32(len(name)), dev)); err != nil {
 		return err

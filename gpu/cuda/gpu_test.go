@@ -76,16 +76,17 @@ type gpuReport struct {
 }
 
 type allocEntry struct {
-	Size       int64  `json:"size"`
-	FreeBefore uint64 `json:"free_before"`
-	FreeAfter  uint64 `json:"free_after"`
-	FreeDrop   uint64 `json:"free_drop"`
-	MemoryType string `json:"memory_type"`
-	Managed    bool   `json:"managed"`
-	Ordinal    int    `json:"device_ordinal"`
-	Mapped     bool   `json:"mapped"`
-	HostPtr    bool   `json:"host_accessible"`
-	Error      string `json:"error,omitempty"`
+	Size       int64    `json:"size"`
+	FreeBefore uint64   `json:"free_before"`
+	FreeAfter  uint64   `json:"free_after"`
+	FreeDrop   uint64   `json:"free_drop"`
+	MemoryType string   `json:"memory_type"`
+	Managed    bool     `json:"managed"`
+	Ordinal    int      `json:"device_ordinal"`
+	Mapped     bool     `json:"mapped"`
+	HostPtr    bool     `json:"host_accessible"`
+	Violations []string `json:"policy_violations,omitempty"`
+	Error      string   `json:"error,omitempty"`
 }
 
 type ptxEntry struct {
@@ -212,6 +213,9 @@ func checkGPU(t *testing.T, d *Device, cfg gpuCheck) {
 				e.FreeBefore, e.FreeAfter, e.FreeDrop = r.FreeBefore, r.FreeAfter, r.FreeDrop()
 				e.MemoryType, e.Managed, e.Ordinal = r.Facts.MemoryType.String(), r.Facts.Managed, r.Facts.DeviceOrdinal
 				e.Mapped, e.HostPtr = r.Facts.Mapped, r.Facts.HostAccessible
+				if e.Violations = r.Violations; len(e.Violations) > 0 {
+					t.Errorf("Alloc(%d) breaks the VRAM-only policy: %q", size, e.Violations)
+				}
 				if err := d.Free(t.Context(), b); err != nil {
 					t.Errorf("Free() error = %v", err)
 				}

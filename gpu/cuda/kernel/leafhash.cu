@@ -11,8 +11,8 @@
  *     build with gcc (testdata/fakecuda.c includes this file), so that the
  *     kernel's own code is checked against seal.LeafHash in CI.
  *
- * Everything outside the __CUDA__ block below is the common subset of C99
- * and C++ that both compilers accept.
+ * Everything outside the __CUDA__ blocks is C that both GNU C (gcc) and
+ * clang's CUDA C++ accept (__restrict__ and __builtin_bswap32 included).
  *
  * Kernel contract (gpu/cuda/kernel.go launches it):
  *
