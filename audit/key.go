@@ -65,7 +65,9 @@ func (k *VerificationKey) LogID() string { return k.logID }
 func (k *VerificationKey) String() string { return "audit verification key for log " + k.logID }
 
 // GoString names the key without revealing it.
-func (k *VerificationKey) GoString() string { return "audit.VerificationKey{logID: " + k.logID + ", key: REDACTED}" }
+func (k *VerificationKey) GoString() string {
+	return "audit.VerificationKey{logID: " + k.logID + ", key: REDACTED}"
+}
 
 const keyFileHeader = "vramseal-audit-verification-key v1 "
 

@@ -354,7 +354,7 @@ func (d *dec) int() (int64, bool) {
 		if u == 0 || u > 1<<63 {
 			return 0, false
 		}
-		return -int64(u - 1) - 1, true
+		return -int64(u-1) - 1, true
 	}
 	if u > 1<<63-1 {
 		return 0, false

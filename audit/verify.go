@@ -556,4 +556,3 @@ func boolInt(b bool) int64 {
 	}
 	return 0
 }
-

@@ -323,4 +323,3 @@ stop the daemon first, or set its retention instead.`,
 	cmd.Flags().StringVar(&retain, "retain", "", "retention period, e.g. 2555d (required)")
 	return cmd
 }
-
