@@ -12,8 +12,9 @@
 // Every record carries an HMAC-SHA256 (RFC 2104) over its exact bytes and
 // the MAC of the record before it, so a change, deletion, insertion,
 // duplication or reordering of records is found by [Verify]. The MAC key
-// evolves one way at every segment rotation, at every [Open] and at least
-// every [Options.EpochInterval]; the previous key is erased, so whoever takes
+// evolves one way at every segment rotation (including the one at [Open]
+// when the previous live segment holds records) and at least every
+// [Options.EpochInterval], even when the log is idle; the previous key is erased, so whoever takes
 // the machine at epoch e cannot forge records of earlier epochs (after
 // Bellare and Yee, "Forward-Security in Private-Key Cryptography", CT-RSA
 // 2003). Such an attacker can still cut the newest records and append

@@ -101,6 +101,7 @@ type Location struct {
 	Seq    uint64
 }
 
+// String returns "file:line (offset n) seq s", leaving out what is unknown.
 func (l Location) String() string {
 	s := l.File
 	if l.Line > 0 {
@@ -120,10 +121,12 @@ type VerifyError struct {
 	Err     error // the evidence
 }
 
+// Error describes the problem, where it is, and the evidence.
 func (e *VerifyError) Error() string {
 	return fmt.Sprintf("audit: verify: %s at %s: %v", e.Problem, e.Location, e.Err)
 }
 
+// Unwrap returns the evidence.
 func (e *VerifyError) Unwrap() error { return e.Err }
 
 // CorruptionError is returned by [Open] when the log does not check out
@@ -135,8 +138,11 @@ type CorruptionError struct {
 	Err     error
 }
 
+// Error describes the problem, where it is, and that the log refuses to
+// append.
 func (e *CorruptionError) Error() string {
 	return fmt.Sprintf("audit: log corrupt (%s) at %s: %v; refusing to append", e.Problem, e.Location, e.Err)
 }
 
+// Unwrap returns the evidence.
 func (e *CorruptionError) Unwrap() error { return e.Err }

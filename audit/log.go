@@ -29,6 +29,7 @@ const (
 	FailOpen
 )
 
+// String returns "fail-open" or "fail-closed".
 func (p Policy) String() string {
 	if p == FailOpen {
 		return "fail-open"
@@ -359,13 +360,14 @@ func (l *Log) Append(ctx context.Context, e Event) (Receipt, error) {
 		l.rejected.Add(1)
 		return Receipt{}, l.policyErr(fmt.Errorf("%w: event %s encodes to %d bytes", ErrInvalidEvent, e.Type, len(r.buf)))
 	}
-	r.wait, r.flush, r.seq = e.Severity >= l.o.DurableFrom, false, 0
+	wait := e.Severity >= l.o.DurableFrom
+	r.wait, r.flush, r.seq = wait, false, 0
 	if err := l.enqueue(ctx, r); err != nil {
 		return Receipt{}, l.policyErr(err)
 	}
 	l.queued.Add(1)
-	if !r.wait {
-		return Receipt{}, nil
+	if !wait {
+		return Receipt{}, nil // r now belongs to the writer
 	}
 	select {
 	case err := <-r.done:

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramseal/vramseal/gpu"
+	"github.com/vramseal/vramseal/gpu/sim"
 	"github.com/vramseal/vramseal/seal"
 )
 
@@ -30,7 +32,11 @@ func benchSize(tb testing.TB) int {
 // benchManager returns a manager with the default 64 KiB chunks and room
 // for two shards of size bytes.
 func benchManager(tb testing.TB, size int) *Manager {
-	m, _ := newTestManager(tb, 1, int64(2*size)+1<<20, func(o *Options) { o.ChunkSize = 0 })
+	devs, err := sim.New(sim.Options{Capacity: int64(2*size) + 1<<20, ReuseFreed: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m, _ := newTestManager(tb, 1, 0, func(o *Options) { o.ChunkSize, o.Devices = 0, []gpu.Device{devs[0]} })
 	return m
 }
 

@@ -58,7 +58,17 @@ type Options struct {
 	// Workers is the number of goroutines [Device.LeafHashes] uses; 0 means
 	// runtime.GOMAXPROCS(0) at the time of the call.
 	Workers int
+	// ReuseFreed keeps the host memory of freed allocations (up to
+	// maxCached of them) and hands it, uncleared, to later allocations it
+	// fits, as a caching GPU allocator does. It spares benchmarks the
+	// host's first-touch cost of fresh pages; the contents of a reused
+	// allocation are then unspecified, as with cuMemAlloc. False means
+	// every allocation is fresh, zeroed memory.
+	ReuseFreed bool
 }
+
+// maxCached bounds the freed allocations kept with [Options.ReuseFreed].
+const maxCached = 4
 
 // errOptions marks invalid [Options].
 var errOptions = errors.New("sim: invalid options")
@@ -80,12 +90,14 @@ type Device struct {
 	uuid     string
 	capacity int64
 	workers  int
+	reuse    bool
 
 	nextID atomic.Uint64
 	allocs sync.Map // buffer ID (uint64) -> *allocation
 
-	mu   sync.Mutex // guards the fields below
-	used int64      // sum of the sizes of live allocations in device memory
+	mu     sync.Mutex // guards the fields below
+	used   int64      // sum of the sizes of live allocations in device memory
+	cached [][]byte   // freed host memory kept for reuse (Options.ReuseFreed)
 	// hostUsed is the sum of the sizes of live host-fallback allocations,
 	// which have a pool of the device's capacity of their own.
 	hostUsed int64
@@ -129,6 +141,7 @@ func New(opts Options) ([]*Device, error) {
 			uuid:     deviceUUID(opts.Seed, i),
 			capacity: capacity,
 			workers:  opts.Workers,
+			reuse:    opts.ReuseFreed,
 		}
 	}
 	return devs, nil
@@ -201,11 +214,15 @@ func (d *Device) Alloc(ctx context.Context, size int64) (gpu.Buffer, error) {
 			size, d.index, free, gpu.ErrOutOfMemory)
 	}
 	*used += size
+	data := d.takeCached(size)
 	d.mu.Unlock()
 
-	// make outside the device lock: large slices come from fresh, untouched
-	// pages, but a reused span is cleared, which takes time.
-	a := &allocation{size: size, fallback: fallback, data: make([]byte, size)}
+	if data == nil {
+		// make outside the device lock: large slices come from fresh,
+		// untouched pages, but a reused span is cleared, which takes time.
+		data = make([]byte, size)
+	}
+	a := &allocation{size: size, fallback: fallback, data: data}
 	id := d.nextID.Add(1)
 	d.allocs.Store(id, a)
 	return buffer{dev: d.serial, id: id, size: size, index: d.index}, nil
@@ -228,9 +245,16 @@ func (d *Device) Free(_ context.Context, b gpu.Buffer) error {
 	a := v.(*allocation)
 	a.mu.Lock()
 	a.freed = true
+	data := a.data
 	a.data = nil
 	a.mu.Unlock()
 	d.mu.Lock()
+	if d.reuse {
+		if len(d.cached) == maxCached {
+			d.cached = d.cached[1:]
+		}
+		d.cached = append(d.cached, data)
+	}
 	if a.fallback {
 		d.hostUsed -= a.size
 	} else {
@@ -301,4 +325,16 @@ func (d *Device) PointerFacts(ctx context.Context, b gpu.Buffer) (gpu.PointerFac
 		facts.HostAccessible = true
 	}
 	return facts, nil
+}
+
+// takeCached returns a freed allocation's memory that fits size bytes
+// without wasting more than half of it, or nil. d.mu must be held.
+func (d *Device) takeCached(size int64) []byte {
+	for i, b := range d.cached {
+		if int64(cap(b)) >= size && int64(cap(b)) <= 2*size {
+			d.cached = append(d.cached[:i], d.cached[i+1:]...)
+			return b[:size]
+		}
+	}
+	return nil
 }
