@@ -532,3 +532,48 @@ func TestBufferFormat(t *testing.T) {
 		t.Errorf("MarshalText() = %q, %v, want %q", text, err, want)
 	}
 }
+
+func TestReuseFreed(t *testing.T) {
+	ctx := context.Background()
+	devs, err := sim.New(sim.Options{Capacity: 1 << 20, ReuseFreed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := devs[0]
+	b, err := d.Alloc(ctx, 100_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write(ctx, b, 0, []byte("first tenant")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Free(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	// A fitting allocation reuses the memory; accounting stays exact.
+	b2, err := d.Alloc(ctx, 90_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := d.Info(ctx)
+	if info.FreeBytes != 1<<20-90_000 {
+		t.Errorf("FreeBytes = %d, want %d", info.FreeBytes, 1<<20-90_000)
+	}
+	got := make([]byte, 12)
+	if err := d.Peek(b2, 0, got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "first tenant" {
+		t.Errorf("reused allocation starts %q, want the freed bytes (memory was not reused)", got)
+	}
+	// One too small to be worth reusing gets fresh, zeroed memory.
+	d.Free(ctx, b2)
+	b3, _ := d.Alloc(ctx, 1000)
+	d.Peek(b3, 0, got)
+	if string(got) != string(make([]byte, 12)) {
+		t.Errorf("small allocation starts %q, want zeros", got)
+	}
+	if err := d.Write(ctx, b3, 990, make([]byte, 11)); err == nil {
+		t.Error("write past a reused allocation's size succeeded")
+	}
+}
