@@ -8,6 +8,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // faultFS injects errors into the writes or fsyncs of segment files once
@@ -15,6 +16,7 @@ import (
 // can.
 type faultFS struct {
 	OSFS
+	suffix   string // files to fault; "" means segments
 	mu       sync.Mutex
 	armed    bool
 	writeErr error
@@ -38,7 +40,11 @@ func (f *faultFS) fault() (w, s error) {
 
 func (f *faultFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 	file, err := f.OSFS.OpenFile(name, flag, perm)
-	if err != nil || !strings.HasSuffix(name, segmentSuffix) {
+	suffix := f.suffix
+	if suffix == "" {
+		suffix = segmentSuffix
+	}
+	if err != nil || !strings.HasSuffix(name, suffix) {
 		return file, err
 	}
 	return &faultFile{File: file, fs: f}, nil
@@ -133,5 +139,42 @@ func TestFaultInjection(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestFaultMetadata: a failed fsync of the manifest (at the checkpoint of
+// Close) or of the state (at an epoch change) latches the log too, and the
+// log reopens and verifies.
+func TestFaultMetadata(t *testing.T) {
+	for _, target := range []string{manifestName + ".tmp", stateName + ".tmp"} {
+		t.Run(target, func(t *testing.T) {
+			clk := newFakeClock()
+			ffs := &faultFS{suffix: target}
+			o := Options{FS: ffs, Clock: clk.Now}
+			dir, vk, l := newLog(t, o)
+			ctx := context.Background()
+			for i := range 3 {
+				e := testEvent(i)
+				e.Severity = SeverityCritical
+				mustAppend(t, l, e)
+			}
+			ffs.arm(nil, syscall.EIO)
+			clk.Advance(2 * time.Hour) // the next batch changes epoch
+			e := testEvent(3)
+			e.Severity = SeverityCritical
+			_, appendErr := l.Append(ctx, e)
+			closeErr := l.Close(ctx)
+			if !errors.Is(appendErr, ErrFailed) && !errors.Is(closeErr, ErrFailed) {
+				t.Fatalf("Append = %v, Close = %v, want ErrFailed from one", appendErr, closeErr)
+			}
+			l2, err := Open(dir, Options{})
+			if err != nil {
+				t.Fatalf("reopen = %v", err)
+			}
+			mustClose(t, l2)
+			if rep := mustVerify(t, dir, vk); rep.Records < 3 {
+				t.Errorf("Verify = %+v, want the 3 durable records", rep)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -488,8 +489,9 @@ func (l *Log) latch(err error) {
 		w.f.Close()
 		w.f = nil
 	}
-	l.lost.Add(w.unsynced)
+	l.lost.Add(w.unsynced + uint64(bytes.Count(w.wbuf, []byte{'\n'})))
 	w.unsynced = 0
+	w.wbuf = w.wbuf[:0]
 }
 
 func (l *Log) now() time.Time {
@@ -585,7 +587,10 @@ func (l *Log) process(batch []*request) {
 		}
 		if r.op != nil {
 			if err == nil {
-				err = l.writeOut(true)
+				if err = l.writeOut(true); err != nil {
+					l.latch(err)
+					err = *l.failed.Load()
+				}
 			}
 			if err != nil {
 				r.done <- err
@@ -600,6 +605,10 @@ func (l *Log) process(batch []*request) {
 		if err == nil && w.seg.Records > 0 && w.size+int64(len(w.wbuf)+len(r.buf)+400) > l.o.SegmentMaxBytes {
 			if err = l.writeOut(true); err == nil {
 				err = l.rotate(now)
+			}
+			if err != nil {
+				l.latch(err)
+				err = *l.failed.Load()
 			}
 		}
 		if err != nil {
@@ -616,9 +625,8 @@ func (l *Log) process(batch []*request) {
 		}
 	}
 	if err != nil {
-		l.latch(err)
 		for _, r := range w.waiters {
-			r.done <- *l.failed.Load()
+			r.done <- err
 		}
 		return
 	}
@@ -684,19 +692,16 @@ func (l *Log) writeOut(sync bool) error {
 		if err == nil && n < len(w.wbuf) {
 			err = io.ErrShortWrite
 		}
-		recs := uint64(0)
-		for _, c := range w.wbuf[:n] {
-			if c == '\n' {
-				recs++
-			}
-		}
+		recs := uint64(bytes.Count(w.wbuf[:n], []byte{'\n'}))
 		w.unsynced += recs
 		l.written.Add(recs)
 		l.lastSeq.Store(w.lastSeq)
-		w.wbuf = w.wbuf[:0]
 		if err != nil {
+			l.lost.Add(uint64(bytes.Count(w.wbuf[n:], []byte{'\n'})))
+			w.wbuf = w.wbuf[:0]
 			return fmt.Errorf("audit: write %s: %w", w.seg.Name, err)
 		}
+		w.wbuf = w.wbuf[:0]
 	}
 	if sync && w.size != w.synced {
 		if err := w.f.Sync(); err != nil {

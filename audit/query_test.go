@@ -323,3 +323,32 @@ func TestConcurrentAppenders(t *testing.T) {
 		t.Errorf("Verify = %+v, want 2400 records", rep)
 	}
 }
+
+// TestVerifyWhileWriting runs Verify against a log that is being appended
+// to and rotated: it must never report a problem.
+func TestVerifyWhileWriting(t *testing.T) {
+	dir, vk, l := newLog(t, Options{SegmentMaxBytes: 8 << 10, FsyncInterval: -1, CheckpointInterval: time.Millisecond})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 5000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			mustAppend(t, l, testEvent(i))
+		}
+	}()
+	for range 15 {
+		if _, err := Verify(context.Background(), dir, VerifyOptions{Key: vk}); err != nil {
+			t.Errorf("Verify while writing = %v", err)
+			break
+		}
+	}
+	close(stop)
+	<-done
+	mustClose(t, l)
+	mustVerify(t, dir, vk)
+}

@@ -21,6 +21,7 @@ type segReader struct {
 	off  int64 // offset of the line last returned
 	next int64 // offset after it
 	acc  []byte
+	eof  bool // an unterminated line was returned
 }
 
 var errLineTooLong = fmt.Errorf("%w: line longer than %d bytes", errMalformed, maxLineBytes)
@@ -42,6 +43,11 @@ func (s *segReader) Close() error { return s.f.Close() }
 // call.
 func (s *segReader) read() ([]byte, bool, error) {
 	s.off = s.next
+	if s.eof {
+		// The file may be growing (a live segment): never read past an
+		// unterminated line, or its rest would look like a new line.
+		return nil, false, io.EOF
+	}
 	frag, err := s.br.ReadSlice('\n')
 	if err == nil {
 		s.line++
@@ -66,6 +72,7 @@ func (s *segReader) read() ([]byte, bool, error) {
 		return s.acc[:len(s.acc)-1], true, nil
 	case err == io.EOF && len(s.acc) > 0:
 		s.line++
+		s.eof = true
 		return s.acc, false, nil
 	case err == io.EOF:
 		return nil, false, io.EOF
