@@ -128,11 +128,11 @@ type deviceState struct {
 }
 
 type shard struct {
-	seal   seal.Seal
-	leaves []seal.Hash
-	buf    gpu.Buffer
-	dev    *deviceState
-	busy   sync.WaitGroup // verifications in flight; Release waits
+	seal seal.Seal
+	tree *leafTree // sealed leaf hashes and the tree above them
+	buf  gpu.Buffer
+	dev  *deviceState
+	busy sync.WaitGroup // verifications in flight; Release waits
 }
 
 // New checks the VRAM-only policy on every device and the environment and
@@ -359,7 +359,7 @@ type ShardInfo struct {
 }
 
 func (s *shard) info() ShardInfo {
-	return ShardInfo{Seal: s.seal, Chunks: int64(len(s.leaves))}
+	return ShardInfo{Seal: s.seal, Chunks: s.tree.n}
 }
 
 // Shard returns the resident shard with the given ID.

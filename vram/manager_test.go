@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/vramseal/vramseal/gpu"
 	"github.com/vramseal/vramseal/gpu/sim"
 	"github.com/vramseal/vramseal/seal"
@@ -411,13 +413,34 @@ func TestSignatureTamperDetected(t *testing.T) {
 }
 
 func TestLeafTamperDetected(t *testing.T) {
-	m, _ := newTestManager(t, 1, 1<<20)
-	sealBytes(t, m, "s", 0, randomBytes(6, 10000))
-	m.shards["s"].leaves[1][0] ^= 1
-	_, err := m.Verify(context.Background(), "s", Sampled(1))
-	var ie *IntegrityError
-	if !errors.As(err, &ie) || ie.Reason != ReasonNotSealed {
-		t.Fatalf("Verify(altered leaves) = %v, want not_sealed", err)
+	for _, mode := range []VerifyMode{Full, Sampled(1)} {
+		m, devs := newTestManager(t, 1, 1<<20)
+		data := randomBytes(6, 10*testChunk)
+		sealBytes(t, m, "s", 0, data)
+		// An attacker changes chunk 1 on the device and its leaf hash in
+		// host memory to match; the leaf is no longer in the signed tree.
+		changed := append([]byte(nil), data[testChunk:2*testChunk]...)
+		changed[7] ^= 1
+		buf, _, _ := m.Buffer("s")
+		devs[0].FlipBits(buf, testChunk+7, 1)
+		tr := m.shards["s"].tree
+		tr.stored[tlog.StoredHashIndex(0, 1)] = tlog.Hash(seal.LeafHash(changed))
+		detected := false
+		for range 200 {
+			_, err := m.Verify(context.Background(), "s", mode)
+			if err == nil {
+				continue
+			}
+			var ie *IntegrityError
+			if !errors.As(err, &ie) || ie.Reason != ReasonNotSealed {
+				t.Fatalf("Verify(%v, altered leaf) = %v, want not_sealed", mode, err)
+			}
+			detected = true
+			break
+		}
+		if !detected {
+			t.Errorf("Verify(%v) never caught the altered leaf in 200 tries", mode)
+		}
 	}
 }
 

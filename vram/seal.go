@@ -137,7 +137,11 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	}}); err != nil {
 		return ShardInfo{}, err
 	}
-	sh := &shard{seal: s, leaves: leaves, buf: buf, dev: d}
+	tree, err := newLeafTree(leaves)
+	if err != nil {
+		return ShardInfo{}, err
+	}
+	sh := &shard{seal: s, tree: tree, buf: buf, dev: d}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -293,94 +297,4 @@ func (m *Manager) allocationFailed(ctx context.Context, d *deviceState, id strin
 		return fmt.Sprintf("VRAM allocation failed on GPU %d: requested %s, only %s available", d.index, mb(size), mb(avail))
 	}, narration.Bytes("requested_bytes", size), narration.Bytes("available_bytes", avail))
 	return err
-}
-
-// copyAndHash streams size bytes from r into buf, hashing them on the way.
-// Three stages overlap: a reader goroutine fills staging buffers, a
-// writer goroutine copies each buffer to the device, and the calling
-// goroutine hashes it (the flat digest here, leaves on the Hasher's
-// workers). Host memory is bounded by stagingBuffers staging buffers.
-func (m *Manager) copyAndHash(ctx context.Context, d *deviceState, buf gpu.Buffer, r io.Reader, size int64) (seal.Hash, []seal.Hash, error) {
-	h := seal.NewHasher(m.opts.ChunkSize)
-	defer h.Close()
-	// Staging buffers are a whole number of chunks so device writes and
-	// leaves line up; they are bounded whatever the shard size.
-	n := min(max(copyBufferSize/m.opts.ChunkSize, 1)*m.opts.ChunkSize, size)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	type batch struct {
-		p   []byte
-		off int64
-		err error
-	}
-	free := make(chan []byte, stagingBuffers)
-	for range stagingBuffers {
-		free <- make([]byte, n)
-	}
-	filled := make(chan batch, stagingBuffers)
-	send := func(b batch) {
-		select {
-		case filled <- b:
-		case <-ctx.Done():
-		}
-	}
-	readerDone := make(chan struct{})
-	// The reader goroutine must not touch r after Seal returns.
-	defer func() { cancel(); <-readerDone }()
-	go func() {
-		defer close(readerDone)
-		defer close(filled)
-		var off int64
-		for off < size {
-			var p []byte
-			select {
-			case p = <-free:
-			case <-ctx.Done():
-				return
-			}
-			p = p[:min(int64(len(p)), size-off)]
-			if _, err := io.ReadFull(r, p); err != nil {
-				if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-					err = invalid("shard data ended early: expected %d bytes", size)
-				} else {
-					err = fmt.Errorf("vram: read shard data at byte %d: %w", off, err)
-				}
-				send(batch{err: err})
-				return
-			}
-			send(batch{p: p, off: off})
-			off += int64(len(p))
-		}
-		// The reader must be exhausted: a longer stream than announced is
-		// a caller error, not something to truncate silently.
-		var one [1]byte
-		if k, _ := r.Read(one[:]); k > 0 {
-			send(batch{err: invalid("shard data is longer than the announced %d bytes", size)})
-		}
-	}()
-
-	writeErr := make(chan error, 1)
-	for b := range filled {
-		if b.err != nil {
-			return seal.Hash{}, nil, b.err
-		}
-		if err := ctx.Err(); err != nil {
-			return seal.Hash{}, nil, fmt.Errorf("vram: seal interrupted after %d of %d bytes: %w", b.off, size, err)
-		}
-		go func() { writeErr <- d.dev.Write(ctx, buf, b.off, b.p) }()
-		h.Write(b.p)
-		if err := <-writeErr; err != nil {
-			return seal.Hash{}, nil, fmt.Errorf("vram: write to GPU %d at byte %d: %w", d.index, b.off, err)
-		}
-		free <- b.p[:cap(b.p)]
-	}
-	if err := ctx.Err(); err != nil {
-		return seal.Hash{}, nil, fmt.Errorf("vram: seal interrupted: %w", err)
-	}
-	digest, leaves, total := h.Sum()
-	if total != size {
-		return seal.Hash{}, nil, invalid("shard data ended early: expected %d bytes, got %d", size, total)
-	}
-	return digest, leaves, nil
 }

@@ -142,9 +142,9 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 	if err := m.key.Verify(&s.seal); err != nil {
 		return VerifyResult{}, fail(ReasonSignatureInvalid, err)
 	}
-	n := int64(len(s.leaves))
-	if n != gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize) || seal.Root(s.leaves) != s.seal.Root {
-		return VerifyResult{}, fail(ReasonNotSealed, errors.New("vram: stored leaf hashes do not match the sealed root"))
+	n := s.tree.n
+	if n != gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize) {
+		return VerifyResult{}, fail(ReasonNotSealed, fmt.Errorf("vram: %d stored leaf hashes for %d chunks", n, gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize)))
 	}
 	var chunks []int64
 	full := mode.Samples == 0 || int64(mode.Samples) >= n
@@ -160,6 +160,20 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 			return VerifyResult{}, fmt.Errorf("vram: choose chunks: %w", err)
 		}
 	}
+	// The sealed leaves live in host memory: prove the ones this
+	// verification relies on against the signed root first (all of them at
+	// once in full mode, one inclusion proof per chunk when sampling).
+	if full {
+		if seal.Root(s.tree.leaves()) != s.seal.Root {
+			return VerifyResult{}, fail(ReasonNotSealed, errors.New("vram: stored leaf hashes do not match the sealed root"))
+		}
+	} else {
+		for _, c := range chunks {
+			if err := s.tree.prove(c, s.seal.Root); err != nil {
+				return VerifyResult{}, fail(ReasonNotSealed, fmt.Errorf("vram: stored leaf hash of chunk %d is not in the sealed tree: %w", c, err))
+			}
+		}
+	}
 	got := make([][gpu.HashSize]byte, len(chunks))
 	if err := s.dev.dev.LeafHashes(ctx, s.buf, s.seal.ChunkSize, chunks, got); err != nil {
 		if ctx.Err() != nil {
@@ -170,7 +184,7 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 	}
 	var changed []int64
 	for j, c := range chunks {
-		if seal.Hash(got[j]) != s.leaves[c] {
+		if seal.Hash(got[j]) != s.tree.leaf(c) {
 			changed = append(changed, c)
 		}
 	}
