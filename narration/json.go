@@ -48,8 +48,10 @@ func (s *JSONSink) handle(e *Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	z := s.log.Log()
-	z = z.Bytes("time", e.Time.UTC().AppendFormat(s.time[:0], time.RFC3339Nano)).
-		Str("level", levelString(e.Level))
+	// The time stamp needs no escaping: append it quoted and hand it over
+	// as raw JSON.
+	ts := append(e.Time.UTC().AppendFormat(append(s.time[:0], '"'), time.RFC3339Nano), '"')
+	z = z.RawJSON("time", ts).Str("level", levelString(e.Level))
 	z = jsonStr(z, "actor", e.Actor)
 	z = jsonStr(z, "action", e.Action)
 	z = jsonStr(z, "target", e.Target)

@@ -168,7 +168,7 @@ func (n *Narrator) emit(ctx context.Context, e *Event) {
 }
 
 func scrub(s string, count int) (string, int) {
-	if !mayHoldSecret(s) {
+	if s == "" || !mayHoldSecret(s) {
 		return s, count
 	}
 	out, k := Scrub(s)
