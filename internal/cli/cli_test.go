@@ -98,6 +98,7 @@ func TestBadInput(t *testing.T) {
 		{"serve", "--log-format", "xml"},
 		{"serve", "--listen", "0.0.0.0:1"},
 		{"serve", "--audit-failure", "maybe"},
+		{"serve", "--audit-retain", "forever"},
 		{"reset"},
 	}
 	for _, args := range tests {

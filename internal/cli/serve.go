@@ -39,6 +39,7 @@ type serveConfig struct {
 	dataDir      string
 	auditDir     string
 	auditFailure string
+	auditRetain  string
 	secretFile   string
 	tokenFile    string
 	modelRoots   []string
@@ -85,6 +86,7 @@ machine, since whoever holds it can check, and forge, old records.`,
 	f.StringVar(&cfg.dataDir, "data-dir", "vramseal-data", "directory for the worker secret and the audit log")
 	f.StringVar(&cfg.auditDir, "audit-dir", "", "audit log directory (default DATA-DIR/audit)")
 	f.StringVar(&cfg.auditFailure, "audit-failure", "closed", "when the audit log fails: closed (refuse operations) or open (go on, count and report)")
+	f.StringVar(&cfg.auditRetain, "audit-retain", "", "delete closed, verified audit segments older than this (e.g. 2555d); empty keeps everything")
 	f.StringVar(&cfg.secretFile, "secret-file", "", "worker secret for seal keys (default DATA-DIR/worker.secret, generated 0600 when absent)")
 	f.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token clients must send")
 	f.StringArrayVar(&cfg.modelRoots, "model-root", nil, "directory shards may be loaded from by path (repeatable)")
@@ -172,6 +174,14 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	default:
 		return &ExitError{Code: 2, Err: fmt.Errorf("--audit-failure %q: use open or closed", cfg.auditFailure)}
 	}
+	var retain time.Duration
+	if cfg.auditRetain != "" {
+		d, err := parseDuration(cfg.auditRetain)
+		if err != nil || d <= 0 {
+			return &ExitError{Code: 2, Err: fmt.Errorf("--audit-retain %q: want a positive duration such as 2555d", cfg.auditRetain)}
+		}
+		retain = d
+	}
 	var token string
 	if cfg.tokenFile != "" {
 		b, err := os.ReadFile(cfg.tokenFile)
@@ -207,7 +217,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		host, _ := os.Hostname()
 		workerID = "worker-" + host
 	}
-	log, err := openAudit(cfg, policy, workerID, stderr)
+	log, err := openAudit(cfg, audit.Options{Service: "vramseal", Worker: workerID, Policy: policy, Retain: retain}, stderr)
 	if err != nil {
 		return err
 	}
@@ -321,9 +331,8 @@ func loadOrCreateSecret(cfg serveConfig) (seal.Key, error) {
 }
 
 // openAudit opens the audit log, initialising it on first start.
-func openAudit(cfg serveConfig, policy audit.Policy, workerID string, stderr io.Writer) (*audit.Log, error) {
+func openAudit(cfg serveConfig, opts audit.Options, stderr io.Writer) (*audit.Log, error) {
 	dir := auditDir(cfg)
-	opts := audit.Options{Service: "vramseal", Worker: workerID, Policy: policy}
 	log, err := audit.Open(dir, opts)
 	if errors.Is(err, audit.ErrNotInitialized) {
 		vk, ierr := audit.Init(dir, opts)
