@@ -409,16 +409,7 @@ func (l *Log) enqueue(ctx context.Context, r *request) error {
 
 // Flush returns once every record queued before it is durable.
 func (l *Log) Flush(ctx context.Context) error {
-	r := &request{flush: true, wait: true, done: make(chan error, 1)}
-	if err := l.enqueue(ctx, r); err != nil {
-		return err
-	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return l.await(ctx, &request{flush: true, wait: true, done: make(chan error, 1)})
 }
 
 // Close writes and syncs what is queued, records the durable end in the
@@ -670,7 +661,11 @@ func (l *Log) encodeRecord(body []byte, now time.Time) uint64 {
 
 // do runs op on the writer goroutine, between batches.
 func (l *Log) do(ctx context.Context, op func() error) error {
-	r := &request{op: op, wait: true, done: make(chan error, 1)}
+	return l.await(ctx, &request{op: op, wait: true, done: make(chan error, 1)})
+}
+
+// await queues r and waits for the writer to answer it.
+func (l *Log) await(ctx context.Context, r *request) error {
 	if err := l.enqueue(ctx, r); err != nil {
 		return err
 	}

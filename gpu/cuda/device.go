@@ -475,6 +475,12 @@ func (d *Device) Free(ctx context.Context, b gpu.Buffer) error {
 // copies to finish, and zeroes the staging buffers before returning. p is
 // never handed to the driver, so it may be ordinary Go memory.
 func (d *Device) Write(ctx context.Context, b gpu.Buffer, off int64, p []byte) error {
+	return d.onRange(ctx, b, off, int64(len(p)), "write", func(at devptr) error { return d.write(ctx, at, p) })
+}
+
+// onRange checks that [off, off+n) lies in the live buffer b and runs fn
+// on the device's worker with the device address of off.
+func (d *Device) onRange(ctx context.Context, b gpu.Buffer, off, n int64, op string, fn func(at devptr) error) error {
 	buf, err := d.own(b)
 	if err != nil {
 		return err
@@ -483,13 +489,13 @@ func (d *Device) Write(ctx context.Context, b gpu.Buffer, off int64, p []byte) e
 		if err := d.isLive(buf); err != nil {
 			return err
 		}
-		if err := gpu.CheckRange(buf.size, off, int64(len(p))); err != nil {
-			return fmt.Errorf("cuda: device %d: write: %w", d.ordinal, err)
+		if err := gpu.CheckRange(buf.size, off, n); err != nil {
+			return fmt.Errorf("cuda: device %d: %s: %w", d.ordinal, op, err)
 		}
 		if err := d.usable(); err != nil {
 			return err
 		}
-		return d.write(ctx, buf.ptr+devptr(off), p)
+		return fn(buf.ptr + devptr(off))
 	})
 }
 
@@ -604,22 +610,7 @@ func (d *Device) pointerFacts(p devptr) (gpu.PointerFacts, error) {
 // leave the device); it exists for tests and for the benchmark that
 // compares on-device hashing with copying back and hashing on the CPU.
 func (d *Device) ReadBack(ctx context.Context, b gpu.Buffer, off int64, p []byte) error {
-	buf, err := d.own(b)
-	if err != nil {
-		return err
-	}
-	return d.do(ctx, func() error {
-		if err := d.isLive(buf); err != nil {
-			return err
-		}
-		if err := gpu.CheckRange(buf.size, off, int64(len(p))); err != nil {
-			return fmt.Errorf("cuda: device %d: read back: %w", d.ordinal, err)
-		}
-		if err := d.usable(); err != nil {
-			return err
-		}
-		return d.readBack(ctx, buf.ptr+devptr(off), p)
-	})
+	return d.onRange(ctx, b, off, int64(len(p)), "read back", func(at devptr) error { return d.readBack(ctx, at, p) })
 }
 
 // readBack copies src into p, double-buffered: while one staging buffer

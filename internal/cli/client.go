@@ -153,6 +153,27 @@ func (f *clientFlags) context(cmd *cobra.Command) (context.Context, context.Canc
 	return context.WithCancel(ctx)
 }
 
+// call runs one request against the daemon: it builds the client, applies
+// --timeout, runs do, and prints the daemon's JSON with --json or calls
+// human otherwise.
+func (f *clientFlags) call(cmd *cobra.Command, do func(ctx context.Context, c *client) ([]byte, error), human func(w io.Writer) error) error {
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := f.context(cmd)
+	defer cancel()
+	raw, err := do(ctx, c)
+	if err != nil {
+		return exitCodeFor(err)
+	}
+	if f.asJSON {
+		_, err := cmd.OutOrStdout().Write(raw)
+		return err
+	}
+	return human(cmd.OutOrStdout())
+}
+
 // exitCodeFor maps a daemon error to an exit status: 2 bad input, 3
 // retryable (capacity), 4 integrity/policy/stopped, 1 otherwise.
 func exitCodeFor(err error) error {

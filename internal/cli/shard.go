@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,24 +41,17 @@ With --by-path the daemon reads FILE itself; FILE must then lie under one of
 the daemon's --model-root directories.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.context(cmd)
-			defer cancel()
-			var sh server.ShardJSON
-			var raw []byte
+			var (
+				sh server.ShardJSON
+				do func(ctx context.Context, c *client) ([]byte, error)
+			)
 			if byPath {
 				path, err := filepath.Abs(args[0])
 				if err != nil {
 					return err
 				}
-				raw, err = c.postJSON(ctx, "/v1/shards", server.AddRequest{ShardID: shardID, ModelRef: modelRef,
-					ShardIndex: index, ShardCount: count, Device: gpu, Path: path}, &sh)
-				if err != nil {
-					return exitCodeFor(err)
-				}
+				req := server.AddRequest{ShardID: shardID, ModelRef: modelRef, ShardIndex: index, ShardCount: count, Device: gpu, Path: path}
+				do = func(ctx context.Context, c *client) ([]byte, error) { return c.postJSON(ctx, "/v1/shards", req, &sh) }
 			} else {
 				f, err := os.Open(args[0])
 				if err != nil {
@@ -88,16 +82,11 @@ the daemon's --model-root directories.`,
 					body = io.TeeReader(f, p)
 					defer p.finish()
 				}
-				raw, err = c.do(ctx, http.MethodPost, "/v1/shards", q, "application/octet-stream", body, st.Size(), &sh)
-				if err != nil {
-					return exitCodeFor(err)
+				do = func(ctx context.Context, c *client) ([]byte, error) {
+					return c.do(ctx, http.MethodPost, "/v1/shards", q, "application/octet-stream", body, st.Size(), &sh)
 				}
 			}
-			if cf.asJSON {
-				_, err := cmd.OutOrStdout().Write(raw)
-				return err
-			}
-			return printShardTable(cmd.OutOrStdout(), []server.ShardJSON{sh})
+			return cf.call(cmd, do, func(w io.Writer) error { return printShardTable(w, []server.ShardJSON{sh}) })
 		},
 	}
 	cf.register(cmd)
@@ -169,24 +158,12 @@ func newShardLsCmd() *cobra.Command {
 		Short: "List the shards resident on the daemon",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.context(cmd)
-			defer cancel()
 			var out struct {
 				Shards []server.ShardJSON `json:"shards"`
 			}
-			raw, err := c.getJSON(ctx, "/v1/shards", nil, &out)
-			if err != nil {
-				return exitCodeFor(err)
-			}
-			if cf.asJSON {
-				_, err := cmd.OutOrStdout().Write(raw)
-				return err
-			}
-			return printShardTable(cmd.OutOrStdout(), out.Shards)
+			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
+				return c.getJSON(ctx, "/v1/shards", nil, &out)
+			}, func(w io.Writer) error { return printShardTable(w, out.Shards) })
 		},
 	}
 	cf.register(cmd)
@@ -208,28 +185,18 @@ every chunk with --full. Exit status 0 means verified; 4 means the shard
 failed (the worker is now stopped) or the worker was already stopped.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.context(cmd)
-			defer cancel()
 			req := server.VerifyRequest{Mode: "sampled", Samples: samples}
 			if full {
 				req = server.VerifyRequest{Mode: "full"}
 			}
 			var res server.VerifyJSON
-			raw, err := c.postJSON(ctx, "/v1/shards/"+url.PathEscape(args[0])+"/verify", req, &res)
-			if err != nil {
-				return exitCodeFor(err)
-			}
-			if cf.asJSON {
-				_, err := cmd.OutOrStdout().Write(raw)
+			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
+				return c.postJSON(ctx, "/v1/shards/"+url.PathEscape(args[0])+"/verify", req, &res)
+			}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "verified %s (%s): %d of %d chunks in %.3f ms; detects one changed chunk with p=%.4g\n",
+					res.ShardID, res.Mode, res.ChunksChecked, res.Chunks, res.DurationMS, res.DetectionProbability)
 				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "verified %s (%s): %d of %d chunks in %.3f ms; detects one changed chunk with p=%.4g\n",
-				res.ShardID, res.Mode, res.ChunksChecked, res.Chunks, res.DurationMS, res.DetectionProbability)
-			return nil
+			})
 		},
 	}
 	cf.register(cmd)
@@ -246,22 +213,12 @@ func newShardRmCmd() *cobra.Command {
 		Short:   "Release a shard's VRAM",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
+			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
+				return c.do(ctx, http.MethodDelete, "/v1/shards/"+url.PathEscape(args[0]), nil, "", nil, 0, nil)
+			}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "released %s\n", args[0])
 				return err
-			}
-			ctx, cancel := cf.context(cmd)
-			defer cancel()
-			raw, err := c.do(ctx, http.MethodDelete, "/v1/shards/"+url.PathEscape(args[0]), nil, "", nil, 0, nil)
-			if err != nil {
-				return exitCodeFor(err)
-			}
-			if cf.asJSON {
-				_, err := cmd.OutOrStdout().Write(raw)
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "released %s\n", args[0])
-			return nil
+			})
 		},
 	}
 	cf.register(cmd)
@@ -278,12 +235,6 @@ func newCapacityCmd() *cobra.Command {
 		Short: "Show VRAM per GPU, and with --plan whether a shard of that size fits",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.context(cmd)
-			defer cancel()
 			q := url.Values{}
 			if plan > 0 {
 				q.Set("bytes", strconv.FormatInt(int64(plan), 10))
@@ -292,21 +243,10 @@ func newCapacityCmd() *cobra.Command {
 				Devices []server.CapacityJSON `json:"devices"`
 				Plan    *server.PlanJSON      `json:"plan"`
 			}
-			raw, err := c.getJSON(ctx, "/v1/capacity", q, &out)
-			if err != nil {
-				return exitCodeFor(err)
-			}
-			if cf.asJSON {
-				_, err := cmd.OutOrStdout().Write(raw)
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "GPU\tUUID\tTOTAL\tFREE\tSEALED\tRESERVED\tHEADROOM\tAVAILABLE\tSHARDS")
-			for _, d := range out.Devices {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", d.Device, d.UUID, FormatBytes(d.TotalBytes), FormatBytes(d.FreeBytes),
-					FormatBytes(d.UsedBytes), FormatBytes(d.ReservedBytes), FormatBytes(d.HeadroomBytes), FormatBytes(d.AvailableBytes), d.Shards)
-			}
-			if err := tw.Flush(); err != nil {
+			err := cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
+				return c.getJSON(ctx, "/v1/capacity", q, &out)
+			}, func(w io.Writer) error { return printCapacity(w, out.Devices) })
+			if err != nil || cf.asJSON {
 				return err
 			}
 			if p := out.Plan; p != nil {
@@ -338,22 +278,12 @@ func newResetCmd() *cobra.Command {
 			if reason == "" {
 				return &ExitError{Code: 2, Err: fmt.Errorf("--reason is required: say what was done about the failure")}
 			}
-			c, err := cf.client()
-			if err != nil {
+			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
+				return c.postJSON(ctx, "/v1/reset", server.ResetRequest{Reason: reason}, nil)
+			}, func(w io.Writer) error {
+				_, err := fmt.Fprintln(w, "worker reset: running")
 				return err
-			}
-			ctx, cancel := cf.context(cmd)
-			defer cancel()
-			raw, err := c.postJSON(ctx, "/v1/reset", server.ResetRequest{Reason: reason}, nil)
-			if err != nil {
-				return exitCodeFor(err)
-			}
-			if cf.asJSON {
-				_, err := cmd.OutOrStdout().Write(raw)
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "worker reset: running")
-			return nil
+			})
 		},
 	}
 	cf.register(cmd)
@@ -368,32 +298,34 @@ func newDevicesCmd() *cobra.Command {
 		Short: "List the daemon's GPUs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cf.context(cmd)
-			defer cancel()
 			var out struct {
 				Devices []server.DeviceJSON `json:"devices"`
 			}
-			raw, err := c.getJSON(ctx, "/v1/devices", nil, &out)
-			if err != nil {
-				return exitCodeFor(err)
-			}
-			if cf.asJSON {
-				_, err := cmd.OutOrStdout().Write(raw)
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "GPU\tNAME\tUUID\tDRIVER\tTOTAL\tFREE\tON-DEVICE HASH")
-			for _, d := range out.Devices {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%v\n", d.Index, d.Name, d.UUID, d.Driver,
-					FormatBytes(int64(d.TotalBytes)), FormatBytes(int64(d.FreeBytes)), d.HashesOnDevice)
-			}
-			return tw.Flush()
+			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
+				return c.getJSON(ctx, "/v1/devices", nil, &out)
+			}, func(w io.Writer) error { return printDevices(w, out.Devices) })
 		},
 	}
 	cf.register(cmd)
 	return cmd
+}
+
+func printDevices(w io.Writer, devices []server.DeviceJSON) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GPU\tNAME\tUUID\tDRIVER\tTOTAL\tFREE\tON-DEVICE HASH")
+	for _, d := range devices {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%v\n", d.Index, d.Name, d.UUID, d.Driver,
+			FormatBytes(int64(d.TotalBytes)), FormatBytes(int64(d.FreeBytes)), d.HashesOnDevice)
+	}
+	return tw.Flush()
+}
+
+func printCapacity(w io.Writer, devices []server.CapacityJSON) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GPU\tUUID\tTOTAL\tFREE\tSEALED\tRESERVED\tHEADROOM\tAVAILABLE\tSHARDS")
+	for _, d := range devices {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", d.Device, d.UUID, FormatBytes(d.TotalBytes), FormatBytes(d.FreeBytes),
+			FormatBytes(d.UsedBytes), FormatBytes(d.ReservedBytes), FormatBytes(d.HeadroomBytes), FormatBytes(d.AvailableBytes), d.Shards)
+	}
+	return tw.Flush()
 }
