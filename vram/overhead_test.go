@@ -110,7 +110,7 @@ func TestObservabilityOverhead(t *testing.T) {
 		}
 	})
 	large := randomBytes(5, big)
-	l0, l1 := measure(5, func(m *Manager) { sealAndRelease(t, m, large) })
+	l0, l1 := measure(11, func(m *Manager) { sealAndRelease(t, m, large) })
 	pct := func(a, b time.Duration) float64 { return 100 * float64(b-a) / float64(a) }
 	t.Log("\n" + fmt.Sprintf(`observability off vs on (audit log fsync + JSON narration), medians, interleaved
 seal 1 MiB          off %v  on %v  added %v
