@@ -19,6 +19,10 @@ type JSONSink struct {
 	w    io.Writer
 	err  error // error of the write in progress
 	time [64]byte
+	// lastSec and secText cache the formatted date and clock of the last
+	// second seen (see appendTime).
+	lastSec int64
+	secText []byte
 }
 
 var _ Sink = (*JSONSink)(nil)
@@ -50,8 +54,7 @@ func (s *JSONSink) handle(e *Event) error {
 	z := s.log.Log()
 	// The time stamp needs no escaping: append it quoted and hand it over
 	// as raw JSON.
-	ts := append(e.Time.UTC().AppendFormat(append(s.time[:0], '"'), time.RFC3339Nano), '"')
-	z = z.RawJSON("time", ts).Str("level", levelString(e.Level))
+	z = z.RawJSON("time", s.appendTime(s.time[:0], e.Time)).Str("level", levelString(e.Level))
 	z = jsonStr(z, "actor", e.Actor)
 	z = jsonStr(z, "action", e.Action)
 	z = jsonStr(z, "target", e.Target)
@@ -89,6 +92,33 @@ func (s *JSONSink) handle(e *Event) error {
 	err := s.err
 	s.err = nil
 	return err
+}
+
+// appendTime appends t as a quoted RFC 3339 UTC time stamp with trailing
+// zeros of the fraction trimmed, exactly as time.RFC3339Nano formats it.
+// The date and clock of the last second seen are kept, so events within
+// one second format only their fraction. s.mu must be held.
+func (s *JSONSink) appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	if sec := t.Unix(); sec != s.lastSec || len(s.secText) == 0 {
+		s.lastSec = sec
+		s.secText = t.Truncate(time.Second).AppendFormat(s.secText[:0], "2006-01-02T15:04:05")
+	}
+	b = append(append(b, '"'), s.secText...)
+	if ns := t.Nanosecond(); ns != 0 {
+		var frac [10]byte
+		frac[0] = '.'
+		for i := 9; i >= 1; i-- {
+			frac[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for frac[n-1] == '0' {
+			n--
+		}
+		b = append(b, frac[:n]...)
+	}
+	return append(b, 'Z', '"')
 }
 
 func jsonStr(z *zerolog.Event, key, v string) *zerolog.Event {
