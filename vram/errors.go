@@ -46,6 +46,7 @@ type CapacityError struct {
 	Headroom  int64 // bytes kept free by policy
 }
 
+// Error says what was requested and what is available.
 func (e *CapacityError) Error() string {
 	return fmt.Sprintf("vram: insufficient VRAM on GPU %d: requested %d bytes, only %d bytes available (headroom %d bytes)",
 		e.Device, e.Requested, e.Available, e.Headroom)
@@ -73,6 +74,7 @@ type ChunkRange struct {
 	Length     int64 `json:"length"`
 }
 
+// String renders the range with its byte offsets.
 func (r ChunkRange) String() string {
 	if r.FirstChunk == r.LastChunk {
 		return fmt.Sprintf("chunk %d (bytes %d-%d)", r.FirstChunk, r.Offset, r.Offset+r.Length-1)
@@ -96,6 +98,7 @@ type IntegrityError struct {
 	Err error
 }
 
+// Error names the shard, the GPU, the reason and the changed chunks.
 func (e *IntegrityError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "vram: shard %q on GPU %d failed verification (%s)", e.ShardID, e.Device, e.Reason)
@@ -152,6 +155,7 @@ type PolicyError struct {
 	Details string
 }
 
+// Error names the violation and what to do about it.
 func (e *PolicyError) Error() string {
 	if e.Device >= 0 {
 		return fmt.Sprintf("vram: VRAM-only policy violated on GPU %d (%s): %s", e.Device, e.Violation, e.Details)
@@ -168,6 +172,7 @@ type StoppedError struct {
 	Reason string
 }
 
+// Error says why the worker stopped.
 func (e *StoppedError) Error() string {
 	return "vram: worker stopped: " + e.Reason + " (an operator must reset it)"
 }

@@ -88,6 +88,7 @@ const (
 	Stopped
 )
 
+// String returns "running" or "stopped".
 func (s State) String() string {
 	if s == Stopped {
 		return "stopped"
@@ -110,7 +111,12 @@ type Manager struct {
 	pending    map[string]struct{} // IDs being sealed
 	state      State
 	stopReason string
-	closed     bool
+	// stops counts calls of stop, so that Reset can tell whether a failure
+	// happened while it was recording the reset.
+	stops uint64
+	// laterFailures counts failures while already stopped.
+	laterFailures int
+	closed        bool
 }
 
 type deviceState struct {
@@ -280,6 +286,9 @@ func (m *Manager) Key() seal.Key { return m.key }
 // WorkerID returns the worker ID recorded in seals.
 func (m *Manager) WorkerID() string { return m.opts.WorkerID }
 
+// MaxShardBytes returns the largest shard a seal accepts.
+func (m *Manager) MaxShardBytes() int64 { return m.opts.MaxShardBytes }
+
 // ChunkSize returns the chunk size used for new seals.
 func (m *Manager) ChunkSize() int64 { return m.opts.ChunkSize }
 
@@ -300,6 +309,9 @@ func (m *Manager) Devices(ctx context.Context) ([]gpu.Info, error) {
 func (m *Manager) State() (State, string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.laterFailures > 0 {
+		return m.state, fmt.Sprintf("%s (and %d later failures)", m.stopReason, m.laterFailures)
+	}
 	return m.state, m.stopReason
 }
 
@@ -307,10 +319,13 @@ func (m *Manager) State() (State, string) {
 func (m *Manager) stop(reason string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.stops++
 	if m.state != Stopped {
 		m.state = Stopped
 		m.stopReason = reason
+		return
 	}
+	m.laterFailures++
 }
 
 // Reset returns a stopped manager to Running. The reason is required: it
@@ -319,8 +334,9 @@ func (m *Manager) Reset(ctx context.Context, reason string) error {
 	if err := validateText("reset reason", reason, 1024, true); err != nil {
 		return m.rejected(ctx, "reset", m.opts.WorkerID, err)
 	}
+	was, why := m.State()
 	m.mu.Lock()
-	was, why := m.state, m.stopReason
+	gen := m.stops
 	m.mu.Unlock()
 	if err := m.record(ctx, audit.Event{Type: EventReset, Severity: audit.SeverityHigh, Fields: []audit.Field{
 		audit.String("reason", reason),
@@ -331,8 +347,16 @@ func (m *Manager) Reset(ctx context.Context, reason string) error {
 		return err
 	}
 	m.mu.Lock()
+	if m.stops != gen {
+		// A failure stopped the worker while the reset was being recorded:
+		// it was not part of what the operator dealt with.
+		err := &StoppedError{Reason: "a new failure happened during the reset: " + m.stopReason}
+		m.mu.Unlock()
+		return err
+	}
 	m.state = Running
 	m.stopReason = ""
+	m.laterFailures = 0
 	m.mu.Unlock()
 	m.narrate(ctx, slog.LevelWarn, ActionReset, m.opts.WorkerID, noDevice, 0, "", nil, func() string {
 		return fmt.Sprintf("Operator reset worker from %s to running", was)
@@ -340,6 +364,8 @@ func (m *Manager) Reset(ctx context.Context, reason string) error {
 	return nil
 }
 
+// gate returns an error when the manager is closed or stopped: the execute
+// gate that every seal and verify passes.
 func (m *Manager) gate() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -405,27 +431,40 @@ func (m *Manager) Release(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
 	s.busy.Wait()
+	return m.freeBuffer(ctx, s.dev, id, s.buf, s.seal.Size, "released", true, start)
+}
+
+// freeBuffer frees a shard's allocation, takes its bytes off the device's
+// sealed (used) or in-progress (reserved) count, and records and narrates
+// the release with its reason. If the device refuses the free, the bytes
+// stay counted, so a leaked allocation shows in [Manager.Capacity].
+func (m *Manager) freeBuffer(ctx context.Context, d *deviceState, id string, buf gpu.Buffer, size int64, reason string, sealed bool, start time.Time) error {
 	// Free under allocMu so that a concurrent allocation's free-memory
 	// check does not see this release.
-	s.dev.allocMu.Lock()
-	err := s.dev.dev.Free(context.WithoutCancel(ctx), s.buf)
-	s.dev.allocMu.Unlock()
-	m.mu.Lock()
-	s.dev.used -= s.seal.Size
-	remaining := s.dev.used
-	m.mu.Unlock()
+	d.allocMu.Lock()
+	err := d.dev.Free(context.WithoutCancel(ctx), buf)
+	d.allocMu.Unlock()
 	if err != nil {
-		return fmt.Errorf("vram: release %q on GPU %d: %w", id, s.dev.index, err)
+		return fmt.Errorf("vram: free %d bytes of shard %q on GPU %d (still counted as used): %w", size, id, d.index, err)
 	}
+	m.mu.Lock()
+	if sealed {
+		d.used -= size
+	} else {
+		d.reserved -= size
+	}
+	remaining := d.used
+	m.mu.Unlock()
 	rerr := m.record(ctx, audit.Event{Type: EventDeallocated, Severity: audit.SeverityMedium, Fields: []audit.Field{
 		audit.String("shard_id", id),
-		audit.Bytes("freed_bytes", s.seal.Size),
+		audit.Bytes("freed_bytes", size),
 		audit.Bytes("remaining_used", remaining),
-		audit.Int("gpu_device", int64(s.dev.index)),
+		audit.Int("gpu_device", int64(d.index)),
+		audit.String("reason", reason),
 	}})
-	m.narrate(ctx, slog.LevelInfo, ActionDeallocate, id, s.dev.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("Released shard '%s': freed %s VRAM on GPU %d", short(id), mb(s.seal.Size), s.dev.index)
-	}, narration.Bytes("freed_bytes", s.seal.Size), narration.Bytes("remaining_used", remaining))
+	m.narrate(ctx, slog.LevelInfo, ActionDeallocate, id, d.info, time.Since(start), "", nil, func() string {
+		return fmt.Sprintf("Released shard '%s': freed %s VRAM on GPU %d", short(id), mb(size), d.index)
+	}, narration.Bytes("freed_bytes", size), narration.Bytes("remaining_used", remaining), narration.Str("reason", reason))
 	// The memory is free whatever the audit log says; report a fail-closed
 	// failure so the caller knows the record is missing.
 	return rerr
@@ -442,7 +481,8 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Unlock()
 	var first error
 	for _, id := range ids {
-		if err := m.Release(ctx, id); err != nil && first == nil {
+		// A shard released meanwhile by another caller is not an error.
+		if err := m.Release(ctx, id); err != nil && !errors.Is(err, ErrNotFound) && first == nil {
 			first = err
 		}
 	}

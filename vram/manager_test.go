@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/gpu"
 	"github.com/vramseal/vramseal/gpu/sim"
 	"github.com/vramseal/vramseal/seal"
@@ -545,5 +546,41 @@ func TestClockRecorded(t *testing.T) {
 	m, _ := newTestManager(t, 1, 1<<20, func(o *Options) { o.Clock = func() time.Time { return at } })
 	if got := sealBytes(t, m, "s", 0, []byte("x")).Seal.SealedAt; !got.Equal(at) {
 		t.Errorf("SealedAt = %v, want %v", got, at)
+	}
+}
+
+// blockingAuditor holds worker_reset records until release is closed.
+type blockingAuditor struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingAuditor) Append(ctx context.Context, e audit.Event) (audit.Receipt, error) {
+	if e.Type == EventReset {
+		close(b.entered)
+		<-b.release
+	}
+	return audit.Receipt{}, nil
+}
+
+func TestResetDoesNotHideConcurrentFailure(t *testing.T) {
+	ba := &blockingAuditor{entered: make(chan struct{}), release: make(chan struct{})}
+	m, devs := newTestManager(t, 1, 1<<20, func(o *Options) { o.Audit = ba })
+	sealBytes(t, m, "s", 0, randomBytes(11, 8*testChunk))
+	done := make(chan error, 1)
+	go func() { done <- m.Reset(context.Background(), "routine reset") }()
+	<-ba.entered
+	// While the reset is being recorded, a verification finds corruption.
+	buf, _, _ := m.Buffer("s")
+	devs[0].FlipBits(buf, 5, 1)
+	if _, err := m.Verify(context.Background(), "s", Full); !errors.Is(err, ErrIntegrity) {
+		t.Fatalf("Verify = %v", err)
+	}
+	close(ba.release)
+	if err := <-done; !errors.Is(err, ErrStopped) {
+		t.Errorf("Reset during a new failure = %v, want ErrStopped", err)
+	}
+	if st, reason := m.State(); st != Stopped || !strings.Contains(reason, "chunk 0") {
+		t.Errorf("State = %v %q, want stopped by the new failure", st, reason)
 	}
 }

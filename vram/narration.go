@@ -77,10 +77,6 @@ func (m *Manager) narrate(ctx context.Context, level slog.Level, action, target 
 	n.Emit(ctx, e)
 }
 
-func (m *Manager) deviceInfo(d *deviceState) gpu.Info {
-	return gpu.Info{Index: d.index, UUID: d.info.UUID}
-}
-
 // shortIDLen is the longest shard ID written whole into a human sentence.
 const shortIDLen = 24
 

@@ -83,12 +83,9 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	committed := false
 	defer func() {
 		if !committed {
-			d.allocMu.Lock()
-			_ = d.dev.Free(context.WithoutCancel(ctx), buf)
-			d.allocMu.Unlock()
-			m.mu.Lock()
-			d.reserved -= req.Size
-			m.mu.Unlock()
+			// The seal failed after allocating: free the memory, and record
+			// it, so the audit log's allocations and frees still balance.
+			_ = m.freeBuffer(context.WithoutCancel(ctx), d, id, buf, req.Size, "seal_aborted", false, time.Now())
 		}
 	}()
 

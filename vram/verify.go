@@ -32,6 +32,7 @@ var Full = VerifyMode{}
 // fewer than k).
 func Sampled(k int) VerifyMode { return VerifyMode{Samples: k} }
 
+// String returns "full" or "sampled".
 func (v VerifyMode) String() string {
 	if v.Samples == 0 {
 		return "full"
@@ -89,6 +90,12 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 		return VerifyResult{}, err
 	}
 	res.Duration = time.Since(start)
+	// The gate is checked again: a failure elsewhere that stopped the
+	// worker while this shard was hashed closes the gate for this caller
+	// too.
+	if err := m.gate(); err != nil {
+		return VerifyResult{}, err
+	}
 	if err := m.record(ctx, audit.Event{Type: EventVerified, Severity: audit.SeverityHigh, Fields: []audit.Field{
 		audit.String("shard_id", id),
 		audit.String("mode", res.Mode),

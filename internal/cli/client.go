@@ -77,6 +77,8 @@ type APIError struct {
 	server.ErrorDetail
 }
 
+// Error renders the daemon's answer with its code, retry hint and
+// correlation ID.
 func (e *APIError) Error() string {
 	msg := e.Message
 	if e.Retryable && e.RetryAfterSeconds > 0 {
@@ -141,7 +143,7 @@ func (c *client) postJSON(ctx context.Context, path string, in, out any) ([]byte
 	return c.do(ctx, http.MethodPost, path, nil, "application/json", bytes.NewReader(b), int64(len(b)), out)
 }
 
-// withTimeout applies --timeout to a command's context.
+// context applies --timeout to a command's context.
 func (f *clientFlags) context(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	ctx := cmd.Context()
 	if ctx == nil {

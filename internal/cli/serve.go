@@ -196,6 +196,9 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	if !isLoopback(cfg.listen) && token == "" {
 		return &ExitError{Code: 2, Err: fmt.Errorf("--listen %s is not a loopback address: set --token-file so clients must authenticate", cfg.listen)}
 	}
+	if cfg.shutdownWait <= 0 {
+		return &ExitError{Code: 2, Err: fmt.Errorf("--shutdown-timeout %v: must be positive", cfg.shutdownWait)}
+	}
 	if cfg.simDevices < 1 || cfg.simDevices > 64 {
 		return &ExitError{Code: 2, Err: fmt.Errorf("--sim-devices %d: must be between 1 and 64", cfg.simDevices)}
 	}
@@ -293,8 +296,17 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownWait)
 	defer cancel()
 	serr := hs.Shutdown(sctx)
-	merr := m.Close(sctx)
-	aerr := log.Close(sctx)
+	if serr != nil {
+		// Requests still running past the deadline are cut off, so that
+		// nothing touches the manager while it releases the shards.
+		serr = errors.Join(serr, hs.Close())
+	}
+	merr := m.Close(context.Background())
+	// The audit log gets its own deadline: the releases just recorded
+	// must reach the disk whatever the requests used up.
+	actx, acancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer acancel()
+	aerr := log.Close(actx)
 	return errors.Join(serr, merr, aerr)
 }
 

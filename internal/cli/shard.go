@@ -72,7 +72,7 @@ the daemon's --model-root directories.`,
 				if shardID != "" {
 					q.Set("shard_id", shardID)
 				}
-				if count > 0 {
+				if count > 0 || index != 0 {
 					q.Set("shard_index", strconv.Itoa(index))
 					q.Set("shard_count", strconv.Itoa(count))
 				}

@@ -99,7 +99,7 @@ func classify(ctx context.Context, err error) (int, ErrorDetail) {
 	case errors.Is(err, vram.ErrAuditFailed):
 		d.Code, d.Retryable, d.RetryAfterSeconds = CodeAuditFailed, true, retryAfterSeconds
 		return http.StatusServiceUnavailable, d
-	case errors.Is(err, vram.ErrClosed), errors.Is(err, context.Canceled):
+	case errors.Is(err, vram.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		d.Code, d.Retryable, d.RetryAfterSeconds = CodeUnavailable, true, 1
 		return http.StatusServiceUnavailable, d
 	default:

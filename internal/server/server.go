@@ -29,6 +29,7 @@ import (
 // Options configure a [Server]. Manager is required; every other zero
 // value works.
 type Options struct {
+	// Manager holds the shards; required.
 	Manager *vram.Manager
 	// Token, when set, is required as "Authorization: Bearer TOKEN" on
 	// every endpoint but /healthz and /readyz.
@@ -49,8 +50,11 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Narrator receives request narration; nil means none.
 	Narrator *narration.Narrator
-	// Gatherers are extra metrics sources merged into /metrics.
+	// Collectors are extra metrics sources served on /metrics.
 	Collectors []prometheus.Collector
+	// UploadIdleTimeout is the longest an upload may send no bytes before
+	// it is aborted and its VRAM freed. Zero means 30 seconds.
+	UploadIdleTimeout time.Duration
 	// FaultHook, when non-nil, is served at POST /v1/test/corrupt. It is
 	// for end-to-end tests only and is enabled by a dedicated flag.
 	FaultHook func(ctx context.Context, shardID string, offset int64) error
@@ -76,11 +80,28 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("server: no manager")
 	}
 	s := &Server{opts: opts, m: opts.Manager}
-	for _, dir := range opts.ModelRoots {
-		r, err := os.OpenRoot(dir)
+	if s.opts.MaxUploadBytes == 0 {
+		s.opts.MaxUploadBytes = s.m.MaxShardBytes()
+	}
+	if s.opts.UploadIdleTimeout == 0 {
+		s.opts.UploadIdleTimeout = 30 * time.Second
+	}
+	// Absolute roots, so that absolute request paths can be matched
+	// against them whatever the daemon's working directory.
+	s.opts.ModelRoots = make([]string, len(opts.ModelRoots))
+	for i, dir := range opts.ModelRoots {
+		abs, err := filepath.Abs(dir)
+		if err == nil {
+			abs, err = filepath.EvalSymlinks(abs)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("server: model root: %w", err)
 		}
+		r, err := os.OpenRoot(abs)
+		if err != nil {
+			return nil, fmt.Errorf("server: model root: %w", err)
+		}
+		s.opts.ModelRoots[i] = abs
 		s.roots = append(s.roots, r)
 	}
 	if opts.Token != "" {
@@ -115,6 +136,22 @@ func New(opts Options) (*Server, error) {
 		api("POST /v1/test/corrupt", s.corrupt)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// The mux answers a known path with the wrong method with 405
+		// before reaching here only for patterns without a method; check
+		// the other methods to say 405 with Allow instead of 404.
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, r, &httpError{http.StatusMethodNotAllowed, CodeMethod, fmt.Errorf("%s is not allowed on %s (allowed: %s)", r.Method, sanitizePath(r.URL.Path), strings.Join(allow, ", "))})
+			return
+		}
 		writeError(w, r, &httpError{http.StatusNotFound, CodeNotFound, fmt.Errorf("no endpoint %s %s", r.Method, sanitizePath(r.URL.Path))})
 	})
 	s.handler = narration.Middleware(mux)
@@ -145,7 +182,12 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(h, "Bearer ")
+		// The scheme is case-insensitive (RFC 7235).
+		ok := len(h) > 7 && strings.EqualFold(h[:7], "Bearer ")
+		var tok string
+		if ok {
+			tok = h[7:]
+		}
 		// Compare fixed-length digests so neither the token's content nor
 		// its length leaks through timing.
 		sum := sha256.Sum256([]byte(tok))
@@ -331,9 +373,9 @@ func (s *Server) addShard(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	switch {
 	case strings.HasPrefix(ct, "application/octet-stream"):
-		sh, err = s.upload(r)
+		sh, err = s.upload(w, r)
 	case strings.HasPrefix(ct, "application/json") || ct == "":
-		sh, err = s.loadPath(r)
+		sh, err = s.loadPath(w, r)
 	default:
 		err = &httpError{http.StatusUnsupportedMediaType, CodeInvalid, fmt.Errorf("content type %s: use application/json (path) or application/octet-stream (bytes)", strconv.Quote(ct))}
 	}
@@ -345,7 +387,7 @@ func (s *Server) addShard(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, ShardJSON{sh.Seal, sh.Chunks})
 }
 
-func (s *Server) upload(r *http.Request) (vram.ShardInfo, error) {
+func (s *Server) upload(w http.ResponseWriter, r *http.Request) (vram.ShardInfo, error) {
 	q := r.URL.Query()
 	req := vram.SealRequest{ShardID: q.Get("shard_id"), ModelRef: q.Get("model_ref")}
 	for _, f := range []struct {
@@ -368,13 +410,29 @@ func (s *Server) upload(r *http.Request) (vram.ShardInfo, error) {
 		return vram.ShardInfo{}, &httpError{http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Errorf("body of %d bytes exceeds the upload limit of %d bytes", r.ContentLength, limit)}
 	}
 	req.Size = r.ContentLength
-	req.Data = r.Body
+	req.Data = &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: s.opts.UploadIdleTimeout}
 	return s.m.Seal(r.Context(), req)
 }
 
-func (s *Server) loadPath(r *http.Request) (vram.ShardInfo, error) {
+// idleReader extends the connection's read deadline before every read, so
+// an upload may take as long as it needs while it keeps sending, but one
+// that stalls is cut off and its VRAM freed instead of held forever.
+type idleReader struct {
+	r    io.Reader
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (i *idleReader) Read(p []byte) (int, error) {
+	// Not every ResponseWriter supports deadlines (httptest recorders);
+	// then the server's own timeouts are all there is.
+	_ = i.rc.SetReadDeadline(time.Now().Add(i.idle))
+	return i.r.Read(p)
+}
+
+func (s *Server) loadPath(w http.ResponseWriter, r *http.Request) (vram.ShardInfo, error) {
 	var req AddRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := decodeJSON(w, r, &req); err != nil {
 		return vram.ShardInfo{}, err
 	}
 	if req.Path == "" {
@@ -419,7 +477,16 @@ func (s *Server) openModel(path string) (*os.File, error) {
 				continue
 			}
 		}
-		f, err := root.Open(rel)
+		// Stat first: opening a FIFO or device would block or have side
+		// effects. os.Root resolves both inside the root.
+		st, err := root.Stat(rel)
+		if err == nil && !st.Mode().IsRegular() {
+			return nil, badRequest("%s is not a regular file", strconv.Quote(path))
+		}
+		var f *os.File
+		if err == nil {
+			f, err = root.Open(rel)
+		}
 		if err == nil {
 			return f, nil
 		}
@@ -430,12 +497,16 @@ func (s *Server) openModel(path string) (*os.File, error) {
 	return nil, &httpError{http.StatusNotFound, CodeNotFound, fmt.Errorf("no file %s under the model roots", strconv.Quote(path))}
 }
 
-func decodeJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxJSONBody))
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
 			return badRequest("empty request body: send a JSON object")
+		}
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &httpError{http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Errorf("JSON body exceeds %d bytes", mbe.Limit)}
 		}
 		return badRequest("malformed JSON body: %v", err)
 	}
@@ -474,7 +545,7 @@ type VerifyJSON struct {
 func (s *Server) verifyShard(w http.ResponseWriter, r *http.Request) {
 	var req VerifyRequest
 	if r.ContentLength != 0 {
-		if err := decodeJSON(r, &req); err != nil {
+		if err := decodeJSON(w, r, &req); err != nil {
 			writeError(w, r, err)
 			return
 		}
@@ -515,7 +586,7 @@ type ResetRequest struct {
 
 func (s *Server) reset(w http.ResponseWriter, r *http.Request) {
 	var req ResetRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, r, err)
 		return
 	}
@@ -539,7 +610,7 @@ type CorruptRequest struct {
 
 func (s *Server) corrupt(w http.ResponseWriter, r *http.Request) {
 	var req CorruptRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, r, err)
 		return
 	}

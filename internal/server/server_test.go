@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vramseal/vramseal/gpu"
 	"github.com/vramseal/vramseal/gpu/sim"
@@ -105,7 +107,7 @@ func upload(t *testing.T, f *fixture, query string, data []byte) response {
 
 func TestAuth(t *testing.T) {
 	f := newFixture(t, 1<<20)
-	for _, h := range []string{"", "Bearer wrong", "Basic " + testToken, "Bearer " + testToken + "x", "bearer " + testToken} {
+	for _, h := range []string{"", "Bearer wrong", "Basic " + testToken, "Bearer " + testToken + "x", "Bearer", "Bearer "} {
 		req, _ := http.NewRequest("GET", f.srv.URL+"/v1/shards", nil)
 		if h != "" {
 			req.Header.Set("Authorization", h)
@@ -118,6 +120,14 @@ func TestAuth(t *testing.T) {
 		if resp.StatusCode != 401 {
 			t.Errorf("GET /v1/shards with Authorization %q = %d, want 401", h, resp.StatusCode)
 		}
+	}
+	// The scheme is case-insensitive.
+	req, _ := http.NewRequest("GET", f.srv.URL+"/v1/shards", nil)
+	req.Header.Set("Authorization", "bearer "+testToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("lower-case bearer scheme refused: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	for _, p := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get(f.srv.URL + p)
@@ -198,6 +208,8 @@ func TestErrors(t *testing.T) {
 		{"capacity bad bytes", "GET", "/v1/capacity?bytes=-1", "", "", 400, CodeInvalid},
 		{"capacity bad gpu", "GET", "/v1/capacity?gpu=5", "", "", 400, CodeInvalid},
 		{"unknown endpoint", "GET", "/v2/nothing", "", "", 404, CodeNotFound},
+		{"wrong method", "POST", "/v1/devices", "", "", 405, CodeMethod},
+		{"json too large", "POST", "/v1/reset", "application/json", `{"reason":"` + strings.Repeat("x", 70<<10) + `"}`, 413, CodeTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -259,6 +271,9 @@ func TestLoadByPath(t *testing.T) {
 	os.WriteFile(filepath.Join(outside, "secret.bin"), []byte("CANARY-CONTENT"), 0o600)
 	os.Symlink(filepath.Join(outside, "secret.bin"), filepath.Join(f.root, "escape.bin"))
 	os.Symlink(outside, filepath.Join(f.root, "escapedir"))
+	if err := syscall.Mkfifo(filepath.Join(f.root, "pipe"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		path   string
 		status int
@@ -272,6 +287,7 @@ func TestLoadByPath(t *testing.T) {
 		{"sub", 400},
 		{"missing.bin", 404},
 		{"a\x00b", 400},
+		{"pipe", 400},
 	}
 	for i, tt := range tests {
 		body, _ := json.Marshal(AddRequest{Path: tt.path, ShardID: "p" + string(rune('a'+i))})
@@ -309,5 +325,55 @@ func TestHealthReadyHooks(t *testing.T) {
 	}
 	if r := f.call(t, "GET", "/healthz", "", nil); r.status != 200 || r.body["audit"] != "failed" {
 		t.Errorf("healthz = %d %s", r.status, r.raw)
+	}
+}
+
+func TestRelativeModelRootWithAbsolutePath(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	os.Mkdir("models", 0o700)
+	os.WriteFile(filepath.Join("models", "m.bin"), []byte("weights"), 0o600)
+	f := newFixture(t, 1<<20, func(o *Options) { o.ModelRoots = []string{"models"} })
+	body, _ := json.Marshal(AddRequest{Path: filepath.Join(dir, "models", "m.bin")})
+	if r := f.call(t, "POST", "/v1/shards", "application/json", bytes.NewReader(body)); r.status != 201 {
+		t.Errorf("absolute path under a relative root = %d %s", r.status, r.raw)
+	}
+}
+
+func TestStalledUploadIsCutOff(t *testing.T) {
+	f := newFixture(t, 1<<20, func(o *Options) { o.UploadIdleTimeout = 200 * time.Millisecond })
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, _ := http.NewRequest("POST", f.srv.URL+"/v1/shards?shard_id=slow&model_ref=m", pr)
+	req.ContentLength = 500 << 10
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- nil
+			return
+		}
+		done <- resp
+	}()
+	pw.Write(make([]byte, 1000)) // then stall
+	select {
+	case resp := <-done:
+		if resp != nil {
+			resp.Body.Close()
+			if resp.StatusCode < 400 {
+				t.Errorf("stalled upload answered %d", resp.StatusCode)
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("stalled upload still holds the handler after 10 s")
+	}
+	c, err := f.m.Capacity(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UsedBytes != 0 || c.ReservedBytes != 0 {
+		t.Errorf("capacity after stalled upload = %+v, want nothing held", c)
 	}
 }
