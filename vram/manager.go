@@ -135,10 +135,15 @@ type deviceState struct {
 
 type shard struct {
 	seal seal.Seal
-	tree *leafTree // sealed leaf hashes and the tree above them
-	buf  gpu.Buffer
-	dev  *deviceState
-	busy sync.WaitGroup // verifications in flight; Release waits
+	// tree holds the sealed leaf hashes and the tree above them. It is
+	// built in the background after the seal (about 10 ms per GiB, off the
+	// seal's critical path); read it only after treeReady is closed.
+	tree      *leafTree
+	treeErr   error
+	treeReady chan struct{}
+	buf       gpu.Buffer
+	dev       *deviceState
+	busy      sync.WaitGroup // verifications in flight; Release waits
 }
 
 // New checks the VRAM-only policy on every device and the environment and
@@ -385,7 +390,7 @@ type ShardInfo struct {
 }
 
 func (s *shard) info() ShardInfo {
-	return ShardInfo{Seal: s.seal, Chunks: s.tree.n}
+	return ShardInfo{Seal: s.seal, Chunks: gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize)}
 }
 
 // Shard returns the resident shard with the given ID.

@@ -424,7 +424,9 @@ func TestLeafTamperDetected(t *testing.T) {
 		changed[7] ^= 1
 		buf, _, _ := m.Buffer("s")
 		devs[0].FlipBits(buf, testChunk+7, 1)
-		tr := m.shards["s"].tree
+		sh := m.shards["s"]
+		<-sh.treeReady
+		tr := sh.tree
 		tr.stored[tlog.StoredHashIndex(0, 1)] = tlog.Hash(seal.LeafHash(changed))
 		detected := false
 		for range 200 {

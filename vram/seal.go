@@ -134,11 +134,11 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	}}); err != nil {
 		return ShardInfo{}, err
 	}
-	tree, err := newLeafTree(leaves)
-	if err != nil {
-		return ShardInfo{}, err
-	}
-	sh := &shard{seal: s, tree: tree, buf: buf, dev: d}
+	sh := &shard{seal: s, buf: buf, dev: d, treeReady: make(chan struct{})}
+	go func() {
+		sh.tree, sh.treeErr = newLeafTree(leaves)
+		close(sh.treeReady)
+	}()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()

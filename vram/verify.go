@@ -149,6 +149,14 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 	if err := m.key.Verify(&s.seal); err != nil {
 		return VerifyResult{}, fail(ReasonSignatureInvalid, err)
 	}
+	select {
+	case <-s.treeReady:
+	case <-ctx.Done():
+		return VerifyResult{}, fmt.Errorf("vram: verify %q: %w", s.seal.ShardID, ctx.Err())
+	}
+	if s.treeErr != nil {
+		return VerifyResult{}, fail(ReasonNotSealed, s.treeErr)
+	}
 	n := s.tree.n
 	if n != gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize) {
 		return VerifyResult{}, fail(ReasonNotSealed, fmt.Errorf("vram: %d stored leaf hashes for %d chunks", n, gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize)))
