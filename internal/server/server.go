@@ -176,22 +176,29 @@ func sanitizePath(p string) string {
 	return strconv.Quote(p)
 }
 
+// authorized reports whether r carries the bearer token (always true when
+// the daemon has none).
+func (s *Server) authorized(r *http.Request) bool {
+	if s.opts.Token == "" {
+		return true
+	}
+	h := r.Header.Get("Authorization")
+	// The scheme is case-insensitive (RFC 7235).
+	if len(h) <= 7 || !strings.EqualFold(h[:7], "Bearer ") {
+		return false
+	}
+	// Compare fixed-length digests so neither the token's content nor its
+	// length leaks through timing.
+	sum := sha256.Sum256([]byte(h[7:]))
+	return subtle.ConstantTimeCompare(sum[:], s.token[:]) == 1
+}
+
 func (s *Server) auth(next http.Handler) http.Handler {
 	if s.opts.Token == "" {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := r.Header.Get("Authorization")
-		// The scheme is case-insensitive (RFC 7235).
-		ok := len(h) > 7 && strings.EqualFold(h[:7], "Bearer ")
-		var tok string
-		if ok {
-			tok = h[7:]
-		}
-		// Compare fixed-length digests so neither the token's content nor
-		// its length leaks through timing.
-		sum := sha256.Sum256([]byte(tok))
-		if !ok || subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
+		if !s.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="vramseal"`)
 			writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, errors.New("missing or wrong bearer token")})
 			return
@@ -200,9 +207,16 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	})
 }
 
+// healthz answers liveness. Probes need no token; the details (stop
+// reason, audit log state) go only to callers with the token, since they
+// name shards and files.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	state, reason := s.m.State()
 	body := map[string]any{"status": "ok", "worker_state": state.String()}
+	if !s.authorized(r) {
+		writeJSON(w, http.StatusOK, body)
+		return
+	}
 	if reason != "" {
 		body["stop_reason"] = reason
 	}
@@ -214,15 +228,23 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, body)
 }
 
+// readyz answers readiness; like healthz it gives reasons only to callers
+// with the token.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	notReady := func(short, detail string) {
+		if s.authorized(r) {
+			short += ": " + detail
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": short})
+	}
 	state, reason := s.m.State()
 	if state == vram.Stopped {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": "worker stopped: " + reason})
+		notReady("worker stopped", reason)
 		return
 	}
 	if s.opts.Ready != nil {
 		if err := s.opts.Ready(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": err.Error()})
+			notReady("not ready", err.Error())
 			return
 		}
 	}

@@ -377,3 +377,31 @@ func TestStalledUploadIsCutOff(t *testing.T) {
 		t.Errorf("capacity after stalled upload = %+v, want nothing held", c)
 	}
 }
+
+func TestProbesHideDetailsWithoutToken(t *testing.T) {
+	f := newFixture(t, 1<<20, func(o *Options) {
+		o.Health = func() map[string]any { return map[string]any{"audit": "/var/lib/secret-path"} }
+	})
+	if r := upload(t, f, "shard_id=private-shard&model_ref=m", bytes.Repeat([]byte{3}, 9000)); r.status != 201 {
+		t.Fatal(r.raw)
+	}
+	f.call(t, "POST", "/v1/test/corrupt", "application/json", strings.NewReader(`{"shard_id":"private-shard","offset":1}`))
+	f.call(t, "POST", "/v1/shards/private-shard/verify", "application/json", strings.NewReader(`{"mode":"full"}`))
+	for _, p := range []string{"/readyz", "/healthz"} {
+		resp, err := http.Get(f.srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(raw), "private-shard") || strings.Contains(string(raw), "secret-path") {
+			t.Errorf("GET %s without token shows details: %s", p, raw)
+		}
+		if !strings.Contains(string(raw), "stopped") {
+			t.Errorf("GET %s without token hides the state: %s", p, raw)
+		}
+	}
+	if r := f.call(t, "GET", "/readyz", "", nil); r.status != 503 || !strings.Contains(r.raw, "private-shard") {
+		t.Errorf("GET /readyz with token = %d %s, want the reason", r.status, r.raw)
+	}
+}
