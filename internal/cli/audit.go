@@ -40,7 +40,7 @@ later cannot rewrite earlier epochs.`,
 			if keyFile == "" {
 				return errors.New("audit init: --verification-key FILE is required")
 			}
-			f, err := os.OpenFile(keyFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			f, err := createPrivate(keyFile)
 			if err != nil {
 				return fmt.Errorf("audit init: %w", err)
 			}
@@ -50,14 +50,7 @@ later cannot rewrite earlier epochs.`,
 				os.Remove(keyFile)
 				return err
 			}
-			_, err = f.Write(vk.Encode())
-			if err == nil {
-				err = f.Sync()
-			}
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
+			if err := finishPrivate(f, vk.Encode()); err != nil {
 				return fmt.Errorf("audit init: write verification key: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "created audit log %s in %s\nverification key written to %s: move it off this machine\n",

@@ -328,14 +328,12 @@ func loadOrCreateSecret(cfg serveConfig) (seal.Key, error) {
 			if _, err := rand.Read(b[:]); err != nil {
 				return seal.Key{}, err
 			}
-			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			secret := []byte(hex.EncodeToString(b[:]) + "\n")
+			clear(b[:])
+			err := writePrivate(path, secret)
+			clear(secret)
 			if err != nil {
 				return seal.Key{}, fmt.Errorf("create worker secret: %w", err)
-			}
-			_, werr := f.WriteString(hex.EncodeToString(b[:]) + "\n")
-			clear(b[:])
-			if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-				return seal.Key{}, fmt.Errorf("write worker secret: %w", err)
 			}
 		}
 	}
@@ -352,8 +350,8 @@ func openAudit(cfg serveConfig, opts audit.Options, stderr io.Writer) (*audit.Lo
 			return nil, ierr
 		}
 		keyPath := filepath.Join(cfg.dataDir, "audit-verification.key")
-		if werr := writeVerificationKey(keyPath, vk); werr != nil {
-			return nil, werr
+		if werr := writePrivate(keyPath, vk.Encode()); werr != nil {
+			return nil, fmt.Errorf("write verification key: %w", werr)
 		}
 		fmt.Fprintf(stderr, "vramseal: created audit log %s; its verification key is %s: move it off this machine\n", dir, keyPath)
 		log, err = audit.Open(dir, opts)
@@ -401,17 +399,4 @@ func openDevices(ctx context.Context, cfg serveConfig, n *narration.Narrator) ([
 	default:
 		return nil, nil, "", &ExitError{Code: 2, Err: fmt.Errorf("--device %s: use auto, sim or cuda", strconv.Quote(cfg.device))}
 	}
-}
-
-// writeVerificationKey writes an audit verification key to a new 0600 file.
-func writeVerificationKey(path string, vk *audit.VerificationKey) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("write verification key: %w", err)
-	}
-	_, werr := f.Write(vk.Encode())
-	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-		return fmt.Errorf("write verification key: %w", err)
-	}
-	return nil
 }
