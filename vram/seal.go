@@ -97,6 +97,13 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	m.narrate(ctx, slog.LevelDebug, ActionDigest, id, d.info, time.Since(t0), "", nil, func() string {
 		return fmt.Sprintf("Computed SHA-256 digest and %d chunk hashes of shard '%s' (%s)", len(leaves), short(id), mb(req.Size))
 	}, narration.Str("digest", digest.String()), narration.Int("chunks", int64(len(leaves))))
+	// The stored tree for sampled verification is built in the background,
+	// overlapping the root, the signature and the audit fsync below.
+	sh := &shard{buf: buf, dev: d, treeReady: make(chan struct{})}
+	go func() {
+		sh.tree, sh.treeErr = newLeafTree(leaves)
+		close(sh.treeReady)
+	}()
 	s := seal.Seal{
 		ShardID:     id,
 		ModelRef:    req.ModelRef,
@@ -134,11 +141,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	}}); err != nil {
 		return ShardInfo{}, err
 	}
-	sh := &shard{seal: s, buf: buf, dev: d, treeReady: make(chan struct{})}
-	go func() {
-		sh.tree, sh.treeErr = newLeafTree(leaves)
-		close(sh.treeReady)
-	}()
+	sh.seal = s
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
