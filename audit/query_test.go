@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -188,9 +189,12 @@ func TestPrune(t *testing.T) {
 	wantProblem(t, dir, vk, ManifestMismatch)
 }
 
-// blockFS makes the first segment fsync wait until released.
+// blockFS makes the first segment fsync after arm wait until released. It
+// blocks on a send, not a select with a default: a writer that reaches fsync
+// before the test waits for it must still stop there.
 type blockFS struct {
 	OSFS
+	armed   atomic.Bool
 	entered chan struct{}
 	release chan struct{}
 }
@@ -209,10 +213,9 @@ type blockingFile struct {
 }
 
 func (f *blockingFile) Sync() error {
-	select {
-	case f.b.entered <- struct{}{}:
+	if f.b.armed.CompareAndSwap(true, false) {
+		f.b.entered <- struct{}{}
 		<-f.b.release
-	default:
 	}
 	return f.File.Sync()
 }
@@ -249,13 +252,18 @@ func TestBackpressure(t *testing.T) {
 	bfs := &blockFS{entered: make(chan struct{}), release: make(chan struct{})}
 	o := Options{QueueSize: 1, FS: bfs}
 	_, _, l := newLog(t, o)
+	bfs.armed.Store(true)
 	ctx := context.Background()
 	done := make(chan error, 1)
 	go func() {
 		_, err := l.Append(ctx, Event{Type: "first", Severity: SeverityCritical})
 		done <- err
 	}()
-	<-bfs.entered // the writer is inside fsync
+	select {
+	case <-bfs.entered: // the writer is inside fsync
+	case <-time.After(30 * time.Second):
+		t.Fatal("the writer never reached fsync")
+	}
 	if _, err := l.Append(ctx, testEvent(1)); err != nil {
 		t.Fatalf("Append into the free slot = %v", err)
 	}
