@@ -97,7 +97,12 @@ func needFake(t testing.TB, k knobs) {
 			t.Fatalf("fake_set(%q) failed: unknown knob", name)
 		}
 	}
-	t.Cleanup(fake.reset)
+	t.Cleanup(func() {
+		if n, used := fake.get("live_allocs"), fake.get("used"); n != 0 || used != 0 {
+			t.Errorf("test left %d device allocations (%d bytes charged) in the fake driver", n, used)
+		}
+		fake.reset()
+	})
 }
 
 // openFake opens the fake driver with knobs k and closes it at the end of

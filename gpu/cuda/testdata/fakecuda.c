@@ -37,7 +37,8 @@
  *                       ILLEGAL_ADDRESS (sticky, as on a real GPU)
  *   nvml_init_error N   nvmlInit_v2 returns N
  * fake_get(name) reads counters: live_allocs, live_pinned, pinned_dirty
- * (non-zero bytes in live pinned buffers), launches, no_context (calls
+ * (non-zero bytes in live pinned buffers), used (device bytes charged),
+ * launches, no_context (calls
  * refused for lack of a current context).
  */
 #include <pthread.h>
@@ -78,6 +79,7 @@ struct alloc {
 	size_t size;
 	int dev;
 	int pinned;
+	unsigned long long charge; /* bytes taken from used[dev] */
 	struct alloc *next;
 };
 
@@ -152,6 +154,10 @@ long long fake_get(const char *name)
 			if (a->pinned)
 				for (size_t i = 0; i < a->size; i++)
 					r += ((unsigned char *)a->base)[i] != 0;
+	} else if (strcmp(name, "used") == 0) {
+		r = 0;
+		for (int d = 0; d < MAXDEV; d++)
+			r += used[d];
 	} else if (strcmp(name, "launches") == 0) {
 		r = launches;
 	} else if (strcmp(name, "no_context") == 0) {
@@ -397,8 +403,10 @@ static CUresult alloc(uintptr_t *p, size_t size, int pinned)
 	a->pinned = pinned;
 	a->next = allocs;
 	allocs = a;
-	if (!pinned && !k.no_drop)
+	if (!pinned && !k.no_drop) {
+		a->charge = charge;
 		used[current->dev] += charge;
+	}
 	*p = a->base;
 out:
 	pthread_mutex_unlock(&mu);
@@ -418,10 +426,7 @@ static CUresult release(uintptr_t p, int pinned)
 	for (pp = &allocs; (a = *pp) != NULL; pp = &a->next) {
 		if (a->base == p && a->pinned == pinned) {
 			*pp = a->next;
-			if (!pinned && !k.no_drop) {
-				unsigned long long charge = (a->size + GRANULE - 1) / GRANULE * GRANULE;
-				used[a->dev] -= charge < used[a->dev] ? charge : used[a->dev];
-			}
+			used[a->dev] -= a->charge < used[a->dev] ? a->charge : used[a->dev];
 			free((void *)a->base);
 			free(a);
 			goto out;
