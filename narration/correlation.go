@@ -50,7 +50,7 @@ func WithTrace(ctx context.Context, tc TraceContext) context.Context {
 func Trace(ctx context.Context) TraceContext { return fromContext(ctx).trace }
 
 // ValidCorrelationID reports whether id is 1 to [MaxCorrelationIDLen] bytes
-// of ASCII letters, digits and "._:/-". Nothing else is accepted, so a valid
+// of ASCII letters, digits and ".:/-". Nothing else is accepted, so a valid
 // ID can be written to any log without escaping or injection.
 func ValidCorrelationID(id string) bool {
 	if len(id) == 0 || len(id) > MaxCorrelationIDLen {
@@ -60,7 +60,7 @@ func ValidCorrelationID(id string) bool {
 		c := id[i]
 		switch {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '.', c == '_', c == ':', c == '/', c == '-':
+		case c == '.', c == ':', c == '/', c == '-':
 		default:
 			return false
 		}

@@ -18,7 +18,8 @@ func TestValidCorrelationID(t *testing.T) {
 		{"req-xyz", true},
 		{"a", true},
 		{"0af7651916cd43dd8448eb211c80319c", true},
-		{"svc:req/1.2_3-4", true},
+		{"svc:req/1.2-3", true},
+		{"req_1", false}, // underscore is outside the allowed set
 		{strings.Repeat("a", 128), true},
 		{"", false},
 		{strings.Repeat("a", 129), false},
