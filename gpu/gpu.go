@@ -64,6 +64,8 @@ const (
 	MemoryUnified
 )
 
+// String returns the memory type's lower-case name, as used in policy
+// violations and logs.
 func (t MemoryType) String() string {
 	switch t {
 	case MemoryDevice:

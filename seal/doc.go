@@ -73,9 +73,11 @@
 // [Seal.MarshalJSON] writes one object with the members shard_id,
 // model_ref, shard_index, shard_count, device_index, device_uuid,
 // size_bytes, chunk_size, digest, tree_root, sealed_at, key_id, worker_id
-// and signature. Hashes are 64 lowercase hexadecimal digits; sealed_at is
-// RFC 3339 in UTC with the fractional seconds Go's time.RFC3339Nano layout
-// writes (trailing zeros dropped). [DecodeJSON] refuses anything else. The
+// and signature. Hashes are written as 64 lowercase hexadecimal digits;
+// sealed_at is RFC 3339 in UTC with the fractional seconds Go's
+// time.RFC3339Nano layout writes (trailing zeros dropped). [DecodeJSON]
+// also accepts uppercase hex digits, and refuses unknown members, hashes of
+// any other length or alphabet, and any other time form. The
 // signature covers the canonical encoding, not the JSON text, so a seal
 // read from JSON verifies with [Key.Verify].
 package seal

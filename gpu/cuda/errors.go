@@ -42,6 +42,7 @@ type Error struct {
 	Device int
 }
 
+// Error names the device, the driver call and the CUresult with its code.
 func (e *Error) Error() string {
 	dev := ""
 	if e.Device >= 0 {
@@ -185,6 +186,7 @@ type PolicyError struct {
 	Violations []string
 }
 
+// Error lists every violation found on the allocation.
 func (e *PolicyError) Error() string {
 	return fmt.Sprintf("cuda: device %d: allocation of %d bytes breaks the VRAM-only policy: %s",
 		e.Device, e.Size, strings.Join(e.Violations, "; "))
@@ -200,6 +202,7 @@ type NVMLError struct {
 	Op   string
 }
 
+// Error names the NVML call and the nvmlReturn_t with its code.
 func (e *NVMLError) Error() string {
 	name, ok := nvmlNames[e.Code]
 	if !ok {

@@ -122,6 +122,7 @@ func (m Match) Matches(e narration.Event) bool {
 	return true
 }
 
+// String lists the fields the Match requires, for failure messages.
 func (m Match) String() string {
 	var b strings.Builder
 	b.WriteString("{")
