@@ -15,9 +15,9 @@ Feature: VRAM-only policy
     And the worker is stopped
     And shard "weights" is not resident
     And no VRAM is in use on GPU 0
-    And the audit log records a "policy_violation" event with policy "vram_only" and violation "<violation>" and action_taken "worker_stopped"
+    And the audit log records a "policy_violation" event with shard_id "weights" and policy "vram_only" and violation "<violation>" and action_taken "worker_stopped"
     And the audit log records no "vram_sealed" event
-    And a narration event with action "policy_violation" for target "<violation>" is emitted
+    And a narration event with action "policy_violation" for target "weights" is emitted
 
     Examples:
       | fault                                                    | violation          |

@@ -33,7 +33,7 @@ func (m *Manager) Capacity(ctx context.Context, device int) (Capacity, error) {
 	start := time.Now()
 	d, err := m.device(device)
 	if err != nil {
-		return Capacity{}, m.rejected(ctx, "capacity", "", err)
+		return Capacity{}, m.rejected(ctx, start, "capacity", "", err)
 	}
 	info, err := d.dev.Info(ctx)
 	if err != nil {

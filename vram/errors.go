@@ -92,7 +92,10 @@ type IntegrityError struct {
 	// Changed lists the changed chunks (digest_mismatch only).
 	Changed []ChunkRange
 	// ExpectedRoot is the sealed tree root; ActualRoot the root recomputed
-	// from device memory (zero when not computed, as in sampled mode).
+	// from device memory. A sampled mismatch is followed by one full pass,
+	// so ActualRoot and Changed cover the whole shard; ActualRoot is zero
+	// (unknown) when no full pass over the device succeeded, as for
+	// signature_invalid, not_sealed and device_error.
 	ExpectedRoot, ActualRoot seal.Hash
 	// Err is the underlying cause for signature_invalid and device_error.
 	Err error

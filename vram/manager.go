@@ -218,7 +218,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	start := time.Now()
 	if err := checkEnviron(opts.Environ); err != nil {
-		return nil, m.violation(ctx, err, "refused_to_start")
+		return nil, m.violation(ctx, start, "", err, "refused_to_start")
 	}
 	var total uint64
 	for i, d := range opts.Devices {
@@ -231,7 +231,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 			return nil, fmt.Errorf("vram: GPU %d: read device info: %w", i, err)
 		}
 		if err := checkDevice(i, info); err != nil {
-			return nil, m.violation(ctx, err, "refused_to_start")
+			return nil, m.violation(ctx, start, "", err, "refused_to_start")
 		}
 		m.devices = append(m.devices, &deviceState{index: i, dev: d, info: info})
 		total += info.TotalBytes
@@ -249,8 +249,9 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 var noDevice gpu.Info
 
 // violation stops the worker and records a VRAM-only policy violation in
-// the audit log and the narration. It returns err.
-func (m *Manager) violation(ctx context.Context, err error, action string) error {
+// the audit log and the narration. id is the shard being sealed, or "" for
+// violations found at start. It returns err.
+func (m *Manager) violation(ctx context.Context, start time.Time, id string, err error, action string) error {
 	var pe *PolicyError
 	if !errors.As(err, &pe) {
 		return err
@@ -260,26 +261,32 @@ func (m *Manager) violation(ctx context.Context, err error, action string) error
 	if pe.Device >= 0 && pe.Device < len(m.devices) {
 		dev = m.devices[pe.Device].info
 	}
-	_ = m.record(ctx, audit.Event{Type: EventPolicyViolation, Severity: audit.SeverityCritical, Fields: []audit.Field{
+	var fields []audit.Field
+	target := pe.Violation
+	if id != "" {
+		fields = append(fields, audit.String("shard_id", id))
+		target = id
+	}
+	_ = m.record(ctx, audit.Event{Type: EventPolicyViolation, Severity: audit.SeverityCritical, Fields: append(fields,
 		audit.String("policy", "vram_only"),
 		audit.String("violation", pe.Violation),
 		audit.String("details", pe.Details),
 		audit.String("action_taken", action),
 		audit.Int("gpu_device", int64(pe.Device)),
-	}})
-	m.narrate(ctx, slog.LevelError, ActionPolicyViolation, pe.Violation, dev, 0, "policy", err, func() string {
+	)})
+	m.narrate(ctx, slog.LevelError, ActionPolicyViolation, target, dev, time.Since(start), "policy", err, func() string {
 		where := ""
 		if pe.Device >= 0 {
 			where = fmt.Sprintf(" on GPU %d", pe.Device)
 		}
 		return fmt.Sprintf("CRITICAL: VRAM-only policy violated%s (%s); %s", where, pe.Violation, strings.ReplaceAll(action, "_", " "))
-	}, narration.Str("policy", "vram_only"), narration.Str("action_taken", action))
+	}, narration.Str("policy", "vram_only"), narration.Str("violation", pe.Violation), narration.Str("action_taken", action))
 	return err
 }
 
 // rejected narrates an input validation failure and returns err.
-func (m *Manager) rejected(ctx context.Context, op, target string, err error) error {
-	m.narrate(ctx, slog.LevelWarn, ActionValidateFailed, target, noDevice, 0, "invalid_input", err, func() string {
+func (m *Manager) rejected(ctx context.Context, start time.Time, op, target string, err error) error {
+	m.narrate(ctx, slog.LevelWarn, ActionValidateFailed, target, noDevice, time.Since(start), "invalid_input", err, func() string {
 		return fmt.Sprintf("Rejected %s request: invalid input", op)
 	}, narration.Str("operation", op))
 	return err
@@ -336,8 +343,9 @@ func (m *Manager) stop(reason string) {
 // Reset returns a stopped manager to Running. The reason is required: it
 // is what the operator did about the failure.
 func (m *Manager) Reset(ctx context.Context, reason string) error {
+	start := time.Now()
 	if err := validateText("reset reason", reason, 1024, true); err != nil {
-		return m.rejected(ctx, "reset", m.opts.WorkerID, err)
+		return m.rejected(ctx, start, "reset", m.opts.WorkerID, err)
 	}
 	was, why := m.State()
 	m.mu.Lock()
@@ -363,7 +371,7 @@ func (m *Manager) Reset(ctx context.Context, reason string) error {
 	m.stopReason = ""
 	m.laterFailures = 0
 	m.mu.Unlock()
-	m.narrate(ctx, slog.LevelWarn, ActionReset, m.opts.WorkerID, noDevice, 0, "", nil, func() string {
+	m.narrate(ctx, slog.LevelWarn, ActionReset, m.opts.WorkerID, noDevice, time.Since(start), "", nil, func() string {
 		return fmt.Sprintf("Operator reset worker from %s to running", was)
 	}, narration.Str("reason", reason))
 	return nil
@@ -424,7 +432,7 @@ func (m *Manager) Shards() []ShardInfo {
 func (m *Manager) Release(ctx context.Context, id string) error {
 	start := time.Now()
 	if err := ValidateShardID(id); err != nil {
-		return m.rejected(ctx, "release", "", err)
+		return m.rejected(ctx, start, "release", "", err)
 	}
 	m.mu.Lock()
 	s, ok := m.shards[id]

@@ -368,6 +368,40 @@ func TestCorruptionAcrossChunksIsMerged(t *testing.T) {
 	}
 }
 
+func TestSampledFailureLocatesEveryChunk(t *testing.T) {
+	m, devs := newTestManager(t, 1, 4<<20)
+	data := randomBytes(4, 40*testChunk)
+	sealBytes(t, m, "s", 0, data)
+	buf := m.shards["s"].buf
+	// Every chunk from 0 to 38 changes, so any sample catches it; chunk 39
+	// stays intact and must not be reported.
+	for c := int64(0); c < 39; c++ {
+		if err := devs[0].FlipBits(buf, c*testChunk+7, 0x01); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := m.Verify(context.Background(), "s", Sampled(2))
+	var ie *IntegrityError
+	if !errors.As(err, &ie) || ie.Reason != ReasonDigestMismatch {
+		t.Fatalf("Verify(sampled) = %v, want digest_mismatch", err)
+	}
+	want := []ChunkRange{{0, 38, 0, 39 * testChunk}}
+	if fmt.Sprint(ie.Changed) != fmt.Sprint(want) {
+		t.Errorf("Changed = %v, want the full pass's %v", ie.Changed, want)
+	}
+	if err := m.Reset(context.Background(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Verify(context.Background(), "s", Full)
+	var full *IntegrityError
+	if !errors.As(err, &full) {
+		t.Fatalf("Verify(full) = %v", err)
+	}
+	if ie.ActualRoot == (seal.Hash{}) || ie.ActualRoot != full.ActualRoot || ie.ActualRoot == ie.ExpectedRoot {
+		t.Errorf("sampled ActualRoot = %v, full pass %v, sealed %v", ie.ActualRoot, full.ActualRoot, ie.ExpectedRoot)
+	}
+}
+
 func TestSampledDetectionRate(t *testing.T) {
 	const chunks, k, trials = 64, 4, 3000
 	m, devs := newTestManager(t, 1, 4<<20)

@@ -235,12 +235,12 @@ func TestObservabilityPolicyViolation(t *testing.T) {
 	if !errors.Is(err, ErrPolicy) {
 		t.Fatalf("Seal = %v", err)
 	}
-	r := o.requireRecord(t, EventPolicyViolation, "", audit.SeverityCritical, cid)
+	r := o.requireRecord(t, EventPolicyViolation, "s", audit.SeverityCritical, cid)
 	if fieldText(r, "policy") != "vram_only" || fieldText(r, "violation") != "managed_memory" || fieldText(r, "action_taken") != ActionWorkerStopped {
 		t.Errorf("policy_violation fields = %v", r.Fields)
 	}
 	requireFields(t, r, "details")
-	o.rec.ByCorrelationID(cid).RequireOne(narrationtest.Match{Action: ActionPolicyViolation, Target: "managed_memory"})
+	o.rec.ByCorrelationID(cid).RequireOne(narrationtest.Match{Action: ActionPolicyViolation, Target: "s", Fields: map[string]string{"violation": "managed_memory"}})
 }
 
 func TestObservabilityValidationAndCapacity(t *testing.T) {
@@ -296,6 +296,35 @@ func TestAuditFailOpenContinues(t *testing.T) {
 	}
 	o.rec.RequireOne(narrationtest.Match{Action: ActionAuditFailed, Target: EventSealed})
 	o.rec.RequireOne(narrationtest.Match{Action: ActionSeal, Target: "s"})
+}
+
+func TestVerifyFailureWithAuditDown(t *testing.T) {
+	o := newObserved(t, audit.FailClosed, 1<<20)
+	sealBytes(t, o.m, "victim", 0, randomBytes(11, 40*testChunk))
+	buf, _, _ := o.m.Buffer("victim")
+	o.devs[0].FlipBits(buf, 17*testChunk+3, 4)
+	o.log.Close(context.Background()) // every later append fails
+	const cid = "req-audit-down"
+	_, err := o.m.Verify(withCorrelation(cid), "victim", Full)
+	if !errors.Is(err, ErrIntegrity) || errors.Is(err, ErrAuditFailed) {
+		t.Fatalf("Verify with the audit log down = %v, want the integrity error", err)
+	}
+	if _, err := o.m.Verify(context.Background(), "victim", Sampled(1)); !errors.Is(err, ErrStopped) {
+		t.Errorf("Verify after the failure = %v, want ErrStopped", err)
+	}
+	if o.m.AuditFailures() == 0 {
+		t.Error("the unrecorded seal_verification_failed event was not counted")
+	}
+	rec := o.rec.ByCorrelationID(cid)
+	rec.RequireOne(narrationtest.Match{Action: ActionAuditFailed, Target: EventVerificationFailed})
+	e := rec.RequireOne(narrationtest.Match{Action: ActionVerifyFailed, Target: "victim"})
+	attrs := map[string]string{}
+	for _, a := range e.Attrs {
+		attrs[a.Key] = a.String()
+	}
+	if attrs["failed_chunks"] != "17" || attrs["reason"] != ReasonDigestMismatch || attrs["expected_root"] == "" {
+		t.Errorf("verify_failed narration attributes = %v, want the failure's details", attrs)
+	}
 }
 
 // TestNarrationCatalogFits emits every residency narration event with

@@ -53,7 +53,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 			if ValidateShardID(target) != nil {
 				target = ""
 			}
-			return ShardInfo{}, m.rejected(ctx, "seal", target, err)
+			return ShardInfo{}, m.rejected(ctx, start, "seal", target, err)
 		}
 		return ShardInfo{}, err
 	}
@@ -66,7 +66,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	_, sealing := m.pending[id]
 	if resident || sealing {
 		m.mu.Unlock()
-		return ShardInfo{}, m.rejected(ctx, "seal", id, fmt.Errorf("%w: %q", ErrExists, id))
+		return ShardInfo{}, m.rejected(ctx, start, "seal", id, fmt.Errorf("%w: %q", ErrExists, id))
 	}
 	m.pending[id] = struct{}{}
 	m.mu.Unlock()
@@ -227,20 +227,20 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size 
 		return nil, fmt.Errorf("vram: GPU %d: read free memory: %w", d.index, err)
 	}
 	if err := checkDevice(d.index, info); err != nil {
-		return nil, m.violation(ctx, err, ActionWorkerStopped)
+		return nil, m.violation(ctx, start, id, err, ActionWorkerStopped)
 	}
 	avail := max(clampInt64(info.FreeBytes)-m.opts.Headroom, 0)
 	if size > avail {
-		return nil, m.allocationFailed(ctx, d, id, size, avail, "insufficient_vram",
+		return nil, m.allocationFailed(ctx, start, d, id, size, avail, "insufficient_vram",
 			&CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom})
 	}
 	buf, err := d.dev.Alloc(ctx, size)
 	if err != nil {
 		if errors.Is(err, gpu.ErrOutOfMemory) {
-			return nil, m.allocationFailed(ctx, d, id, size, avail, "device_out_of_memory",
+			return nil, m.allocationFailed(ctx, start, d, id, size, avail, "device_out_of_memory",
 				&CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom})
 		}
-		return nil, m.allocationFailed(ctx, d, id, size, avail, "device_error",
+		return nil, m.allocationFailed(ctx, start, d, id, size, avail, "device_error",
 			fmt.Errorf("vram: allocate %d bytes on GPU %d: %w", size, d.index, err))
 	}
 	facts, err := d.dev.PointerFacts(ctx, buf)
@@ -250,7 +250,7 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size 
 	}
 	if err == nil {
 		if err = checkAllocation(d.index, facts, size, info.FreeBytes, after.FreeBytes); err != nil {
-			err = m.violation(ctx, err, ActionWorkerStopped)
+			err = m.violation(ctx, start, id, err, ActionWorkerStopped)
 		}
 	}
 	if err == nil {
@@ -283,7 +283,7 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size 
 }
 
 // allocationFailed audits and narrates a failed allocation and returns err.
-func (m *Manager) allocationFailed(ctx context.Context, d *deviceState, id string, size, avail int64, reason string, err error) error {
+func (m *Manager) allocationFailed(ctx context.Context, start time.Time, d *deviceState, id string, size, avail int64, reason string, err error) error {
 	if rerr := m.record(ctx, audit.Event{Type: EventAllocationFailed, Severity: audit.SeverityMedium, Fields: []audit.Field{
 		audit.String("shard_id", id),
 		audit.Bytes("requested_bytes", size),
@@ -293,7 +293,7 @@ func (m *Manager) allocationFailed(ctx context.Context, d *deviceState, id strin
 	}}); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
-	m.narrate(ctx, slog.LevelWarn, ActionAllocateFailed, id, d.info, 0, reason, err, func() string {
+	m.narrate(ctx, slog.LevelWarn, ActionAllocateFailed, id, d.info, time.Since(start), reason, err, func() string {
 		return fmt.Sprintf("VRAM allocation failed on GPU %d: requested %s, only %s available", d.index, mb(size), mb(avail))
 	}, narration.Bytes("requested_bytes", size), narration.Bytes("available_bytes", avail))
 	return err

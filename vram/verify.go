@@ -62,10 +62,10 @@ type VerifyResult struct {
 func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (VerifyResult, error) {
 	start := time.Now()
 	if err := ValidateShardID(id); err != nil {
-		return VerifyResult{}, m.rejected(ctx, "verify", "", err)
+		return VerifyResult{}, m.rejected(ctx, start, "verify", "", err)
 	}
 	if mode.Samples < 0 || mode.Samples > 1<<20 {
-		return VerifyResult{}, m.rejected(ctx, "verify", id, invalid("sample count %d outside 0..%d", mode.Samples, 1<<20))
+		return VerifyResult{}, m.rejected(ctx, start, "verify", id, invalid("sample count %d outside 0..%d", mode.Samples, 1<<20))
 	}
 	if err := m.gate(); err != nil {
 		return VerifyResult{}, err
@@ -115,20 +115,30 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 // verifyFailed stops the worker and records the failure. The stop comes
 // first and does not depend on the audit log: a failed verification stops
 // the worker even when nothing else works. Recording ignores the caller's
-// cancellation.
+// cancellation and deadline, so a full audit queue delays the record but
+// never drops it. If the audit log itself has failed, the narration event
+// still carries the reason, the changed chunks and the sealed root, the
+// audit failure is narrated and counted, and the integrity error (not the
+// audit error) is returned: the operator learns of the corruption either
+// way.
 func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError, mode VerifyMode, dur time.Duration) {
 	m.stop(ie.Error())
 	ctx = context.WithoutCancel(ctx)
-	_ = m.record(ctx, audit.Event{Type: EventVerificationFailed, Severity: audit.SeverityCritical, Fields: []audit.Field{
+	fields := []audit.Field{
 		audit.String("shard_id", ie.ShardID),
 		audit.String("reason", ie.Reason),
 		audit.String("mode", mode.String()),
 		audit.String("failed_chunks", rangesField(ie.Changed)),
 		audit.Digest("expected_root", ie.ExpectedRoot),
-		audit.Digest("actual_root", ie.ActualRoot),
+	}
+	if ie.ActualRoot != (seal.Hash{}) {
+		fields = append(fields, audit.Digest("actual_root", ie.ActualRoot))
+	}
+	fields = append(fields,
 		audit.Int("gpu_device", int64(ie.Device)),
 		audit.String("action_taken", ActionWorkerStopped),
-	}})
+	)
+	_ = m.record(ctx, audit.Event{Type: EventVerificationFailed, Severity: audit.SeverityCritical, Fields: fields})
 	m.narrate(ctx, slog.LevelError, ActionVerifyFailed, ie.ShardID, s.dev.info, dur, "integrity", ie, func() string {
 		what := strings.ReplaceAll(ie.Reason, "_", " ")
 		switch len(ie.Changed) {
@@ -139,7 +149,8 @@ func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError
 			what = fmt.Sprintf("%d ranges changed", len(ie.Changed))
 		}
 		return fmt.Sprintf("CRITICAL: shard '%s' failed verification on GPU %d: %s", short(ie.ShardID), ie.Device, what)
-	}, narration.Str("reason", ie.Reason), narration.Str("action_taken", ActionWorkerStopped))
+	}, narration.Str("reason", ie.Reason), narration.Str("failed_chunks", rangesField(ie.Changed)),
+		narration.Str("expected_root", ie.ExpectedRoot.String()), narration.Str("action_taken", ActionWorkerStopped))
 }
 
 func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (VerifyResult, error) {
@@ -207,11 +218,9 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 		ie := fail(ReasonDigestMismatch, nil).(*IntegrityError)
 		ie.Changed = chunkRanges(changed, s.seal.Size, s.seal.ChunkSize)
 		if full {
-			leaves := make([]seal.Hash, n)
-			for j := range got {
-				leaves[j] = seal.Hash(got[j])
-			}
-			ie.ActualRoot = seal.Root(leaves)
+			ie.ActualRoot = rootOf(got)
+		} else {
+			locateAll(ctx, s, ie)
 		}
 		return VerifyResult{}, ie
 	}
@@ -223,6 +232,48 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 		res.DetectionProbability = float64(len(chunks)) / float64(n)
 	}
 	return res, nil
+}
+
+// rootOf is the tree root of leaf hashes read from the device.
+func rootOf(got [][gpu.HashSize]byte) seal.Hash {
+	leaves := make([]seal.Hash, len(got))
+	for j := range got {
+		leaves[j] = seal.Hash(got[j])
+	}
+	return seal.Root(leaves)
+}
+
+// locateAll follows a failed sampled verification with one full pass over
+// the shard, so the failure names every changed chunk and the actual root,
+// not only the sampled chunks that caught it. The worker stops either way;
+// this pass only makes the report complete. If the stored leaves no longer
+// match the sealed root, or the device or the caller's context fails, the
+// sampled findings stand and ActualRoot stays zero (unknown).
+func locateAll(ctx context.Context, s *shard, ie *IntegrityError) {
+	leaves := s.tree.leaves()
+	if seal.Root(leaves) != s.seal.Root {
+		return
+	}
+	n := int64(len(leaves))
+	chunks := make([]int64, n)
+	for i := range chunks {
+		chunks[i] = int64(i)
+	}
+	got := make([][gpu.HashSize]byte, n)
+	if err := s.dev.dev.LeafHashes(ctx, s.buf, s.seal.ChunkSize, chunks, got); err != nil {
+		return
+	}
+	var changed []int64
+	for i := range got {
+		if seal.Hash(got[i]) != leaves[i] {
+			changed = append(changed, int64(i))
+		}
+	}
+	if len(changed) == 0 {
+		return // changed back between the two passes: keep what was seen
+	}
+	ie.Changed = chunkRanges(changed, s.seal.Size, s.seal.ChunkSize)
+	ie.ActualRoot = rootOf(got)
 }
 
 // sampleChunks picks k distinct chunk indexes out of n, uniformly, from r
