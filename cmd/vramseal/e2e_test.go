@@ -172,6 +172,27 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("/readyz after reset = %d", resp.StatusCode)
 	}
 
+	// Capacity planning: the exit status says whether it fits, with or
+	// without --json. The daemon has 256 MiB and one 5 MiB shard.
+	if out, code := run(t, bin, "capacity", "--plan", "64MiB", addr); code != 0 || !strings.Contains(out, "fits on GPU 0") {
+		t.Fatalf("capacity --plan 64MiB: exit %d\n%s", code, out)
+	}
+	for _, extra := range [][]string{nil, {"--json"}} {
+		args := append([]string{"capacity", "--plan", "1GiB", addr}, extra...)
+		if out, code := run(t, bin, args...); code != 3 {
+			t.Fatalf("%v: exit %d, want 3 (retryable: does not fit)\n%s", args, code, out)
+		}
+	}
+	if out, code := run(t, bin, "shard", "rm", "llama-tp0", addr); code != 0 {
+		t.Fatalf("shard rm: exit %d\n%s", code, out)
+	}
+	if out, code := run(t, bin, "shard", "verify", "llama-tp0", addr); code == 0 {
+		t.Fatalf("verify of a released shard succeeded\n%s", out)
+	}
+	if out, code := run(t, bin, "shard", "rm", "../etc", addr); code != 2 {
+		t.Fatalf("shard rm with a bad ID: exit %d, want 2\n%s", code, out)
+	}
+
 	// Graceful shutdown flushes the audit log and releases the shard.
 	d.cmd.Process.Signal(os.Interrupt)
 	select {

@@ -85,25 +85,35 @@ func TestSealCommand(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	path, _ := writeModel(t, 1000)
-	tests := [][]string{
-		{"seal", path, "--shard-id", "../etc"},
-		{"seal", path, "--sim-capacity", "100"},
-		{"seal", path, "--gpu", "3"},
-		{"seal", filepath.Join(t.TempDir(), "missing")},
-		{"seal", t.TempDir()},
-		{"seal", path, "--sim-devices", "0"},
-		{"seal", path, "--chunk-size", "lots"},
-		{"digest", path, "--chunk-size", "0"},
-		{"digest"},
-		{"serve", "--log-format", "xml"},
-		{"serve", "--listen", "0.0.0.0:1"},
-		{"serve", "--audit-failure", "maybe"},
-		{"serve", "--audit-retain", "forever"},
-		{"reset"},
+	tests := []struct {
+		args []string
+		code int // process exit status
+	}{
+		{[]string{"seal", path, "--shard-id", "../etc"}, 2},
+		{[]string{"seal", path, "--sim-capacity", "100"}, 3}, // does not fit: retryable
+		{[]string{"seal", path, "--gpu", "3"}, 2},
+		{[]string{"seal", filepath.Join(t.TempDir(), "missing")}, 2},
+		{[]string{"seal", t.TempDir()}, 2},
+		{[]string{"seal", path, "--sim-devices", "0"}, 2},
+		{[]string{"seal", path, "--chunk-size", "lots"}, 2},
+		{[]string{"seal", path, "--no-such-flag"}, 2},
+		{[]string{"digest", path, "--chunk-size", "0"}, 2},
+		{[]string{"digest"}, 2},
+		{[]string{"serve", "--log-format", "xml"}, 2},
+		{[]string{"serve", "--listen", "0.0.0.0:1"}, 2},
+		{[]string{"serve", "--audit-failure", "maybe"}, 2},
+		{[]string{"serve", "--audit-retain", "forever"}, 2},
+		{[]string{"reset"}, 2},
+		{[]string{"audit", "verify"}, 2},
 	}
-	for _, args := range tests {
-		if _, _, err := runCLI(t, args...); err == nil {
-			t.Errorf("vramseal %v succeeded, want an error", args)
+	for _, tt := range tests {
+		_, _, err := runCLI(t, tt.args...)
+		if err == nil {
+			t.Errorf("vramseal %v succeeded, want an error", tt.args)
+			continue
+		}
+		if got := ExitCode(err); got != tt.code {
+			t.Errorf("vramseal %v: exit %d (%v), want %d", tt.args, got, err, tt.code)
 		}
 	}
 }

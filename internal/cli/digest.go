@@ -25,7 +25,7 @@ tree, and the number of chunks. Nothing is loaded onto a GPU.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if chunkSize <= 0 || chunkSize > 1<<30 {
-				return fmt.Errorf("--chunk-size %d: must be between 1 byte and 1 GiB", int64(chunkSize))
+				return &ExitError{Code: 2, Err: fmt.Errorf("--chunk-size %d: must be between 1 byte and 1 GiB", int64(chunkSize))}
 			}
 			f, err := os.Open(args[0])
 			if err != nil {

@@ -21,5 +21,23 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	// Each subcommand lives in its own file; add it here.
 	root.AddCommand(newDigestCmd(), newSealCmd(), newServeCmd(), newShardCmd(), newCapacityCmd(), newResetCmd(), newDevicesCmd(), newAuditCmd())
+	usageErrors(root)
 	return root
+}
+
+// usageErrors makes bad flags and wrong argument counts exit with status 2
+// (bad input) in every command, like any other invalid input.
+func usageErrors(c *cobra.Command) {
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &ExitError{Code: 2, Err: err} })
+	if args := c.Args; args != nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return &ExitError{Code: 2, Err: err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageErrors(sub)
+	}
 }

@@ -40,7 +40,7 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if simDevices < 1 || simDevices > 64 {
-				return fmt.Errorf("--sim-devices %d: must be between 1 and 64", simDevices)
+				return &ExitError{Code: 2, Err: fmt.Errorf("--sim-devices %d: must be between 1 and 64", simDevices)}
 			}
 			opts := vram.Options{ChunkSize: int64(chunkSize)}
 			if secretFile != "" {

@@ -34,6 +34,7 @@ import (
 type serveConfig struct {
 	listen       string
 	device       string
+	cudaLibrary  string
 	simDevices   int
 	simCapacity  ByteSize
 	dataDir      string
@@ -81,6 +82,7 @@ machine, since whoever holds it can check, and forge, old records.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.listen, "listen", DefaultListen, "address to serve on; a non-loopback address requires --token-file")
 	f.StringVar(&cfg.device, "device", "auto", "GPU backend: auto (CUDA if usable, else simulated), sim or cuda")
+	f.StringVar(&cfg.cudaLibrary, "cuda-library", "", "CUDA driver library to load (default libcuda.so.1 from the system's library path)")
 	f.IntVar(&cfg.simDevices, "sim-devices", 1, "number of simulated GPUs")
 	f.Var(&cfg.simCapacity, "sim-capacity", "VRAM of each simulated GPU (e.g. 8GiB)")
 	f.StringVar(&cfg.dataDir, "data-dir", "vramseal-data", "directory for the worker secret and the audit log")
@@ -317,24 +319,26 @@ func auditDir(cfg serveConfig) string {
 	return filepath.Join(cfg.dataDir, "audit")
 }
 
-// loadOrCreateSecret loads the worker secret, creating a random one (0600)
-// on first start when the default path is used.
+// loadOrCreateSecret loads the worker secret, creating a random one (0600,
+// 32 random bytes as hex) on first start when the file does not exist, at
+// --secret-file's path or the default one. An existing file is never
+// replaced: a seal key that changed would make every earlier seal fail.
 func loadOrCreateSecret(cfg serveConfig) (seal.Key, error) {
 	path := cfg.secretFile
 	if path == "" {
 		path = filepath.Join(cfg.dataDir, "worker.secret")
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			var b [32]byte
-			if _, err := rand.Read(b[:]); err != nil {
-				return seal.Key{}, err
-			}
-			secret := []byte(hex.EncodeToString(b[:]) + "\n")
-			clear(b[:])
-			err := writePrivate(path, secret)
-			clear(secret)
-			if err != nil {
-				return seal.Key{}, fmt.Errorf("create worker secret: %w", err)
-			}
+	}
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		var b [32]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return seal.Key{}, err
+		}
+		secret := []byte(hex.EncodeToString(b[:]) + "\n")
+		clear(b[:])
+		err := writePrivate(path, secret)
+		clear(secret)
+		if err != nil {
+			return seal.Key{}, fmt.Errorf("create worker secret: %w", err)
 		}
 	}
 	return seal.LoadKeyFile(path)
@@ -384,7 +388,7 @@ func openDevices(ctx context.Context, cfg serveConfig, n *narration.Narrator) ([
 	case "sim":
 		return useSim("")
 	case "cuda", "auto":
-		drv, err := cuda.Open(cuda.Options{})
+		drv, err := cuda.Open(cuda.Options{LibraryPath: cfg.cudaLibrary})
 		if err != nil {
 			if cfg.device == "cuda" || !errors.Is(err, cuda.ErrUnavailable) {
 				return nil, nil, "", fmt.Errorf("--device %s: %w", cfg.device, err)

@@ -246,14 +246,19 @@ func newCapacityCmd() *cobra.Command {
 			err := cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
 				return c.getJSON(ctx, "/v1/capacity", q, &out)
 			}, func(w io.Writer) error { return printCapacity(w, out.Devices) })
-			if err != nil || cf.asJSON {
+			if err != nil {
 				return err
 			}
+			// The exit status is the same with --json: scripts test it.
 			if p := out.Plan; p != nil {
 				if p.Fits {
-					fmt.Fprintf(cmd.OutOrStdout(), "a shard of %s fits on GPU %d\n", FormatBytes(p.RequestedBytes), p.Device)
+					if !cf.asJSON {
+						fmt.Fprintf(cmd.OutOrStdout(), "a shard of %s fits on GPU %d\n", FormatBytes(p.RequestedBytes), p.Device)
+					}
 				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "a shard of %s does not fit on any GPU now\n", FormatBytes(p.RequestedBytes))
+					if !cf.asJSON {
+						fmt.Fprintf(cmd.OutOrStdout(), "a shard of %s does not fit on any GPU now\n", FormatBytes(p.RequestedBytes))
+					}
 					return &ExitError{Code: 3, Err: fmt.Errorf("insufficient VRAM for %s", FormatBytes(p.RequestedBytes))}
 				}
 			}

@@ -1,0 +1,70 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vramseal/vramseal/narration"
+	"github.com/vramseal/vramseal/narration/narrationtest"
+)
+
+func TestSecretCreatedWhereAsked(t *testing.T) {
+	dir := t.TempDir()
+	cfg := serveConfig{dataDir: filepath.Join(dir, "data"), secretFile: filepath.Join(dir, "custom.secret")}
+	k1, err := loadOrCreateSecret(cfg)
+	if err != nil {
+		t.Fatalf("first start with an absent --secret-file = %v, want it generated", err)
+	}
+	fi, err := os.Stat(cfg.secretFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("generated secret has mode %v, want 0600", fi.Mode().Perm())
+	}
+	k2, err := loadOrCreateSecret(cfg)
+	if err != nil || k2.ID() != k1.ID() {
+		t.Errorf("second start: key %v, %v; want the same key %s (the secret must never be replaced)", k2.ID(), err, k1.ID())
+	}
+	if err := os.Chmod(cfg.secretFile, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadOrCreateSecret(cfg); err == nil {
+		t.Error("a group-readable secret file was accepted")
+	}
+	cfg.secretFile = filepath.Join(dir, "missing-dir", "x.secret")
+	if _, err := loadOrCreateSecret(cfg); err == nil {
+		t.Error("a secret file in a missing directory was reported as created")
+	}
+}
+
+func TestDeviceAutoFallsBackLoudly(t *testing.T) {
+	rec, n := narrationtest.Capture(t)
+	missing := filepath.Join(t.TempDir(), "libcuda-missing.so.1")
+	cfg := serveConfig{device: "auto", cudaLibrary: missing, simDevices: 2, simCapacity: 1 << 20}
+	devs, sims, backend, err := openDevices(context.Background(), cfg, n)
+	if err != nil {
+		t.Fatalf("--device auto without a CUDA driver = %v, want the simulator", err)
+	}
+	if backend != "sim" || len(devs) != 2 || len(sims) != 2 {
+		t.Errorf("backend %q with %d devices (%d simulated), want sim with 2", backend, len(devs), len(sims))
+	}
+	e := rec.RequireOne(narrationtest.Match{Action: "device_fallback", Target: "sim"})
+	if !strings.Contains(e.Human, "SIMULATED") || e.Error == "" {
+		t.Errorf("fallback narration %q (error %q) must say it is simulated and why", e.Human, e.Error)
+	}
+
+	cfg.device = "cuda"
+	if _, _, _, err := openDevices(context.Background(), cfg, narration.New(narration.Options{})); err == nil {
+		t.Error("--device cuda without a CUDA driver started anyway")
+	}
+	cfg.device = "tpu"
+	var ee *ExitError
+	if _, _, _, err := openDevices(context.Background(), cfg, nil); !errors.As(err, &ee) || ee.Code != 2 {
+		t.Errorf("--device tpu = %v, want a usage error (exit 2)", err)
+	}
+}
