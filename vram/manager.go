@@ -105,6 +105,7 @@ type Manager struct {
 	clock   func() time.Time
 
 	auditFailures atomic.Uint64
+	scrub         scrubCounters
 
 	mu         sync.Mutex
 	shards     map[string]*shard

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/vramseal/vramseal/audit"
@@ -350,6 +351,9 @@ func TestNarrationCatalogFits(t *testing.T) {
 	m.Capacity(context.Background(), 7)
 	m.Seal(context.Background(), SealRequest{ShardID: id + "-x", ModelRef: "m", Device: 7, Size: 90 << 30, Data: strings.NewReader("")})
 	m.Seal(context.Background(), SealRequest{ShardID: "bad/id", ModelRef: "m", Size: 1, Data: strings.NewReader("x")})
+	stopScrub := runScrub(t, m, ScrubOptions{BytesPerSecond: 1 << 40, Interval: time.Hour})
+	eventually(t, "a scrub pass", func() bool { return m.ScrubStats().Passes >= 1 })
+	stopScrub()
 	buf, _, _ := m.Buffer(id)
 	for c := int64(0); c < 48; c += 3 {
 		devs[7].FlipBits(buf, c*seal64k, 1)
@@ -368,7 +372,7 @@ func TestNarrationCatalogFits(t *testing.T) {
 		}
 	}
 	for _, a := range []string{ActionInit, ActionDeviceInit, ActionSeal, ActionVerify, ActionVerifyFailed, ActionAllocate,
-		ActionAllocateFailed, ActionDeallocate, ActionPolicyViolation, ActionDigest, ActionSign, ActionValidateFailed, ActionCapacityQuery, ActionReset} {
+		ActionAllocateFailed, ActionDeallocate, ActionPolicyViolation, ActionDigest, ActionSign, ActionValidateFailed, ActionCapacityQuery, ActionReset, ActionScrub} {
 		if !seen[a] {
 			t.Errorf("catalog run emitted no %s event", a)
 		}

@@ -85,7 +85,7 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 	if err != nil {
 		var ie *IntegrityError
 		if errors.As(err, &ie) {
-			m.verifyFailed(ctx, s, ie, mode, time.Since(start))
+			m.verifyFailed(ctx, s, ie, mode.String(), time.Since(start))
 		}
 		return VerifyResult{}, err
 	}
@@ -121,13 +121,13 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 // audit failure is narrated and counted, and the integrity error (not the
 // audit error) is returned: the operator learns of the corruption either
 // way.
-func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError, mode VerifyMode, dur time.Duration) {
+func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError, mode string, dur time.Duration) {
 	m.stop(ie.Error())
 	ctx = context.WithoutCancel(ctx)
 	fields := []audit.Field{
 		audit.String("shard_id", ie.ShardID),
 		audit.String("reason", ie.Reason),
-		audit.String("mode", mode.String()),
+		audit.String("mode", mode),
 		audit.String("failed_chunks", rangesField(ie.Changed)),
 		audit.Digest("expected_root", ie.ExpectedRoot),
 	}
