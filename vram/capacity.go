@@ -28,13 +28,37 @@ type Capacity struct {
 	Shards         int
 }
 
-// Capacity returns the memory of one device.
+// Capacity returns the memory of one device. It is an operation: it is
+// narrated (capacity_query, debug level).
 func (m *Manager) Capacity(ctx context.Context, device int) (Capacity, error) {
 	start := time.Now()
 	d, err := m.device(device)
 	if err != nil {
 		return Capacity{}, m.rejected(ctx, start, "capacity", "", err)
 	}
+	c, err := m.usage(ctx, d)
+	if err != nil {
+		return Capacity{}, err
+	}
+	m.narrate(ctx, slog.LevelDebug, ActionCapacityQuery, fmt.Sprintf("GPU%d", device), d.info, time.Since(start), "", nil, func() string {
+		return fmt.Sprintf("GPU %d has %s VRAM available: %s free of %s, %s sealed", device, mb(c.AvailableBytes), mb(c.FreeBytes), mb(c.TotalBytes), mb(c.UsedBytes))
+	}, narration.Bytes("available_bytes", c.AvailableBytes), narration.Bytes("used_bytes", c.UsedBytes))
+	return c, nil
+}
+
+// Usage reads what [Manager.Capacity] reads without narrating it: for
+// monitoring (a metrics scrape every few seconds is not an operation
+// worth a narration event per GPU).
+func (m *Manager) Usage(ctx context.Context, device int) (Capacity, error) {
+	d, err := m.device(device)
+	if err != nil {
+		return Capacity{}, err
+	}
+	return m.usage(ctx, d)
+}
+
+func (m *Manager) usage(ctx context.Context, d *deviceState) (Capacity, error) {
+	device := d.index
 	info, err := d.dev.Info(ctx)
 	if err != nil {
 		return Capacity{}, fmt.Errorf("vram: GPU %d: read free memory: %w", device, err)
@@ -56,9 +80,6 @@ func (m *Manager) Capacity(ctx context.Context, device int) (Capacity, error) {
 		}
 	}
 	m.mu.Unlock()
-	m.narrate(ctx, slog.LevelDebug, ActionCapacityQuery, fmt.Sprintf("GPU%d", device), d.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("GPU %d has %s VRAM available: %s free of %s, %s sealed", device, mb(c.AvailableBytes), mb(c.FreeBytes), mb(c.TotalBytes), mb(c.UsedBytes))
-	}, narration.Bytes("available_bytes", c.AvailableBytes), narration.Bytes("used_bytes", c.UsedBytes))
 	return c, nil
 }
 

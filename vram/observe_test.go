@@ -383,3 +383,25 @@ func TestNarrationCatalogFits(t *testing.T) {
 }
 
 const seal64k = 64 << 10
+
+func TestUsageIsNotNarrated(t *testing.T) {
+	o := newObserved(t, audit.FailClosed, 1<<20)
+	sealBytes(t, o.m, "s", 0, randomBytes(31, 3*testChunk))
+	u, err := o.m.Usage(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := o.m.Capacity(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u != c || u.UsedBytes != 3*testChunk || u.Shards != 1 {
+		t.Errorf("Usage = %+v, Capacity = %+v; want the same reading with 1 shard of %d bytes", u, c, 3*testChunk)
+	}
+	if n := len(o.rec.Filter(narrationtest.Match{Action: ActionCapacityQuery})); n != 1 {
+		t.Errorf("%d capacity_query events, want 1 (from Capacity only)", n)
+	}
+	if _, err := o.m.Usage(context.Background(), 5); !errors.Is(err, ErrInvalidInput) {
+		t.Errorf("Usage(5) = %v, want ErrInvalidInput", err)
+	}
+}

@@ -52,6 +52,8 @@ type serveConfig struct {
 	workerID     string
 	testFaults   bool
 	shutdownWait time.Duration
+	scrubRate    ByteSize
+	scrubEvery   time.Duration
 }
 
 func newServeCmd() *cobra.Command {
@@ -99,6 +101,8 @@ machine, since whoever holds it can check, and forge, old records.`,
 	f.Var(&cfg.chunkSize, "chunk-size", "chunk tree leaf size")
 	f.StringVar(&cfg.workerID, "worker-id", "", "worker ID recorded in seals and the audit log (default worker-HOSTNAME)")
 	f.DurationVar(&cfg.shutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on shutdown")
+	f.Var(&cfg.scrubRate, "scrub-rate", "re-verify every chunk of every shard in the background at this many bytes per second (e.g. 1GiB); 0 turns the scrub off")
+	f.DurationVar(&cfg.scrubEvery, "scrub-interval", 10*time.Minute, "pause between background scrub passes")
 	f.BoolVar(&cfg.testFaults, "enable-test-faults", false, "serve POST /v1/test/corrupt to flip bits in simulated device memory (tests only)")
 	_ = f.MarkHidden("enable-test-faults")
 	return cmd
@@ -204,6 +208,9 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	if cfg.simDevices < 1 || cfg.simDevices > 64 {
 		return &ExitError{Code: 2, Err: fmt.Errorf("--sim-devices %d: must be between 1 and 64", cfg.simDevices)}
 	}
+	if cfg.scrubRate < 0 || cfg.scrubEvery <= 0 {
+		return &ExitError{Code: 2, Err: fmt.Errorf("--scrub-rate %d and --scrub-interval %v: the rate must not be negative, the interval must be positive", int64(cfg.scrubRate), cfg.scrubEvery)}
+	}
 
 	narrator := narration.New(narration.Options{Sinks: []narration.Sink{sink}, Level: level, Actor: "vramseal"})
 	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
@@ -235,15 +242,24 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	if err != nil {
 		return err
 	}
+	// The background scrub stops before the manager releases the shards.
+	scrubCtx, stopScrub := context.WithCancel(narration.WithCorrelationID(context.Background(), "scrub-"+narration.NewCorrelationID()[:16]))
+	scrubDone := make(chan struct{})
+	if cfg.scrubRate > 0 {
+		go func() {
+			defer close(scrubDone)
+			err := m.Scrub(scrubCtx, vram.ScrubOptions{BytesPerSecond: int64(cfg.scrubRate), Interval: cfg.scrubEvery})
+			if err != nil && scrubCtx.Err() == nil && !errors.Is(err, vram.ErrClosed) {
+				fmt.Fprintf(stderr, "vramseal: background scrub ended: %v\n", err)
+			}
+		}()
+	} else {
+		close(scrubDone)
+	}
+	defer func() { stopScrub(); <-scrubDone }()
 	opts := server.Options{
 		Manager: m, Token: token, ModelRoots: cfg.modelRoots, Narrator: narrator,
-		Ready: func() error {
-			h := log.Health()
-			if !h.OK && h.Policy == audit.FailClosed {
-				return fmt.Errorf("audit log %s (fail-closed): %v", h.State, h.Err)
-			}
-			return nil
-		},
+		Ready: server.AuditReady(log.Health),
 		Health: func() map[string]any {
 			h, st := log.Health(), log.Stats()
 			a := map[string]any{"ok": h.OK, "state": h.State, "policy": h.Policy.String(), "queue": h.Queue,
@@ -251,7 +267,17 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 			if h.Err != nil {
 				a["error"] = h.Err.Error()
 			}
-			return map[string]any{"audit": a, "backend": backend, "narration": narrator.Stats()}
+			out := map[string]any{"audit": a, "backend": backend, "narration": narrator.Stats()}
+			if cfg.scrubRate > 0 {
+				st := m.ScrubStats()
+				sc := map[string]any{"rate_bytes_per_second": int64(cfg.scrubRate), "passes": st.Passes,
+					"scrubbed_bytes": st.Bytes, "failures": st.Failures}
+				if !st.LastPass.IsZero() {
+					sc["last_pass"] = st.LastPass
+				}
+				out["scrub"] = sc
+			}
+			return out
 		},
 		Collectors: []prometheus.Collector{server.NewAuditCollector(log.Stats, log.Health)},
 	}
@@ -303,6 +329,8 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		// nothing touches the manager while it releases the shards.
 		serr = errors.Join(serr, hs.Close())
 	}
+	stopScrub()
+	<-scrubDone
 	merr := m.Close(context.Background())
 	// The audit log gets its own deadline: the releases just recorded
 	// must reach the disk whatever the requests used up.

@@ -3,16 +3,46 @@ package server
 import (
 	"context"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/vram"
 )
 
-// metrics holds the daemon's Prometheus metrics. Gauges of device memory
-// and shards are read from the manager at scrape time; durations and
-// failures are observed by the handlers. Label names join with
-// dcgm-exporter's: gpu (index), UUID, modelName.
+// The daemon's Prometheus metrics, served on GET /metrics:
+//
+//	vramseal_vram_total_bytes{gpu,UUID,modelName}       gauge
+//	vramseal_vram_free_bytes{gpu,UUID,modelName}        gauge
+//	vramseal_vram_used_bytes{gpu,UUID,modelName}        gauge
+//	vramseal_vram_reserved_bytes{gpu,UUID,modelName}    gauge
+//	vramseal_sealed_bytes{gpu,UUID,modelName}           gauge
+//	vramseal_shards{gpu,UUID,modelName}                 gauge
+//	vramseal_worker_stopped                             gauge, 0 or 1
+//	vramseal_seal_duration_seconds                      histogram
+//	vramseal_verify_duration_seconds{mode}              histogram, mode full or sampled
+//	vramseal_verify_failures_total                      counter
+//
+// and, from [NewAuditCollector]:
+//
+//	vramseal_audit_events_total{outcome}                counter
+//	vramseal_audit_queue_depth                          gauge
+//	vramseal_audit_fsyncs_total                         counter
+//	vramseal_audit_healthy                              gauge, 0 or 1
+//	vramseal_audit_write_errors_total                   counter
+//
+// Per-device series carry the label names dcgm-exporter uses, so that
+// one query can join vramseal's view of a GPU with DCGM's: gpu (the
+// device index, as in the API), UUID ("GPU-..."), and modelName (the
+// product name, "NVIDIA H100 80GB HBM3"). UUID is the reliable join key:
+// gpu is vramseal's index, which equals DCGM's (NVML's) index only when
+// CUDA numbers the devices in PCI bus order and CUDA_VISIBLE_DEVICES is
+// unset. No series is labelled by shard or model reference: those are
+// chosen by clients, so their number has no bound.
+var devLabels = []string{"gpu", "UUID", "modelName"}
+
+// metrics holds the metrics observed by the handlers; the gauges are read
+// from the manager at scrape time by a [managerCollector].
 type metrics struct {
 	sealDuration   prometheus.Histogram
 	verifyDuration *prometheus.HistogramVec
@@ -41,59 +71,115 @@ func newMetrics(reg prometheus.Registerer, m *vram.Manager) *metrics {
 }
 
 var (
-	descTotal    = prometheus.NewDesc("vramseal_vram_total_bytes", "Device memory size in bytes.", []string{"gpu", "UUID"}, nil)
-	descFree     = prometheus.NewDesc("vramseal_vram_free_bytes", "Device memory free in bytes, as the driver reports.", []string{"gpu", "UUID"}, nil)
-	descUsed     = prometheus.NewDesc("vramseal_vram_used_bytes", "Device memory held by sealed shards in bytes.", []string{"gpu", "UUID"}, nil)
-	descReserved = prometheus.NewDesc("vramseal_vram_reserved_bytes", "Device memory allocated for seals in progress in bytes.", []string{"gpu", "UUID"}, nil)
-	descSealed   = prometheus.NewDesc("vramseal_sealed_bytes", "Bytes of sealed shards by model.", []string{"gpu", "UUID", "modelName"}, nil)
-	descShards   = prometheus.NewDesc("vramseal_shards", "Resident sealed shards.", []string{"gpu", "UUID"}, nil)
+	descTotal    = prometheus.NewDesc("vramseal_vram_total_bytes", "Device memory size in bytes.", devLabels, nil)
+	descFree     = prometheus.NewDesc("vramseal_vram_free_bytes", "Device memory free in bytes, as the driver reports.", devLabels, nil)
+	descUsed     = prometheus.NewDesc("vramseal_vram_used_bytes", "Device memory held for sealed shards in bytes, including any the device refused to free.", devLabels, nil)
+	descReserved = prometheus.NewDesc("vramseal_vram_reserved_bytes", "Device memory allocated for seals in progress in bytes.", devLabels, nil)
+	descSealed   = prometheus.NewDesc("vramseal_sealed_bytes", "Bytes of resident sealed shards.", devLabels, nil)
+	descShards   = prometheus.NewDesc("vramseal_shards", "Resident sealed shards.", devLabels, nil)
 	descState    = prometheus.NewDesc("vramseal_worker_stopped", "1 when the worker is stopped after an integrity or policy failure.", nil, nil)
+
+	descScrubPasses   = prometheus.NewDesc("vramseal_scrub_passes_total", "Completed background scrub passes over every resident shard.", nil, nil)
+	descScrubBytes    = prometheus.NewDesc("vramseal_scrub_bytes_total", "Device bytes hashed by the background scrub.", nil, nil)
+	descScrubFailures = prometheus.NewDesc("vramseal_scrub_failures_total", "Shards the background scrub found changed (each stopped the worker).", nil, nil)
+	descScrubLast     = prometheus.NewDesc("vramseal_scrub_last_pass_timestamp_seconds", "Unix time the last background scrub pass ended; absent before the first.", nil, nil)
 )
 
-type managerCollector struct{ m *vram.Manager }
+// managerCollector reads the manager's devices and shards at scrape time.
+type managerCollector struct {
+	m *vram.Manager
+
+	mu sync.Mutex
+	// ids holds each device's UUID and product name, read once: neither
+	// changes while the manager runs. Nil until a read succeeds.
+	ids []deviceID
+}
+
+type deviceID struct{ uuid, name string }
 
 func (c *managerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTotal, descFree, descUsed, descReserved, descSealed, descShards, descState} {
+	for _, d := range []*prometheus.Desc{descTotal, descFree, descUsed, descReserved, descSealed, descShards, descState,
+		descScrubPasses, descScrubBytes, descScrubFailures, descScrubLast} {
 		ch <- d
 	}
 }
 
+// identities returns the UUID and product name of every device, or nil
+// when the devices cannot be read now (the next scrape tries again).
+func (c *managerCollector) identities(ctx context.Context) []deviceID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ids != nil {
+		return c.ids
+	}
+	infos, err := c.m.Devices(ctx)
+	if err != nil {
+		return nil
+	}
+	ids := make([]deviceID, len(infos))
+	for i, in := range infos {
+		ids[i] = deviceID{in.UUID, in.Name}
+	}
+	c.ids = ids
+	return ids
+}
+
+// Collect sends every device's gauges. Memory comes from one
+// [vram.Manager.Usage] per device (which, unlike Capacity, is not
+// narrated), so that used and reserved bytes are
+// one consistent reading; sealed bytes and shard counts come from one
+// [vram.Manager.Shards] for all devices. A device whose memory cannot be
+// read gets no memory gauges in this scrape; one whose UUID is not known
+// gets no series at all, since it could not be joined with DCGM's.
 func (c *managerCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx := context.Background()
-	uuids := make([]string, c.m.DeviceCount())
-	for i := range c.m.DeviceCount() {
-		cp, err := c.m.Capacity(ctx, i)
-		if err != nil {
+	n := c.m.DeviceCount()
+	ids := c.identities(ctx)
+	sealed := make([]int64, n)
+	shards := make([]int, n)
+	for _, sh := range c.m.Shards() {
+		if d := sh.Seal.DeviceIndex; d >= 0 && d < n {
+			sealed[d] += sh.Seal.Size
+			shards[d]++
+		}
+	}
+	for i := range n {
+		var id deviceID
+		if i < len(ids) {
+			id = ids[i]
+		}
+		cp, err := c.m.Usage(ctx, i)
+		if id.uuid == "" && err == nil {
+			id.uuid = cp.UUID
+		}
+		if id.uuid == "" {
 			continue
 		}
-		uuids[i] = cp.UUID
-		gpu := strconv.Itoa(i)
-		ch <- prometheus.MustNewConstMetric(descTotal, prometheus.GaugeValue, float64(cp.TotalBytes), gpu, cp.UUID)
-		ch <- prometheus.MustNewConstMetric(descFree, prometheus.GaugeValue, float64(cp.FreeBytes), gpu, cp.UUID)
-		ch <- prometheus.MustNewConstMetric(descUsed, prometheus.GaugeValue, float64(cp.UsedBytes), gpu, cp.UUID)
-		ch <- prometheus.MustNewConstMetric(descReserved, prometheus.GaugeValue, float64(cp.ReservedBytes), gpu, cp.UUID)
-		ch <- prometheus.MustNewConstMetric(descShards, prometheus.GaugeValue, float64(cp.Shards), gpu, cp.UUID)
-	}
-	type key struct {
-		gpu   int
-		model string
-	}
-	sealed := map[key]int64{}
-	for _, sh := range c.m.Shards() {
-		sealed[key{sh.Seal.DeviceIndex, sh.Seal.ModelRef}] += sh.Seal.Size
-	}
-	for k, v := range sealed {
-		uuid := ""
-		if k.gpu < len(uuids) {
-			uuid = uuids[k.gpu]
+		lv := []string{strconv.Itoa(i), id.uuid, id.name}
+		gauge := func(d *prometheus.Desc, v int64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), lv...)
 		}
-		ch <- prometheus.MustNewConstMetric(descSealed, prometheus.GaugeValue, float64(v), strconv.Itoa(k.gpu), uuid, k.model)
+		if err == nil {
+			gauge(descTotal, cp.TotalBytes)
+			gauge(descFree, cp.FreeBytes)
+			gauge(descUsed, cp.UsedBytes)
+			gauge(descReserved, cp.ReservedBytes)
+		}
+		gauge(descSealed, sealed[i])
+		gauge(descShards, int64(shards[i]))
 	}
 	stopped := 0.0
 	if st, _ := c.m.State(); st == vram.Stopped {
 		stopped = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, stopped)
+	sc := c.m.ScrubStats()
+	ch <- prometheus.MustNewConstMetric(descScrubPasses, prometheus.CounterValue, float64(sc.Passes))
+	ch <- prometheus.MustNewConstMetric(descScrubBytes, prometheus.CounterValue, float64(sc.Bytes))
+	ch <- prometheus.MustNewConstMetric(descScrubFailures, prometheus.CounterValue, float64(sc.Failures))
+	if !sc.LastPass.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descScrubLast, prometheus.GaugeValue, float64(sc.LastPass.UnixNano())/1e9)
+	}
 }
 
 var (
@@ -104,7 +190,11 @@ var (
 	descAuditErrors  = prometheus.NewDesc("vramseal_audit_write_errors_total", "Audit events not recorded because the log failed (failed + lost).", nil, nil)
 )
 
-// NewAuditCollector exports an audit log's counters.
+// NewAuditCollector exports an audit log's counters: pass an
+// [audit.Log]'s Stats and Health methods. Events refused because the
+// queue stayed full are vramseal_audit_events_total{outcome="dropped"};
+// events the failed log refused or lost are
+// vramseal_audit_write_errors_total.
 func NewAuditCollector(stats func() audit.Stats, health func() audit.Health) prometheus.Collector {
 	return &auditCollector{stats: stats, health: health}
 }

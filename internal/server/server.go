@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/seal"
 	"github.com/vramseal/vramseal/vram"
@@ -41,8 +42,8 @@ type Options struct {
 	// manager's maximum shard size.
 	MaxUploadBytes int64
 	// Ready reports extra readiness conditions (for example a failed
-	// fail-closed audit log); nil means none. A non-nil error makes
-	// /readyz answer 503 with its message.
+	// fail-closed audit log: see [AuditReady]); nil means none. A non-nil
+	// error makes /readyz answer 503 with its message.
 	Ready func() error
 	// Health adds fields to /healthz; nil means none.
 	Health func() map[string]any
@@ -249,6 +250,25 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+}
+
+// AuditReady returns an [Options.Ready] hook for an audit log, given its
+// Health method: not ready while a fail-closed log is failed or closed,
+// since every audited operation would then be refused with
+// [CodeAuditFailed]. A fail-open log never makes the daemon unready: it
+// goes on without records, and the failure shows in
+// vramseal_audit_write_errors_total and /healthz.
+func AuditReady(health func() audit.Health) func() error {
+	return func() error {
+		h := health()
+		if h.OK || h.Policy != audit.FailClosed {
+			return nil
+		}
+		if h.Err != nil {
+			return fmt.Errorf("audit log %s (fail-closed): %w", h.State, h.Err)
+		}
+		return fmt.Errorf("audit log %s (fail-closed)", h.State)
+	}
 }
 
 // DeviceJSON is one device in GET /v1/devices.

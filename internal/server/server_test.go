@@ -31,6 +31,14 @@ type fixture struct {
 
 func newFixture(t *testing.T, capacity int64, mutate ...func(*Options)) *fixture {
 	t.Helper()
+	return newAuditedFixture(t, capacity, nil, mutate...)
+}
+
+// newAuditedFixture is newFixture with a manager that records into log
+// (nil records nothing). The caller closes log after the fixture's
+// cleanup, which releases the shards (and records their release).
+func newAuditedFixture(t *testing.T, capacity int64, log vram.Auditor, mutate ...func(*Options)) *fixture {
+	t.Helper()
 	devs, err := sim.New(sim.Options{Devices: 2, Capacity: capacity})
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +47,7 @@ func newFixture(t *testing.T, capacity int64, mutate ...func(*Options)) *fixture
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := vram.New(context.Background(), vram.Options{Devices: []gpu.Device{devs[0], devs[1]}, Key: key, WorkerID: "w", ChunkSize: 4096, Environ: []string{}})
+	m, err := vram.New(context.Background(), vram.Options{Devices: []gpu.Device{devs[0], devs[1]}, Key: key, WorkerID: "w", ChunkSize: 4096, Environ: []string{}, Audit: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,5 +411,43 @@ func TestProbesHideDetailsWithoutToken(t *testing.T) {
 	}
 	if r := f.call(t, "GET", "/readyz", "", nil); r.status != 503 || !strings.Contains(r.raw, "private-shard") {
 		t.Errorf("GET /readyz with token = %d %s, want the reason", r.status, r.raw)
+	}
+}
+
+// TestFaultHookOnlyWhenEnabled checks that the test-only corruption
+// endpoint does not exist unless the daemon was started with a fault hook.
+func TestFaultHookOnlyWhenEnabled(t *testing.T) {
+	tests := []struct {
+		name    string
+		enabled bool
+		status  int
+		code    string
+	}{
+		{"disabled", false, 404, CodeNotFound},
+		{"enabled", true, 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, 1<<20, func(o *Options) {
+				if !tt.enabled {
+					o.FaultHook = nil
+				}
+			})
+			if r := upload(t, f, "shard_id=s&model_ref=m", bytes.Repeat([]byte{7}, 9000)); r.status != 201 {
+				t.Fatal(r.raw)
+			}
+			r := f.call(t, "POST", "/v1/test/corrupt", "application/json", strings.NewReader(`{"shard_id":"s","offset":1}`))
+			if r.status != tt.status || errCode(r) != tt.code {
+				t.Errorf("POST /v1/test/corrupt = %d %s, want %d %q", r.status, r.raw, tt.status, tt.code)
+			}
+			// Only an enabled hook changes device memory.
+			want := 200
+			if tt.enabled {
+				want = 409
+			}
+			if r := f.call(t, "POST", "/v1/shards/s/verify", "application/json", strings.NewReader(`{"mode":"full"}`)); r.status != want {
+				t.Errorf("verify after POST /v1/test/corrupt = %d %s, want %d", r.status, r.raw, want)
+			}
+		})
 	}
 }
