@@ -228,3 +228,61 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestEndToEndScrub: with --scrub-rate the daemon finds corruption on its
+// own, with no verify request, and stops the worker.
+func TestEndToEndScrub(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	d := startDaemon(t, bin, data, "--scrub-rate", "1GiB", "--scrub-interval", "20ms")
+	addr := "--addr=http://" + d.addr
+	model := filepath.Join(dir, "model.bin")
+	weights := make([]byte, 3<<20)
+	rand.Read(weights)
+	if err := os.WriteFile(model, weights, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := run(t, bin, "shard", "add", model, "--shard-id", "scrubbed", addr); code != 0 {
+		t.Fatalf("shard add: exit %d\n%s", code, out)
+	}
+	req, _ := http.NewRequest("POST", "http://"+d.addr+"/v1/test/corrupt", strings.NewReader(`{"shard_id":"scrubbed","offset":2000000}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("corrupt = %d", resp.StatusCode)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + d.addr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 503 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the scrub never stopped the worker:\n%s", d.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-d.exited:
+		if err != nil {
+			t.Fatalf("daemon exit: %v\n%s", err, d.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not shut down")
+	}
+	out, code := run(t, bin, "audit", "query", filepath.Join(data, "audit"), "--type", "seal_verification_failed", "--format", "ndjson")
+	// 2,000,000 / 65,536 = chunk 30.
+	if code != 0 || !strings.Contains(out, `"scrub"`) || !strings.Contains(out, `"30"`) {
+		t.Fatalf("audit query: exit %d, want a scrub failure naming chunk 30:\n%s", code, out)
+	}
+}
