@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // Policy says what happens to the caller's operation once the log has
@@ -134,15 +135,42 @@ func (o Options) resolved() Options {
 
 const lockName = "lock"
 
+// maxIdentityBytes bounds Service, Node and Worker.
+const maxIdentityBytes = 256
+
+// validate checks what resolved cannot default: the identity written into
+// every record must be one the verifier accepts.
+func (o Options) validate() error {
+	for _, f := range []struct{ name, v string }{{"Service", o.Service}, {"Node", o.Node}, {"Worker", o.Worker}} {
+		if !utf8.ValidString(f.v) {
+			return fmt.Errorf("audit: %s %q is not valid UTF-8", f.name, f.v)
+		}
+		if len(f.v) > maxIdentityBytes {
+			return fmt.Errorf("audit: %s is %d bytes, more than %d", f.name, len(f.v), maxIdentityBytes)
+		}
+	}
+	return nil
+}
+
 // Init creates the log directory dir (mode 0700; it may exist if empty),
 // a fresh random initial key and log ID, the sealing state at epoch 0 and an
 // empty manifest. It returns the verification key, which the caller must
 // move off the machine: the log keeps only the evolving current key.
 func Init(dir string, opts Options) (*VerificationKey, error) {
 	o := opts.resolved()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
 	fsys := o.FS
 	if err := fsys.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("audit: init: %w", err)
+	}
+	if fi, err := fsys.Stat(dir); err != nil {
+		return nil, fmt.Errorf("audit: init: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("audit: init %s: not a directory", dir)
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("audit: init %s: directory mode is %#o; an audit log directory must be 0700 (chmod 700 it, or let init create it)", dir, fi.Mode().Perm())
 	}
 	ents, err := fsys.ReadDir(dir)
 	if err != nil {
@@ -200,6 +228,9 @@ type Stats struct {
 	LastSeq  uint64 // last sequence number written
 	Epoch    uint64 // current key epoch
 	Queue    int    // events waiting now
+	// RetentionFailures counts automatic prunings (Options.Retain) that
+	// failed; the log went on recording.
+	RetentionFailures uint64
 }
 
 // Health is the state of the log for health checks.
@@ -211,6 +242,9 @@ type Health struct {
 	LastSync time.Time // last successful fsync of a segment
 	Queue    int
 	QueueCap int
+	// RetentionErr is the last automatic pruning's failure, nil when it
+	// succeeded or never ran. It does not make the log unhealthy.
+	RetentionErr error
 }
 
 // Log is an open audit log: one writer per directory. Its methods are safe
@@ -231,6 +265,10 @@ type Log struct {
 
 	failed   atomic.Pointer[error]
 	failedCh chan struct{} // closed when the log latches failed
+	// retainErr is the last failure of automatic retention (nil once a
+	// later pruning succeeds); retainFailures counts them.
+	retainErr      atomic.Pointer[error]
+	retainFailures atomic.Uint64
 
 	queued, written, durable, syncs, batches  atomic.Uint64
 	dropped, rejected, refused, lost, lastSeq atomic.Uint64
@@ -285,6 +323,9 @@ type writer struct {
 // error matching [ErrLocked] or [ErrNotInitialized].
 func Open(dir string, opts Options) (*Log, error) {
 	o := opts.resolved()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
 	l := &Log{dir: dir, fs: o.FS, o: o,
 		q: make(chan *request, o.QueueSize), stop: make(chan struct{}), done: make(chan struct{}),
 		failedCh: make(chan struct{})}
@@ -444,6 +485,7 @@ func (l *Log) Stats() Stats {
 		Syncs: l.syncs.Load(), Batches: l.batches.Load(), Dropped: l.dropped.Load(),
 		Rejected: l.rejected.Load(), Failed: l.refused.Load(), Lost: l.lost.Load(),
 		LastSeq: l.lastSeq.Load(), Epoch: l.epoch.Load(), Queue: len(l.q),
+		RetentionFailures: l.retainFailures.Load(),
 	}
 }
 
@@ -451,6 +493,9 @@ func (l *Log) Stats() Stats {
 func (l *Log) Health() Health {
 	h := Health{OK: true, State: "ok", Policy: l.o.Policy, Queue: len(l.q), QueueCap: cap(l.q),
 		LastSync: time.Unix(0, l.lastSync.Load())}
+	if e := l.retainErr.Load(); e != nil {
+		h.RetentionErr = *e
+	}
 	if f := l.failed.Load(); f != nil {
 		h.OK, h.State, h.Err = false, "failed", *f
 	} else {
@@ -646,6 +691,12 @@ func (l *Log) process(batch []*request) {
 // encodeRecord seals body into the pending buffer as the next record.
 func (l *Log) encodeRecord(body []byte, now time.Time) uint64 {
 	w := &l.w
+	if now.Before(w.lastT) {
+		// A record written inside this batch (retention's audit_pruned,
+		// a rotation) may carry a later time than the batch's: times
+		// never go backwards.
+		now = w.lastT
+	}
 	seq := w.lastSeq + 1
 	w.wbuf = w.seal.appendLine(w.wbuf, seq, now, body, &w.lastMAC)
 	w.lastSeq, w.lastMAC, w.lastT = seq, w.seal.sum, now
@@ -812,7 +863,15 @@ func (l *Log) rotate(now time.Time) error {
 		return err
 	}
 	if l.o.Retain > 0 {
-		l.pruneLocked(now.Add(-l.o.Retain))
+		// Retention failing does not fail the log: records still go
+		// to the new segment. It is counted and shown in Health, and
+		// tried again at the next rotation.
+		if _, err := l.pruneLocked(now.Add(-l.o.Retain)); err != nil {
+			l.retainFailures.Add(1)
+			l.retainErr.Store(&err)
+		} else {
+			l.retainErr.Store(nil)
+		}
 	}
 	return nil
 }

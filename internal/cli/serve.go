@@ -267,6 +267,12 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 			if h.Err != nil {
 				a["error"] = h.Err.Error()
 			}
+			if st.RetentionFailures > 0 {
+				a["retention_failures"] = st.RetentionFailures
+			}
+			if h.RetentionErr != nil {
+				a["retention_error"] = h.RetentionErr.Error()
+			}
 			out := map[string]any{"audit": a, "backend": backend, "narration": narrator.Stats()}
 			if cfg.scrubRate > 0 {
 				st := m.ScrubStats()
