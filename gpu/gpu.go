@@ -37,7 +37,9 @@ type Info struct {
 	DriverVersion string
 	// TotalBytes is the device memory size.
 	TotalBytes uint64
-	// FreeBytes is the device memory currently free, as the driver reports.
+	// FreeBytes is the device memory currently free for new allocations.
+	// A backend that allocates in granules reports whole granules (rounded
+	// down), so that an allocation of FreeBytes fits.
 	FreeBytes uint64
 	// Integrated reports a device that shares memory with the host
 	// (for example a Jetson or a laptop iGPU). The VRAM-only policy refuses it.
@@ -147,7 +149,34 @@ var (
 	// ErrDeviceLost is returned when the device stops answering (Xid,
 	// fallen off the bus, or an injected fault). It is fatal.
 	ErrDeviceLost = errors.New("gpu: device lost")
+	// ErrPolicy is wrapped by the error of a backend's [Device.Alloc] that
+	// refused an allocation, after freeing it, because it breaks the
+	// VRAM-only policy. Such an error also carries a [*PolicyRefusal]. It
+	// is fatal, not retryable.
+	ErrPolicy = errors.New("gpu: allocation breaks the VRAM-only policy")
 )
+
+// PolicyRefusal holds what a backend saw when it refused an allocation for
+// the VRAM-only policy, so that the caller's own policy check can name the
+// violation. Backends return it wrapped in their own error type.
+type PolicyRefusal struct {
+	// Integrated is set when the device itself was refused (nothing was
+	// allocated, and the other fields are zero).
+	Integrated bool
+	// Facts are the refused allocation's pointer facts.
+	Facts PointerFacts
+	// FreeBefore and FreeAfter are the device's free memory around the
+	// allocation, as [Info.FreeBytes] reports it.
+	FreeBefore, FreeAfter uint64
+}
+
+// Error says that a backend refused an allocation.
+func (r *PolicyRefusal) Error() string {
+	return "gpu: the backend refused an allocation for the VRAM-only policy"
+}
+
+// Unwrap returns [ErrPolicy].
+func (r *PolicyRefusal) Unwrap() error { return ErrPolicy }
 
 // ChunkCount returns the number of chunks of chunkSize bytes needed to cover
 // size bytes (the last one may be short). It returns 0 for size <= 0 and

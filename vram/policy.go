@@ -48,9 +48,10 @@ func checkDevice(i int, info gpu.Info) error {
 	return nil
 }
 
-// checkAllocation checks the pointer facts of a fresh allocation and the
-// drop in free memory it caused.
-func checkAllocation(i int, f gpu.PointerFacts, size int64, freeBefore, freeAfter uint64) error {
+// checkAllocation checks the pointer facts of a fresh allocation on the
+// manager's GPU i, whose backend ordinal is ordinal, and the drop in free
+// memory it caused.
+func checkAllocation(i, ordinal int, f gpu.PointerFacts, size int64, freeBefore, freeAfter uint64) error {
 	switch {
 	case f.Managed || f.MemoryType == gpu.MemoryUnified:
 		return &PolicyError{Violation: "managed_memory", Device: i, Details: "the allocation is managed (unified) memory that can migrate to the host"}
@@ -58,8 +59,8 @@ func checkAllocation(i int, f gpu.PointerFacts, size int64, freeBefore, freeAfte
 		return &PolicyError{Violation: "not_device_memory", Device: i, Details: fmt.Sprintf("the allocation is %s memory, not device memory", f.MemoryType)}
 	case f.HostAccessible:
 		return &PolicyError{Violation: "host_mapped_memory", Device: i, Details: "the allocation is mapped into host memory"}
-	case f.DeviceOrdinal != i:
-		return &PolicyError{Violation: "wrong_device", Device: i, Details: fmt.Sprintf("the allocation belongs to GPU %d", f.DeviceOrdinal)}
+	case f.DeviceOrdinal != ordinal:
+		return &PolicyError{Violation: "wrong_device", Device: i, Details: fmt.Sprintf("the allocation belongs to device ordinal %d, not %d", f.DeviceOrdinal, ordinal)}
 	case !f.Mapped:
 		return &PolicyError{Violation: "not_mapped", Device: i, Details: "the allocation is not mapped in the device address space"}
 	}
@@ -68,4 +69,17 @@ func checkAllocation(i int, f gpu.PointerFacts, size int64, freeBefore, freeAfte
 			Details: fmt.Sprintf("free device memory dropped by %d bytes for a %d-byte allocation", int64(freeBefore)-int64(freeAfter), size)}
 	}
 	return nil
+}
+
+// refusedAllocation turns a backend's own policy refusal into the
+// manager's violation, naming it as the manager's checks would.
+func refusedAllocation(i, ordinal int, info gpu.Info, r *gpu.PolicyRefusal, size int64, cause error) error {
+	if r.Integrated {
+		info.Integrated = true
+		return checkDevice(i, info)
+	}
+	if err := checkAllocation(i, ordinal, r.Facts, size, r.FreeBefore, r.FreeAfter); err != nil {
+		return err
+	}
+	return &PolicyError{Violation: "backend_refused", Device: i, Details: cause.Error()}
 }

@@ -236,6 +236,11 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size 
 	}
 	buf, err := d.dev.Alloc(ctx, size)
 	if err != nil {
+		var refusal *gpu.PolicyRefusal
+		if errors.As(err, &refusal) {
+			// The backend checked the policy itself and freed the memory.
+			return nil, m.violation(ctx, start, id, refusedAllocation(d.index, d.info.Index, info, refusal, size, err), ActionWorkerStopped)
+		}
 		if errors.Is(err, gpu.ErrOutOfMemory) {
 			return nil, m.allocationFailed(ctx, start, d, id, size, avail, "device_out_of_memory",
 				&CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom})
@@ -249,7 +254,7 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size 
 		after, err = d.dev.Info(ctx)
 	}
 	if err == nil {
-		if err = checkAllocation(d.index, facts, size, info.FreeBytes, after.FreeBytes); err != nil {
+		if err = checkAllocation(d.index, d.info.Index, facts, size, info.FreeBytes, after.FreeBytes); err != nil {
 			err = m.violation(ctx, start, id, err, ActionWorkerStopped)
 		}
 	}

@@ -384,7 +384,8 @@ func (d *Device) Info(ctx context.Context) (gpu.Info, error) {
 		}
 		free, _, err := d.memInfo()
 		in = d.static.Info
-		in.FreeBytes = free
+		// Allocations take whole granules: report what can be allocated.
+		in.FreeBytes = free / freeGranule * freeGranule
 		return err
 	})
 	return in, err
@@ -407,7 +408,8 @@ func (d *Device) Alloc(ctx context.Context, size int64) (gpu.Buffer, error) {
 		}
 		integrated := d.static.Info.Integrated
 		if integrated && d.refuse {
-			return &PolicyError{Device: d.ordinal, Size: size, Violations: []string{violationIntegrated}}
+			return &PolicyError{Device: d.ordinal, Size: size, Violations: []string{violationIntegrated},
+				Refusal: gpu.PolicyRefusal{Integrated: true}}
 		}
 		api := d.drv.api
 		before, _, err := d.memInfo()
@@ -431,7 +433,8 @@ func (d *Device) Alloc(ctx context.Context, size int64) (gpu.Buffer, error) {
 		rep.Violations = rep.violations(d.ordinal, integrated)
 		if len(rep.Violations) > 0 && d.refuse {
 			api.memFree(p)
-			return &PolicyError{Device: d.ordinal, Size: size, Violations: rep.Violations}
+			return &PolicyError{Device: d.ordinal, Size: size, Violations: rep.Violations,
+				Refusal: gpu.PolicyRefusal{Facts: facts, FreeBefore: before / freeGranule * freeGranule, FreeAfter: after / freeGranule * freeGranule}}
 		}
 		buf = &buffer{dev: d, ptr: p, size: size, report: rep}
 		d.live[buf] = struct{}{}

@@ -89,8 +89,11 @@
 //
 // The tests build testdata/fakecuda.c, a fake driver over host memory
 // whose kernel launch runs kernel/leafhash.cu compiled as C, into a
-// temporary shared library with gcc, and run the gputest conformance suite
-// and fault cases against it; they skip when gcc is missing. With
+// temporary shared library with $CC (default gcc), and run the gputest
+// conformance suite, the fault cases and the residency Manager end to end
+// against it. They skip when there is no C compiler, unless
+// VRAMSEAL_REQUIRE_FAKECUDA=1 (set by .ci/run) makes that a failure; a
+// compiler that fails on the fake is always a failure. With
 // VRAMSEAL_CUDA=1 the same test binary also runs the GPU checks against
 // the real driver; scripts/gpu-check.sh runs them on a GPU machine.
 package cuda

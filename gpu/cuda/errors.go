@@ -19,7 +19,8 @@ var ErrUnavailable = errors.New("cuda: no usable NVIDIA GPU")
 // ErrPolicy is wrapped by the [*PolicyError] that [Device.Alloc] returns,
 // with [Options.RefuseViolations], when the driver's answers break the
 // VRAM-only policy. It is fatal, not retryable.
-var ErrPolicy = errors.New("cuda: VRAM-only policy violation")
+// It wraps [gpu.ErrPolicy].
+var ErrPolicy = fmt.Errorf("cuda: VRAM-only policy violation: %w", gpu.ErrPolicy)
 
 // errClosed is returned by calls on a device after [Driver.Close].
 var errClosed = errors.New("cuda: device closed")
@@ -184,6 +185,9 @@ type PolicyError struct {
 	// "memory type host, want device" or "free memory dropped by 0 bytes,
 	// want >= 4194304".
 	Violations []string
+	// Refusal holds the facts behind the violations, for the caller's own
+	// policy check (see [gpu.PolicyRefusal]).
+	Refusal gpu.PolicyRefusal
 }
 
 // Error lists every violation found on the allocation.
@@ -192,8 +196,9 @@ func (e *PolicyError) Error() string {
 		e.Device, e.Size, strings.Join(e.Violations, "; "))
 }
 
-// Unwrap returns [ErrPolicy].
-func (e *PolicyError) Unwrap() error { return ErrPolicy }
+// Unwrap returns [ErrPolicy] (which wraps [gpu.ErrPolicy]) and the
+// [*gpu.PolicyRefusal].
+func (e *PolicyError) Unwrap() []error { return []error{ErrPolicy, &e.Refusal} }
 
 // NVMLError is a failed NVML call: the nvmlReturn_t code and the function.
 // NVML is optional, so these errors only appear in [Facts.NVMLErrors].

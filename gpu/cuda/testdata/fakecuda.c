@@ -40,6 +40,11 @@
  * (non-zero bytes in live pinned buffers), used (device bytes charged),
  * launches, no_context (calls
  * refused for lack of a current context).
+ * fake_flip(ptr, off, mask) XORs mask into byte off of the live device
+ * allocation that starts at ptr, behind the driver's back (as a bit flip
+ * in VRAM or a stray write by another kernel would), and returns 0; it
+ * returns -1, changing nothing, when there is no such allocation or off
+ * lies outside it.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -162,6 +167,24 @@ long long fake_get(const char *name)
 		r = launches;
 	} else if (strcmp(name, "no_context") == 0) {
 		r = no_context;
+	}
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+int fake_flip(unsigned long long ptr, long long off, int mask)
+{
+	int r = -1;
+	struct alloc *a;
+	pthread_mutex_lock(&mu);
+	for (a = allocs; a; a = a->next) {
+		if (!a->pinned && a->base == ptr) {
+			if (off >= 0 && (unsigned long long)off < a->size) {
+				((unsigned char *)a->base)[off] ^= (unsigned char)mask;
+				r = 0;
+			}
+			break;
+		}
 	}
 	pthread_mutex_unlock(&mu);
 	return r;
