@@ -142,6 +142,34 @@ func TestFaultInjection(t *testing.T) {
 	}
 }
 
+// TestFaultLosesQueuedCounted: queued (non-critical) events that the
+// failing writer could not record are counted as lost, never silently
+// dropped, and a fail-open log lets the caller go on.
+func TestFaultLosesQueuedCounted(t *testing.T) {
+	ffs := &faultFS{}
+	_, _, l := newLog(t, Options{FS: ffs, Policy: FailOpen, FsyncInterval: time.Hour})
+	ctx := context.Background()
+	ffs.arm(syscall.EIO, nil)
+	const n = 20
+	for i := range n {
+		if _, err := l.Append(ctx, testEvent(i)); err != nil && !errors.Is(err, ErrNotRecorded) {
+			t.Fatalf("fail-open Append = %v, want nil or ErrNotRecorded", err)
+		}
+	}
+	e := testEvent(n)
+	e.Severity = SeverityCritical
+	if _, err := l.Append(ctx, e); !errors.Is(err, ErrNotRecorded) {
+		t.Fatalf("critical Append on a failing fail-open log = %v, want ErrNotRecorded", err)
+	}
+	s := l.Stats()
+	if s.Durable != 0 || s.Lost+s.Failed != n+1 || s.Lost == 0 {
+		t.Errorf("Stats = %+v: want all %d events counted as lost (queued, then failed) or failed", s, n+1)
+	}
+	if err := l.Close(ctx); !errors.Is(err, ErrFailed) {
+		t.Errorf("Close = %v, want ErrFailed", err)
+	}
+}
+
 // TestFaultMetadata: a failed fsync of the manifest (at the checkpoint of
 // Close) or of the state (at an epoch change) latches the log too, and the
 // log reopens and verifies.

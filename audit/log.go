@@ -455,8 +455,8 @@ func (l *Log) Flush(ctx context.Context) error {
 
 // Close writes and syncs what is queued, records the durable end in the
 // manifest and releases the directory. It returns the latched failure, if
-// any. If ctx ends first, Close returns its error and the writer finishes
-// in the background.
+// any. If ctx ends first, Close returns its error; the writer finishes in
+// the background and releases the directory when it is done.
 func (l *Log) Close(ctx context.Context) error {
 	l.mu.Lock()
 	if l.closed {
@@ -469,6 +469,12 @@ func (l *Log) Close(ctx context.Context) error {
 	select {
 	case <-l.done:
 	case <-ctx.Done():
+		// The writer is still draining: the directory stays locked until
+		// it has finished, so that no second writer can start meanwhile.
+		go func() {
+			<-l.done
+			l.lock.Close()
+		}()
 		return ctx.Err()
 	}
 	l.lock.Close()
@@ -584,11 +590,15 @@ func (l *Log) run() {
 	}
 }
 
+// fail refuses a queued request that was never written: it is lost
+// (counted), and a waiting caller is told why.
 func (l *Log) fail(r *request, err error) {
+	if !r.flush && r.op == nil {
+		l.lost.Add(1)
+	}
 	if r.wait {
 		r.done <- err
 	} else {
-		l.lost.Add(1)
 		reqPool.Put(r)
 	}
 }

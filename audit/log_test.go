@@ -141,4 +141,16 @@ func TestInvalidEvents(t *testing.T) {
 	if s := l.Stats(); s.Rejected != 11 || s.Queued != 0 {
 		t.Errorf("Stats = %+v, want 11 rejected, none queued", s)
 	}
+	// Nothing reached the disk: the live segment is still empty.
+	if err := l.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(l.dir)
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), segmentSuffix) {
+			if fi, _ := e.Info(); fi.Size() != 0 {
+				t.Errorf("segment %s has %d bytes after only invalid events", e.Name(), fi.Size())
+			}
+		}
+	}
 }

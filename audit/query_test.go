@@ -283,6 +283,49 @@ func TestBackpressure(t *testing.T) {
 	mustClose(t, l)
 }
 
+// TestCloseTimeoutKeepsLock: a Close whose context ends while the writer
+// is still busy returns at once, but the directory stays locked until the
+// writer has finished, so no second writer can open it meanwhile.
+func TestCloseTimeoutKeepsLock(t *testing.T) {
+	bfs := &blockFS{entered: make(chan struct{}), release: make(chan struct{})}
+	dir, _, l := newLog(t, Options{FS: bfs})
+	bfs.armed.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.Append(context.Background(), Event{Type: "first", Severity: SeverityCritical})
+		done <- err
+	}()
+	select {
+	case <-bfs.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the writer never reached fsync")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := l.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close with a busy writer = %v, want DeadlineExceeded", err)
+	}
+	if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("Open while the first writer drains = %v, want ErrLocked", err)
+	}
+	close(bfs.release)
+	if err := <-done; err != nil {
+		t.Errorf("critical Append = %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l2, err := Open(dir, Options{})
+		if err == nil {
+			mustClose(t, l2)
+			return
+		}
+		if !errors.Is(err, ErrLocked) || time.Now().After(deadline) {
+			t.Fatalf("Open after the writer finished = %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestIdleFsync(t *testing.T) {
 	spy := &spyFS{synced: make(chan struct{}, 100)}
 	_, _, l := newLog(t, Options{FS: spy, FsyncInterval: 10 * time.Millisecond})

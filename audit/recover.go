@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -82,10 +83,18 @@ func (l *Log) recover() (*cutInfo, error) {
 		case fi.Size() > s.Size:
 			return nil, corrupt(s.Name, 0, s.Size, s.LastSeq, Modified, "closed segment has %d bytes, manifest says %d", fi.Size(), s.Size)
 		}
+		if ck, err := readChecksum(fsys, dir, s.Name); err != nil {
+			return nil, corrupt(s.Name+checksumSuffix, 0, 0, s.LastSeq, ChecksumMismatch, "%v", err)
+		} else if ck != s.SHA256 {
+			return nil, corrupt(s.Name+checksumSuffix, 0, 0, s.LastSeq, ChecksumMismatch, "checksum file says %x, manifest %x", ck[:8], s.SHA256[:8])
+		}
 		if s.Records > 0 {
 			end = chainEnd{seq: s.LastSeq, mac: s.LastMAC, epoch: s.LastEpoch, time: s.LastTime}
 		}
 		end.epoch = max(end.epoch, s.LastEpoch)
+	}
+	if err := checkClosedTail(fsys, dir, man); err != nil {
+		return nil, err
 	}
 	if st.epoch < end.epoch {
 		return nil, corrupt(stateName, 0, 0, 0, WrongEpoch, "state is at epoch %d, the log already at %d (state file rolled back?)", st.epoch, end.epoch)
@@ -314,4 +323,51 @@ func (l *Log) closeRecovered(seg segmentInfo, good int64, now time.Time) error {
 		return err
 	}
 	return l.startSegment(next, now)
+}
+
+// checkClosedTail is Open's cheap check of what lies before the live
+// segment: no segment file the manifest does not list, and the newest
+// closed segment (at most SegmentMaxBytes) hashes to its manifest
+// checksum. Older closed segments are checked by size and checksum file
+// only; their MACs and bytes are checked by Verify, offline, with the
+// verification key (their keys are gone from this machine by design).
+func checkClosedTail(fsys FS, dir string, man *manifest) error {
+	listed := make(map[string]bool, len(man.Segments))
+	for _, s := range man.Segments {
+		listed[s.Name] = true
+	}
+	for _, s := range man.Pruned {
+		listed[s.Name] = true // a pruning cut short may leave the file
+	}
+	ents, err := fsys.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("audit: open: %w", err)
+	}
+	for _, e := range ents {
+		if n := e.Name(); strings.HasPrefix(n, "audit-") && strings.HasSuffix(n, segmentSuffix) && !listed[n] {
+			return corrupt(n, 0, 0, 0, Inserted, "segment file is not in the manifest")
+		}
+	}
+	var last *segmentInfo
+	for i := range man.Segments {
+		if man.Segments[i].Closed {
+			last = &man.Segments[i]
+		}
+	}
+	if last == nil {
+		return nil
+	}
+	f, err := fsys.OpenFile(filepath.Join(dir, last.Name), os.O_RDONLY, 0)
+	if err != nil {
+		return fmt.Errorf("audit: open: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("audit: open: read %s: %w", last.Name, err)
+	}
+	if sum := [32]byte(h.Sum(nil)); sum != last.SHA256 {
+		return corrupt(last.Name, 0, 0, last.LastSeq, Modified, "closed segment hashes to %x, manifest says %x", sum[:8], last.SHA256[:8])
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,4 +97,79 @@ func TestInitRefusesOpenDirectory(t *testing.T) {
 	if _, err := Init(dir, Options{}); err != nil {
 		t.Fatalf("Init on an empty 0700 directory = %v", err)
 	}
+}
+
+// TestOpenChecksClosedSegments: Open refuses a log whose newest closed
+// segment changed (same size), whose checksum file was edited, or that
+// holds a segment file the manifest does not list; it accepts the file a
+// pruning cut short left behind.
+func TestOpenChecksClosedSegments(t *testing.T) {
+	build := func(t *testing.T) (string, *manifest) {
+		dir, _, l := newLog(t, Options{SegmentMaxBytes: 1500})
+		for i := range 20 {
+			mustAppend(t, l, testEvent(i))
+		}
+		mustClose(t, l)
+		m := loadTestManifest(t, dir)
+		if len(m.Segments) < 3 || !m.Segments[len(m.Segments)-2].Closed {
+			t.Fatalf("want several closed segments, manifest has %d", len(m.Segments))
+		}
+		return dir, m
+	}
+	wantCorrupt := func(t *testing.T, dir string, p Problem) {
+		t.Helper()
+		l, err := Open(dir, Options{})
+		if err == nil {
+			l.Close(context.Background())
+			t.Fatalf("Open accepted the damaged log, want %v", p)
+		}
+		var ce *CorruptionError
+		if !errors.As(err, &ce) || ce.Problem != p {
+			t.Fatalf("Open = %v, want a CorruptionError %v", err, p)
+		}
+	}
+	t.Run("newest closed segment modified", func(t *testing.T) {
+		dir, m := build(t)
+		path := filepath.Join(dir, m.Segments[len(m.Segments)-2].Name)
+		b, _ := os.ReadFile(path)
+		b[len(b)/2] ^= 0x01
+		os.WriteFile(path, b, 0o600)
+		wantCorrupt(t, dir, Modified)
+	})
+	t.Run("checksum file edited", func(t *testing.T) {
+		dir, m := build(t)
+		path := filepath.Join(dir, m.Segments[0].Name+checksumSuffix)
+		b, _ := os.ReadFile(path)
+		b[0] = map[bool]byte{true: 'b', false: 'a'}[b[0] == 'a']
+		os.WriteFile(path, b, 0o600)
+		wantCorrupt(t, dir, ChecksumMismatch)
+	})
+	t.Run("unlisted segment file", func(t *testing.T) {
+		dir, m := build(t)
+		b, _ := os.ReadFile(filepath.Join(dir, m.Segments[0].Name))
+		os.WriteFile(filepath.Join(dir, "audit-20990101-00000000000000009999.ndjson"), b, 0o600)
+		wantCorrupt(t, dir, Inserted)
+	})
+	t.Run("leftover of a pruning", func(t *testing.T) {
+		dir, m := build(t)
+		old := m.Segments[0]
+		b, _ := os.ReadFile(filepath.Join(dir, old.Name))
+		l, err := Open(dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Prune(context.Background(), time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		mustClose(t, l)
+		if loadTestManifest(t, dir).Pruned == nil {
+			t.Fatal("nothing was pruned")
+		}
+		os.WriteFile(filepath.Join(dir, old.Name), b, 0o600) // as if the delete never happened
+		l, err = Open(dir, Options{})
+		if err != nil {
+			t.Fatalf("Open after a cut-short pruning = %v", err)
+		}
+		mustClose(t, l)
+	})
 }
