@@ -155,6 +155,20 @@
 // segment is covered by an "audit_pruned" record (field through_seq). The
 // first failure is reported as a [*VerifyError] with its [Problem].
 //
+// # Opening
+//
+// [Open] checks, before it appends anything: the state and manifest agree
+// (log ID, epoch not rolled back); every closed segment exists with the
+// manifest's size and a checksum file naming the manifest's checksum; the
+// newest closed segment hashes to that checksum; no segment file outside
+// the manifest (except leftovers of an interrupted pruning); and the live
+// segment record by record (MACs under the current key, links, sequence,
+// times). A torn tail of the live segment (an unterminated or unparsable
+// last line) is copied to a ".broken" file and cut; anything else is a
+// [*CorruptionError] and the log refuses to open. The bytes and MACs of
+// older closed segments are left to [Verify], offline, with the
+// verification key: the machine no longer holds their keys.
+//
 // # Records written by the log itself
 //
 //   - audit_recovered (critical): [Open] cut a torn tail; fields segment,

@@ -2,9 +2,13 @@ package cli
 
 import (
 	"bufio"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -38,20 +42,11 @@ later cannot rewrite earlier epochs.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keyFile == "" {
-				return errors.New("audit init: --verification-key FILE is required")
+				return &ExitError{Code: 2, Err: errors.New("audit init: --verification-key FILE is required")}
 			}
-			f, err := createPrivate(keyFile)
+			vk, err := initAudit(args[0], keyFile, writeKeyFile)
 			if err != nil {
-				return fmt.Errorf("audit init: %w", err)
-			}
-			vk, err := audit.Init(args[0], audit.Options{})
-			if err != nil {
-				f.Close()
-				os.Remove(keyFile)
 				return err
-			}
-			if err := finishPrivate(f, vk.Encode()); err != nil {
-				return fmt.Errorf("audit init: write verification key: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "created audit log %s in %s\nverification key written to %s: move it off this machine\n",
 				vk.LogID(), args[0], keyFile)
@@ -62,16 +57,115 @@ later cannot rewrite earlier epochs.`,
 	return cmd
 }
 
+// initAudit creates the audit log dir and writes its verification key to
+// keyFile so that the log never exists without its key: a log whose key is
+// lost can never be verified again. The key file is created first (new,
+// 0600), so a bad, unwritable or existing key path fails before the log
+// exists. Once [audit.Init] has created the log, a failure to make the key
+// durable with writeKey removes the log again (see [undoInit]) and the
+// error says what is left.
+func initAudit(dir, keyFile string, writeKey func(f *os.File, data []byte) error) (*audit.VerificationKey, error) {
+	f, err := createPrivate(keyFile)
+	if err != nil {
+		err = fmt.Errorf("audit init: verification key: %w", err)
+		if errors.Is(err, fs.ErrExist) {
+			// A key file is never overwritten; naming one that exists is bad input.
+			return nil, &ExitError{Code: 2, Err: err}
+		}
+		return nil, err
+	}
+	_, serr := os.Lstat(dir)
+	existed := serr == nil
+	vk, err := audit.Init(dir, audit.Options{})
+	if err != nil {
+		f.Close()
+		os.Remove(keyFile)
+		return nil, err
+	}
+	data := vk.Encode()
+	defer clear(data)
+	werr := writeKey(f, data)
+	if werr == nil {
+		return vk, nil
+	}
+	if uerr := undoInit(dir, existed); uerr != nil {
+		if _, err := os.Stat(keyFile); err == nil {
+			return nil, fmt.Errorf("audit init: write verification key %s: %w; removing the new audit log in %s failed too (%v): "+
+				"keep %s, it may be the only copy of the key of log %s", keyFile, werr, dir, uerr, keyFile, vk.LogID())
+		}
+		return nil, fmt.Errorf("audit init: write verification key %s: %w; removing the new audit log in %s failed too (%v): "+
+			"its key is lost, so it can never be verified: delete it by hand and run init again", keyFile, werr, dir, uerr)
+	}
+	if err := os.Remove(keyFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s, but not the key file: %v", keyFile, werr, dir, err)
+	}
+	return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s: nothing was created", keyFile, werr, dir)
+}
+
+// writeKeyFile writes the verification key to the new file f, makes it
+// durable and closes it, then syncs its directory so that its name
+// survives a crash too. On failure the file may remain.
+func writeKeyFile(f *os.File, data []byte) error {
+	if err := finishPrivate(f, data); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(f.Name()))
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
+}
+
+// undoInit removes what [audit.Init] created in dir: every entry, since
+// Init refuses a directory that is not empty, and dir itself unless it
+// existed before (existed). It removes nothing recursively.
+func undoInit(dir string, existed bool) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		errs = append(errs, os.Remove(filepath.Join(dir, e.Name())))
+	}
+	if !existed {
+		errs = append(errs, os.Remove(dir))
+	}
+	return errors.Join(errs...)
+}
+
+// maxKeyFileBytes bounds what readKey reads: a key file is 117 bytes.
+const maxKeyFileBytes = 4 << 10
+
+// readKey reads the verification key file at path, or returns nil for "".
+// A file that is missing or is not a verification key is bad input (exit
+// status 2); one that cannot be read is another failure (1).
 func readKey(path string) (*audit.VerificationKey, error) {
 	if path == "" {
 		return nil, nil
 	}
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	return audit.ParseVerificationKey(b)
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxKeyFileBytes {
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s: larger than %d bytes: not a verification key", path, maxKeyFileBytes)}
+	}
+	vk, err := audit.ParseVerificationKey(b)
+	if err != nil {
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s: %w", path, err)}
+	}
+	return vk, nil
 }
+
+// exitVerifyFailed is the exit status of audit verify for a log that fails
+// verification: the integrity status of [ExitCode].
+const exitVerifyFailed = 4
 
 func newAuditVerifyCmd() *cobra.Command {
 	var keyFile string
@@ -80,8 +174,15 @@ func newAuditVerifyCmd() *cobra.Command {
 		Short: "Verify every record, link, epoch, checksum and the manifest",
 		Long: `Verify the audit log in DIR, streaming. With the verification key every
 MAC is checked too; without it, everything else, and the output says so.
-Exit status 0 only when everything verifies; 2 when the log fails
-verification; 1 for other errors.`,
+
+Exit status:
+  0  everything verified
+  1  any other failure, such as an I/O error
+  2  bad input: wrong arguments or flags, DIR does not exist, the key file
+     does not exist or is not a verification key
+  4  the log fails verification: a record or file was modified, deleted,
+     inserted, reordered or duplicated, the manifest is missing or does not
+     match, or the log is not the one the verification key belongs to`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			vk, err := readKey(keyFile)
@@ -101,7 +202,14 @@ verification; 1 for other errors.`,
 				}
 				fmt.Fprintf(out, "  detail:  %v\n", ve.Err)
 				fmt.Fprintf(out, "checked before the failure: %d records in %d segments\n", rep.Records, rep.Segments)
-				return &ExitError{Code: 2, Err: err}
+				return &ExitError{Code: exitVerifyFailed, Err: err}
+			}
+			if errors.Is(err, audit.ErrWrongKey) {
+				// Either the wrong key or a log replaced wholesale: a
+				// verification failure either way, never "bad input" that a
+				// monitoring script might shrug off.
+				fmt.Fprintf(out, "FAIL: the log in %s is not the log of this verification key\n", args[0])
+				return &ExitError{Code: exitVerifyFailed, Err: err}
 			}
 			if err != nil {
 				return err
@@ -146,28 +254,28 @@ run audit verify for that.`,
 			for _, s := range sevs {
 				sv, err := audit.ParseSeverity(s)
 				if err != nil {
-					return err
+					return &ExitError{Code: 2, Err: fmt.Errorf("audit query: --severity: %w", err)}
 				}
 				f.Severities = append(f.Severities, sv)
 			}
 			if minSev != "" {
 				sv, err := audit.ParseSeverity(minSev)
 				if err != nil {
-					return err
+					return &ExitError{Code: 2, Err: fmt.Errorf("audit query: --min-severity: %w", err)}
 				}
 				f.MinSeverity = sv
 			}
 			var err error
 			if f.Since, err = parseTime(since); err != nil {
-				return fmt.Errorf("audit query: --since: %w", err)
+				return &ExitError{Code: 2, Err: fmt.Errorf("audit query: --since: %w", err)}
 			}
 			if f.Until, err = parseTime(until); err != nil {
-				return fmt.Errorf("audit query: --until: %w", err)
+				return &ExitError{Code: 2, Err: fmt.Errorf("audit query: --until: %w", err)}
 			}
 			for _, kv := range fields {
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok {
-					return fmt.Errorf("audit query: --field %q: want KEY=VALUE", kv)
+					return &ExitError{Code: 2, Err: fmt.Errorf("audit query: --field %q: want KEY=VALUE", kv)}
 				}
 				f.Fields = append(f.Fields, audit.FieldMatch{Key: k, Value: v})
 			}
@@ -191,7 +299,7 @@ run audit verify for that.`,
 					return err
 				}
 			default:
-				return fmt.Errorf("audit query: --format %q: want ndjson or table", format)
+				return &ExitError{Code: 2, Err: fmt.Errorf("audit query: --format %q: want ndjson or table", format)}
 			}
 			return audit.Query(cmd.Context(), args[0], f, audit.ReadOptions{}, emit)
 		},
@@ -208,23 +316,68 @@ run audit verify for that.`,
 	return cmd
 }
 
-// tableRow renders r as one tab-separated row; every value is escaped.
+// tableRow renders r as one row of the query table, each cell holding
+// exactly its value: time, severity, type, sequence number, correlation ID
+// (empty if none), then the worker and the fields as space-separated
+// key=value pairs. Every string goes through appendCell, so no cell holds a
+// space, tab, newline or any other character that would move the columns
+// or that a terminal would interpret.
 func tableRow(dst []byte, r *audit.Record) []byte {
-	line := string(r.AppendText(nil))
-	// AppendText: "<time> <severity padded> <type> seq=N [cid=..] fields"
-	head, rest, _ := strings.Cut(line, " seq=")
-	parts := strings.Fields(head)
-	seq, rest, _ := strings.Cut(rest, " ")
-	cid := ""
-	if strings.HasPrefix(rest, "cid=") {
-		cid, rest, _ = strings.Cut(rest[4:], " ")
+	dst = r.Time.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
+	dst = append(dst, '\t')
+	dst = appendCell(dst, r.Severity.String())
+	dst = append(dst, '\t')
+	dst = appendCell(dst, r.Type)
+	dst = append(dst, '\t')
+	dst = strconv.AppendUint(dst, r.Seq, 10)
+	dst = append(dst, '\t')
+	if r.CorrelationID != "" {
+		dst = appendCell(dst, r.CorrelationID)
 	}
-	if len(parts) == 3 {
-		dst = fmt.Appendf(dst, "%s\t%s\t%s\t%s\t%s\t%s\n", parts[0], parts[1], parts[2], seq, cid, rest)
-	} else {
-		dst = fmt.Appendf(dst, "%s\t\t\t%s\t%s\t%s\n", head, seq, cid, rest)
+	dst = append(dst, '\t')
+	sep := ""
+	if r.Worker != "" {
+		dst = append(dst, "worker="...)
+		dst = appendCell(dst, r.Worker)
+		sep = " "
 	}
-	return dst
+	for _, f := range r.Fields {
+		dst = append(dst, sep...)
+		sep = " "
+		dst = appendCell(dst, f.Key)
+		dst = append(dst, '=')
+		switch f.Kind() {
+		case audit.KindBytes:
+			// "1.5GiB", not "1.5 GiB": no space inside a value.
+			dst = append(dst, strings.ReplaceAll(FormatBytes(f.Int64()), " ", "")...)
+		case audit.KindDigest:
+			d := f.DigestValue()
+			dst = append(dst, "sha256:"...)
+			dst = hex.AppendEncode(dst, d[:8])
+			dst = append(dst, "..."...)
+		default:
+			dst = appendCell(dst, f.Text())
+		}
+	}
+	return append(dst, '\n')
+}
+
+// appendCell appends s bare if it is non-empty and made only of ASCII
+// letters, digits and _-.:/@+, else quoted by [strconv.AppendQuote], which
+// escapes every control, format (bidirectional) and non-printable
+// character, tabs, newlines and invalid UTF-8 (so also the tabwriter's
+// escape byte 0xff). Spaces stay, inside the quotes.
+func appendCell(dst []byte, s string) []byte {
+	plain := s != ""
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '_' || c == '-' || c == '.' || c == ':' || c == '/' || c == '@' || c == '+'
+	}
+	if plain {
+		return append(dst, s...)
+	}
+	return strconv.AppendQuote(dst, s)
 }
 
 func parseTime(s string) (time.Time, error) {
@@ -296,7 +449,7 @@ stop the daemon first, or set its retention instead.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := parseDuration(retain)
 			if err != nil || d <= 0 {
-				return fmt.Errorf("audit prune: --retain %q: want a positive duration such as 2555d", retain)
+				return &ExitError{Code: 2, Err: fmt.Errorf("audit prune: --retain %q: want a positive duration such as 2555d", retain)}
 			}
 			l, err := audit.Open(args[0], audit.Options{Service: "vramseal"})
 			if err != nil {
