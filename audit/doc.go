@@ -162,8 +162,8 @@
 // manifest's size and a checksum file naming the manifest's checksum; the
 // newest closed segment hashes to that checksum; no segment file outside
 // the manifest (except leftovers of an interrupted pruning); and the live
-// segment record by record (MACs under the current key, links, sequence,
-// times). A torn tail of the live segment (an unterminated or unparsable
+// segment record by record (links, sequence, epochs, times, the
+// manifest's checkpoint, and the MACs of records of the current epoch). A torn tail of the live segment (an unterminated or unparsable
 // last line) is copied to a ".broken" file and cut; anything else is a
 // [*CorruptionError] and the log refuses to open. The bytes and MACs of
 // older closed segments are left to [Verify], offline, with the
