@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cucumber/godog"
 
@@ -69,6 +70,8 @@ func (w *world) registerResidency(sc *godog.ScenarioContext) {
 	sc.Step(`^the verification passes with (\d+) of (\d+) chunks checked$`, w.verificationPasses)
 	sc.Step(`^the detection probability is ([\d.]+)%$`, w.detectionProbability)
 	sc.Step(`^an attacker flips a bit of byte (\d+) of shard "([^"]*)" in device memory$`, w.flipBit)
+	sc.Step(`^the background scrub runs until it stops the worker$`, w.scrubUntilStopped)
+	sc.Step(`^the background scrub completes a pass$`, w.scrubOnePass)
 	sc.Step(`^the verification fails because the device bytes changed$`, w.failsDigestMismatch)
 	sc.Step(`^the failure names chunks? (\d+(?:-\d+)?) covering bytes (\d+) to (\d+)$`, w.failureNames)
 	sc.Step(`^the device bytes of shard "([^"]*)" are unchanged$`, w.deviceBytesUnchanged)
@@ -663,6 +666,42 @@ func (w *world) detectionProbability(pct float64) error {
 		return fmt.Errorf("detection probability %.4f%%, want %.4f%%", got, pct)
 	}
 	return nil
+}
+
+// scrub runs the manager's background scrub (fast, so that the scenario
+// takes milliseconds) until done reports true, then stops it.
+func (w *world) scrub(ctx context.Context, done func(m *vram.Manager) bool) error {
+	m, err := w.manager()
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	ended := make(chan error, 1)
+	go func() {
+		ended <- m.Scrub(sctx, vram.ScrubOptions{BytesPerSecond: 1 << 30, Interval: time.Millisecond})
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !done(m) {
+		if time.Now().After(deadline) {
+			cancel()
+			<-ended
+			return fmt.Errorf("the scrub did not finish: %+v", m.ScrubStats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("scrub ended with %v", err)
+	}
+	return nil
+}
+
+func (w *world) scrubUntilStopped(ctx context.Context) error {
+	return w.scrub(ctx, func(m *vram.Manager) bool { s, _ := m.State(); return s == vram.Stopped })
+}
+
+func (w *world) scrubOnePass(ctx context.Context) error {
+	return w.scrub(ctx, func(m *vram.Manager) bool { return m.ScrubStats().Passes >= 1 })
 }
 
 func (w *world) flipBit(offset int64, id string) error {

@@ -42,6 +42,19 @@ Feature: Verifying sealed shards before inference (the execute gate)
       | 1114129 | 17    | 1114112 | 1179647 |
       | 4194303 | 63    | 4128768 | 4194303 |
 
+  Scenario: A clean background scrub pass records every shard it checked
+    When the background scrub completes a pass
+    Then the worker is running
+    And the audit log records a "seal_verified" event with shard_id "model-a" and mode "scrub" and chunks_checked "64"
+
+  Scenario: The background scrub finds corruption that no request sampled
+    When an attacker flips a bit of byte 3000000 of shard "model-a" in device memory
+    And the background scrub runs until it stops the worker
+    Then the worker is stopped
+    And the stop reason mentions shard "model-a"
+    And the audit log records a "seal_verification_failed" event with shard_id "model-a" and mode "scrub" and failed_chunks "45" and action_taken "worker_stopped"
+    And the "verify_failed" narration says "chunk 45 changed"
+
   Scenario: Corruption across a chunk boundary is reported as one range of chunks
     When an attacker flips a bit of byte 1179647 of shard "model-a" in device memory
     And an attacker flips a bit of byte 1179648 of shard "model-a" in device memory

@@ -452,6 +452,10 @@ stop the daemon first, or set its retention instead.`,
 				return &ExitError{Code: 2, Err: fmt.Errorf("audit prune: --retain %q: want a positive duration such as 2555d", retain)}
 			}
 			l, err := audit.Open(args[0], audit.Options{Service: "vramseal"})
+			if errors.Is(err, audit.ErrNotInitialized) {
+				// No log in DIR: bad input, as for query and tail.
+				return &ExitError{Code: 2, Err: err}
+			}
 			if err != nil {
 				return err
 			}

@@ -297,6 +297,10 @@ func TestAuditExitCodes(t *testing.T) {
 		{"query bad since", []string{"audit", "query", dir, "--since", "yesterday"}, 2},
 		{"prune bad retain", []string{"audit", "prune", dir, "--retain", "forever"}, 2},
 		{"prune no retain", []string{"audit", "prune", dir}, 2},
+		{"prune missing DIR", []string{"audit", "prune", missing, "--retain", "1d"}, 2},
+		{"prune directory that is not a log", []string{"audit", "prune", empty, "--retain", "1d"}, 2},
+		{"prune ok", []string{"audit", "prune", dir, "--retain", "2555d"}, 0},
+		{"query missing DIR", []string{"audit", "query", missing}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
