@@ -670,7 +670,7 @@ func (w *world) detectionProbability(pct float64) error {
 
 // scrub runs the manager's background scrub (fast, so that the scenario
 // takes milliseconds) until done reports true, then stops it.
-func (w *world) scrub(ctx context.Context, done func(m *vram.Manager) bool) error {
+func (w *world) scrub(ctx context.Context, interval time.Duration, done func(m *vram.Manager) bool) error {
 	m, err := w.manager()
 	if err != nil {
 		return err
@@ -678,7 +678,7 @@ func (w *world) scrub(ctx context.Context, done func(m *vram.Manager) bool) erro
 	sctx, cancel := context.WithCancel(ctx)
 	ended := make(chan error, 1)
 	go func() {
-		ended <- m.Scrub(sctx, vram.ScrubOptions{BytesPerSecond: 1 << 30, Interval: time.Millisecond})
+		ended <- m.Scrub(sctx, vram.ScrubOptions{BytesPerSecond: 1 << 30, Interval: interval})
 	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for !done(m) {
@@ -697,11 +697,12 @@ func (w *world) scrub(ctx context.Context, done func(m *vram.Manager) bool) erro
 }
 
 func (w *world) scrubUntilStopped(ctx context.Context) error {
-	return w.scrub(ctx, func(m *vram.Manager) bool { s, _ := m.State(); return s == vram.Stopped })
+	return w.scrub(ctx, time.Millisecond, func(m *vram.Manager) bool { s, _ := m.State(); return s == vram.Stopped })
 }
 
 func (w *world) scrubOnePass(ctx context.Context) error {
-	return w.scrub(ctx, func(m *vram.Manager) bool { return m.ScrubStats().Passes >= 1 })
+	// One pass only: the next would start an hour later.
+	return w.scrub(ctx, time.Hour, func(m *vram.Manager) bool { return m.ScrubStats().Passes >= 1 })
 }
 
 func (w *world) flipBit(offset int64, id string) error {
