@@ -75,7 +75,9 @@ type Options struct {
 	// means crypto/rand.
 	Rand io.Reader
 	// Environ is the process environment the policy inspects, as
-	// os.Environ returns it. Nil means os.Environ().
+	// os.Environ returns it, at New and before every allocation. Nil means
+	// the live environment, read each time (so a variable set later in
+	// the process is caught at the next allocation).
 	Environ []string
 }
 
@@ -170,9 +172,6 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.Rand == nil {
 		opts.Rand = rand.Reader
 	}
-	if opts.Environ == nil {
-		opts.Environ = os.Environ()
-	}
 	if opts.WorkerID == "" {
 		host, _ := os.Hostname()
 		if host == "" {
@@ -218,7 +217,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		m.key = k
 	}
 	start := time.Now()
-	if err := checkEnviron(opts.Environ); err != nil {
+	if err := m.checkEnv(); err != nil {
 		return nil, m.violation(ctx, start, "", err, "refused_to_start")
 	}
 	var total uint64

@@ -514,6 +514,25 @@ func TestPolicy(t *testing.T) {
 			}
 		})
 	}
+	t.Run("live env checked before every allocation", func(t *testing.T) {
+		t.Setenv("GGML_CUDA_ENABLE_UNIFIED_MEMORY", "0")
+		t.Setenv("TF_FORCE_UNIFIED_MEMORY", "")
+		m, _ := newTestManager(t, 1, 1<<20, func(o *Options) { o.Environ = nil })
+		sealBytes(t, m, "before", 0, randomBytes(41, 5000))
+		before, _ := m.Capacity(context.Background(), 0)
+		t.Setenv("GGML_CUDA_ENABLE_UNIFIED_MEMORY", "1") // set later in the process
+		_, err := m.Seal(context.Background(), SealRequest{ShardID: "after", ModelRef: "m", Size: 3, Data: strings.NewReader("abc")})
+		var pe *PolicyError
+		if !errors.As(err, &pe) || pe.Violation != "unified_memory_env" {
+			t.Fatalf("Seal after the variable was set = %v, want unified_memory_env", err)
+		}
+		if st, _ := m.State(); st != Stopped {
+			t.Errorf("state = %v, want Stopped", st)
+		}
+		if after, _ := m.Capacity(context.Background(), 0); after != before {
+			t.Errorf("capacity %+v -> %+v: nothing should have been allocated", before, after)
+		}
+	})
 	t.Run("unset or false env is fine", func(t *testing.T) {
 		if _, err := New(context.Background(), Options{Environ: []string{"GGML_CUDA_ENABLE_UNIFIED_MEMORY=0", "TF_FORCE_UNIFIED_MEMORY="}}); err != nil {
 			t.Fatal(err)

@@ -2,6 +2,7 @@ package vram
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/vramseal/vramseal/gpu"
@@ -14,18 +15,24 @@ var unifiedMemoryEnv = []string{
 	"TF_FORCE_UNIFIED_MEMORY",         // TensorFlow: unified memory for GPU allocations
 }
 
-// checkEnviron refuses environment settings that move weights to host memory.
-func checkEnviron(environ []string) error {
-	for _, kv := range environ {
-		name, val, ok := strings.Cut(kv, "=")
-		if !ok {
-			continue
-		}
-		for _, bad := range unifiedMemoryEnv {
-			if name == bad && truthy(val) {
-				return &PolicyError{Violation: "unified_memory_env", Device: -1,
-					Details: fmt.Sprintf("%s is set; it lets the GPU runtime keep weights in host memory: unset it", name)}
+// checkEnv refuses environment settings that move weights to host memory:
+// in Options.Environ when given, otherwise in the live environment.
+func (m *Manager) checkEnv() error {
+	lookup := os.LookupEnv
+	if env := m.opts.Environ; env != nil {
+		lookup = func(name string) (string, bool) {
+			for _, kv := range env {
+				if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+					return v, true
+				}
 			}
+			return "", false
+		}
+	}
+	for _, name := range unifiedMemoryEnv {
+		if v, ok := lookup(name); ok && truthy(v) {
+			return &PolicyError{Violation: "unified_memory_env", Device: -1,
+				Details: fmt.Sprintf("%s is set; it lets the GPU runtime keep weights in host memory: unset it", name)}
 		}
 	}
 	return nil

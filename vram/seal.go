@@ -229,6 +229,9 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size 
 	if err := checkDevice(d.index, info); err != nil {
 		return nil, m.violation(ctx, start, id, err, ActionWorkerStopped)
 	}
+	if err := m.checkEnv(); err != nil {
+		return nil, m.violation(ctx, start, id, err, ActionWorkerStopped)
+	}
 	avail := max(clampInt64(info.FreeBytes)-m.opts.Headroom, 0)
 	if size > avail {
 		return nil, m.allocationFailed(ctx, start, d, id, size, avail, "insufficient_vram",
