@@ -4,12 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/vramseal/vramseal/gpu"
-	"github.com/vramseal/vramseal/gpu/sim"
+	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/seal"
 	"github.com/vramseal/vramseal/vram"
 )
@@ -25,14 +26,19 @@ func newSealCmd() *cobra.Command {
 		secretFile  string
 		samples     int
 		asJSON      bool
+		backend     string
+		cudaLibrary string
 	)
 	cmd := &cobra.Command{
 		Use:   "seal FILE",
-		Short: "Seal a model file into (simulated) VRAM, verify it, print the handle, release it",
-		Long: `Seal copies FILE into GPU memory on the simulated device, seals it (flat
-SHA-256 digest, chunk tree root, HMAC signature), verifies it from device
-memory in full and sampled mode, prints the shard handle, and releases the
-memory. It exits 0 only if every step succeeds.
+		Short: "Seal a model file into VRAM, verify it, print the handle, release it",
+		Long: `Seal copies FILE into GPU memory (an NVIDIA GPU with --device cuda, or auto
+when one is usable; the simulated device otherwise), seals it (flat SHA-256
+digest, chunk tree root, HMAC signature), verifies it from device memory in
+full and sampled mode, prints the shard handle, and releases the memory: a
+one-shot check of the whole residency path on this machine. It exits 0 only
+if every step succeeds; 2 for bad input, 3 when the shard does not fit, 4 for
+an integrity failure or a VRAM-only policy violation.
 
 Without --secret-file the seal key is ephemeral: the seal verifies only in
 this process. The daemon (vramseal serve) keeps shards resident.`,
@@ -50,13 +56,16 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 				}
 				opts.Key = k
 			}
-			devs, err := sim.New(sim.Options{Devices: simDevices, Capacity: int64(simCapacity)})
+			// Only a fallback to the simulator, or a policy violation, is
+			// narrated: on stderr, so that --json output stays clean.
+			n := narration.New(narration.Options{Level: slog.LevelWarn, Actor: "vramseal",
+				Sinks: []narration.Sink{narration.NewConsoleSink(cmd.ErrOrStderr(), narration.ConsoleOptions{})}})
+			devs, _, _, err := openDevices(ctx, serveConfig{device: backend, cudaLibrary: cudaLibrary,
+				simDevices: simDevices, simCapacity: simCapacity}, n)
 			if err != nil {
 				return err
 			}
-			for _, d := range devs {
-				opts.Devices = append(opts.Devices, d)
-			}
+			opts.Devices, opts.Narrator = devs, n
 			m, err := vram.New(ctx, opts)
 			if err != nil {
 				return err
@@ -84,6 +93,8 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 	f.StringVar(&shardID, "shard-id", "", "shard ID (default: generated shard-<32 hex>)")
 	f.StringVar(&modelRef, "model-ref", "", "model reference recorded in the seal (default: the file name)")
 	f.IntVar(&device, "gpu", 0, "GPU index to hold the shard")
+	f.StringVar(&backend, "device", "auto", "GPU backend: auto (CUDA if usable, else simulated), sim or cuda")
+	f.StringVar(&cudaLibrary, "cuda-library", "", "CUDA driver library to load (default libcuda.so.1)")
 	f.IntVar(&simDevices, "sim-devices", 1, "number of simulated GPUs")
 	f.Var(&simCapacity, "sim-capacity", "VRAM of each simulated GPU (e.g. 8GiB)")
 	f.Var(&chunkSize, "chunk-size", "chunk tree leaf size (e.g. 64KiB)")

@@ -68,3 +68,18 @@ func TestDeviceAutoFallsBackLoudly(t *testing.T) {
 		t.Errorf("--device tpu = %v, want a usage error (exit 2)", err)
 	}
 }
+
+func TestSealDeviceChoice(t *testing.T) {
+	path, _ := writeModel(t, 70_000)
+	missing := filepath.Join(t.TempDir(), "libcuda.so.1")
+	_, stderr, err := runCLI(t, "seal", path, "--device", "auto", "--cuda-library", missing, "--json")
+	if err != nil || !strings.Contains(stderr, "SIMULATED") {
+		t.Errorf("seal --device auto without CUDA: %v, stderr %q; want success on the simulator, said loudly", err, stderr)
+	}
+	if _, stderr, err := runCLI(t, "seal", path, "--device", "sim"); err != nil || stderr != "" {
+		t.Errorf("seal --device sim: %v, stderr %q; want success and no warning", err, stderr)
+	}
+	if _, _, err := runCLI(t, "seal", path, "--device", "cuda", "--cuda-library", missing); err == nil {
+		t.Error("seal --device cuda without a CUDA driver succeeded")
+	}
+}
