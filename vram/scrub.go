@@ -164,7 +164,7 @@ func (m *Manager) scrubShard(ctx context.Context, id string, batchBytes int64, p
 	if s == nil {
 		return 0, ErrNotFound
 	}
-	first, err := m.scrubCheckSealed(ctx, s)
+	tree, err := m.scrubCheckSealed(ctx, s)
 	s.busy.Done()
 	if err != nil {
 		return 0, err
@@ -195,7 +195,7 @@ func (m *Manager) scrubShard(ctx context.Context, id string, batchBytes int64, p
 		var changed []int64
 		if err == nil {
 			for j, c := range chunks {
-				if seal.Hash(got[j]) != first.leaf(c) {
+				if seal.Hash(got[j]) != tree.leaf(c) {
 					changed = append(changed, c)
 				}
 			}
