@@ -234,17 +234,3 @@ func parseManifest(b []byte) (*manifest, error) {
 	}
 	return m, nil
 }
-
-// tail returns the sequence number and MAC the next segment chains from.
-func (m *manifest) chainStart() (seq uint64, mac [32]byte, epoch uint64) {
-	mac = genesis
-	for _, list := range [][]segmentInfo{m.Pruned, m.Segments} {
-		for _, s := range list {
-			if s.Records > 0 {
-				seq, mac = s.LastSeq, s.LastMAC
-			}
-			epoch = s.LastEpoch
-		}
-	}
-	return seq, mac, epoch
-}

@@ -247,7 +247,7 @@ func Tail(ctx context.Context, dir string, n int, follow bool, opts ReadOptions,
 		for i, s := range man.Segments {
 			if s.Name == name && i+1 < len(man.Segments) {
 				// The writer rotated: finish this segment, then go on.
-				if off, err = readSegment(ctx, fsys, dir, name, off, true, emit); err != nil {
+				if _, err = readSegment(ctx, fsys, dir, name, off, true, emit); err != nil {
 					return err
 				}
 				name, off, moved = man.Segments[i+1].Name, 0, true

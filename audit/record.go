@@ -72,22 +72,21 @@ type rawField struct {
 // recordView is a parsed line whose strings still point into the line. It
 // allocates nothing, which keeps verification fast.
 type recordView struct {
-	line     []byte // without newline
-	seq      uint64
-	time     []byte // canonical, fixed width: compares like the instant
-	id       []byte
-	typ      []byte
-	sev      Severity
-	service  rawString
-	node     rawString
-	worker   rawString
-	cid      rawString
-	fields   []rawField
-	epoch    uint64
-	prev     [32]byte
-	mac      [32]byte
-	idLogID  []byte
-	idSeqRaw []byte
+	line    []byte // without newline
+	seq     uint64
+	time    []byte // canonical, fixed width: compares like the instant
+	id      []byte
+	typ     []byte
+	sev     Severity
+	service rawString
+	node    rawString
+	worker  rawString
+	cid     rawString
+	fields  []rawField
+	epoch   uint64
+	prev    [32]byte
+	mac     [32]byte
+	idLogID []byte
 }
 
 // parseRecord parses line (without its newline) strictly: members in the

@@ -79,7 +79,7 @@ type segAcc struct {
 	firstMAC, lastMAC     [32]byte
 	firstSeq, lastSeq     uint64
 	firstEpoch, lastEpoch uint64
-	firstTime, lastTime   string
+	firstTime             string
 }
 
 type verifier struct {

@@ -22,21 +22,6 @@ const benchHuman = "Sealed model shard 'shard-abc123' in 1 MB VRAM on GPU 0 (2 m
 
 var benchTime = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 
-func benchEvent(level slog.Level) narration.Event {
-	return narration.Event{
-		Time:          benchTime,
-		Level:         level,
-		Actor:         "vram-residency",
-		Action:        "seal",
-		Target:        "shard-abc123",
-		Human:         benchHuman,
-		CorrelationID: "req-xyz",
-		Duration:      2 * time.Millisecond,
-		Device:        narration.GPU(0, ""),
-		WorkerID:      "worker-gpu-0",
-	}
-}
-
 // BenchmarkEmitJSON emits an enabled event with 8 fields (actor, action,
 // target, human, correlation ID, duration, device, worker) to a JSON sink
 // writing to io.Discard.

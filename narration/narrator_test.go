@@ -88,7 +88,8 @@ func TestEmitCompletesEvent(t *testing.T) {
 	n.Emit(ctx, narration.Event{Action: "seal", Target: "shard-1"})
 	n.Emit(ctx, narration.Event{Action: "verify", Actor: "cli", CorrelationID: "own", TraceID: "t", SpanID: "s",
 		Time: t0.Add(time.Second)})
-	n.Emit(nil, narration.Event{Action: "release"}) //nolint:staticcheck // a nil context is tolerated
+	//lint:ignore SA1012 a nil context must be tolerated
+	n.Emit(nil, narration.Event{Action: "release"})
 
 	got := rec.Events()
 	want := []narration.Event{

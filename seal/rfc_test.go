@@ -9,15 +9,6 @@ import (
 	"testing"
 )
 
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		t.Fatalf("hex.DecodeString(%q): %v", s, err)
-	}
-	return b
-}
-
 func seq(from, to byte) []byte {
 	var b []byte
 	for c := int(from); c <= int(to); c++ {

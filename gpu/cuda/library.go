@@ -86,11 +86,11 @@ const nvmlMemoryV2Version = uint32(unsafe.Sizeof(nvmlMemoryV2{})) | 2<<24
 // nvmlProcessInfo is the nvmlProcessInfo_t of
 // nvmlDeviceGetComputeRunningProcesses_v3 (24 bytes).
 type nvmlProcessInfo struct {
-	pid               uint32
-	_                 uint32
-	usedGpuMemory     uint64
-	gpuInstanceID     uint32
-	computeInstanceID uint32
+	pid           uint32
+	_             uint32
+	usedGpuMemory uint64
+	_             uint32 // gpuInstanceId
+	_             uint32 // computeInstanceId
 }
 
 // binder binds C functions of one library, collecting missing names so that

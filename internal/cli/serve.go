@@ -249,7 +249,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		go func() {
 			defer close(scrubDone)
 			err := m.Scrub(scrubCtx, vram.ScrubOptions{BytesPerSecond: int64(cfg.scrubRate), Interval: cfg.scrubEvery})
-			if err != nil && scrubCtx.Err() == nil && !errors.Is(err, vram.ErrClosed) {
+			if scrubCtx.Err() == nil && !errors.Is(err, vram.ErrClosed) {
 				fmt.Fprintf(stderr, "vramseal: background scrub ended: %v\n", err)
 			}
 		}()
