@@ -120,6 +120,7 @@ type Manager struct {
 	// laterFailures counts failures while already stopped.
 	laterFailures int
 	closed        bool
+	closedCh      chan struct{} // closed by Close: wakes the scrub
 }
 
 type deviceState struct {
@@ -195,11 +196,12 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, invalid("no devices")
 	}
 	m := &Manager{
-		opts:    opts,
-		key:     opts.Key,
-		clock:   opts.Clock,
-		shards:  make(map[string]*shard),
-		pending: make(map[string]struct{}),
+		opts:     opts,
+		key:      opts.Key,
+		clock:    opts.Clock,
+		shards:   make(map[string]*shard),
+		pending:  make(map[string]struct{}),
+		closedCh: make(chan struct{}),
 	}
 	if m.clock == nil {
 		m.clock = time.Now
@@ -486,6 +488,9 @@ func (m *Manager) freeBuffer(ctx context.Context, d *deviceState, id string, buf
 // Close releases every shard. The manager refuses work afterwards.
 func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
+	if !m.closed {
+		close(m.closedCh)
+	}
 	m.closed = true
 	ids := make([]string, 0, len(m.shards))
 	for id := range m.shards {

@@ -112,7 +112,7 @@ func (m *Manager) Scrub(ctx context.Context, opts ScrubOptions) error {
 		m.narrate(ctx, slog.LevelInfo, ActionScrub, m.opts.WorkerID, noDevice, dur, "", nil, func() string {
 			return fmt.Sprintf("Scrubbed %d shard(s), %s of VRAM: every chunk matches its seal (%s)", shards, mb(bytes), ms(dur))
 		}, narration.Int("shards", shards), narration.Bytes("scrubbed_bytes", bytes))
-		if err := sleepCtx(ctx, opts.Interval); err != nil {
+		if err := m.sleep(ctx, opts.Interval); err != nil {
 			return err
 		}
 	}
@@ -126,7 +126,7 @@ func (m *Manager) scrubWait(ctx context.Context, poll time.Duration) error {
 		if err == nil || errors.Is(err, ErrClosed) {
 			return err
 		}
-		if err := sleepCtx(ctx, min(poll, time.Second)); err != nil {
+		if err := m.sleep(ctx, min(poll, time.Second)); err != nil {
 			return err
 		}
 	}
@@ -171,14 +171,14 @@ func (m *Manager) scrubShard(ctx context.Context, id string, batchBytes int64, p
 	}
 	cs := s.seal.ChunkSize
 	n := gpu.ChunkCount(s.seal.Size, cs)
-	per := max(batchBytes/cs, 1)
+	per := min(max(batchBytes/cs, 1), n)
 	chunks := make([]int64, 0, per)
 	got := make([][gpu.HashSize]byte, per)
 	var hashed int64
 	for lo := int64(0); lo < n; lo += per {
 		hi := min(lo+per, n)
 		size := min(hi*cs, s.seal.Size) - lo*cs
-		if err := p.wait(ctx, size); err != nil {
+		if err := p.wait(ctx, m, size); err != nil {
 			return hashed, err
 		}
 		if err := m.gate(); err != nil {
@@ -216,7 +216,6 @@ func (m *Manager) scrubShard(ctx context.Context, id string, batchBytes int64, p
 			ie.Reason, ie.Err = ReasonDeviceError, err
 		default:
 			ie.Changed = chunkRanges(changed, s.seal.Size, cs)
-			locateAll(ctx, s, ie)
 		}
 		m.scrub.failures.Add(1)
 		m.verifyFailed(ctx, s, ie, "scrub", time.Since(start))
@@ -270,20 +269,21 @@ type pacer struct {
 	next time.Time
 }
 
-func (p *pacer) wait(ctx context.Context, n int64) error {
+func (p *pacer) wait(ctx context.Context, m *Manager, n int64) error {
 	now := time.Now()
 	if p.next.Before(now) {
 		p.next = now
 	}
-	if err := sleepCtx(ctx, p.next.Sub(now)); err != nil {
+	if err := m.sleep(ctx, p.next.Sub(now)); err != nil {
 		return err
 	}
 	p.next = p.next.Add(time.Duration(float64(n) / float64(p.rate) * float64(time.Second)))
 	return nil
 }
 
-// sleepCtx sleeps for d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// sleep waits for d, or until ctx is done (its error) or the manager is
+// closed ([ErrClosed]).
+func (m *Manager) sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
@@ -294,5 +294,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-m.closedCh:
+		return ErrClosed
 	}
 }

@@ -85,8 +85,13 @@ func TestScrubFindsUnsampledCorruption(t *testing.T) {
 	if err := o.devs[0].FlipBits(buf, 33*testChunk+100, 0x10); err != nil {
 		t.Fatal(err)
 	}
-	runScrub(t, o.m, ScrubOptions{BytesPerSecond: 1 << 30, BatchBytes: 8 * testChunk, Interval: 5 * time.Millisecond})
+	opts := ScrubOptions{BytesPerSecond: 1 << 30, BatchBytes: 8 * testChunk, Interval: 5 * time.Millisecond}
+	stop := runScrub(t, o.m, opts)
 	eventually(t, "the scrub to stop the worker", func() bool { s, _ := o.m.State(); return s == Stopped })
+	// The stop comes before the record: let the scrub finish recording.
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Scrub = %v", err)
+	}
 	r := o.requireRecord(t, EventVerificationFailed, "b", audit.SeverityCritical, "scrubber")
 	if fieldText(r, "mode") != "scrub" || fieldText(r, "failed_chunks") != "33" || fieldText(r, "actual_root") == "<missing>" {
 		t.Errorf("seal_verification_failed fields = %v", r.Fields)
@@ -105,6 +110,7 @@ func TestScrubFindsUnsampledCorruption(t *testing.T) {
 	if err := o.m.Reset(context.Background(), "chunk 33 restored from the registry"); err != nil {
 		t.Fatal(err)
 	}
+	runScrub(t, o.m, opts)
 	eventually(t, "a pass after the reset", func() bool { return o.m.ScrubStats().Passes >= 1 })
 }
 
@@ -148,8 +154,9 @@ func TestScrubOptionsAndClose(t *testing.T) {
 	}
 	sealBytes(t, m, "a", 0, randomBytes(27, 3*testChunk))
 	done := make(chan error, 1)
+	// After its pass the scrub sleeps for an hour: Close must wake it.
 	go func() {
-		done <- m.Scrub(context.Background(), ScrubOptions{BytesPerSecond: 1 << 30, Interval: time.Millisecond})
+		done <- m.Scrub(context.Background(), ScrubOptions{BytesPerSecond: 1 << 30, Interval: time.Hour})
 	}()
 	eventually(t, "a pass", func() bool { return m.ScrubStats().Passes >= 1 })
 	if err := m.Close(context.Background()); err != nil {
@@ -161,6 +168,6 @@ func TestScrubOptionsAndClose(t *testing.T) {
 			t.Errorf("Scrub after Close = %v, want ErrClosed", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("Scrub kept running after Close")
+		t.Fatal("Scrub kept sleeping after Close")
 	}
 }

@@ -121,8 +121,15 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 // audit failure is narrated and counted, and the integrity error (not the
 // audit error) is returned: the operator learns of the corruption either
 // way.
+//
+// The caller holds s against release. A mismatch found by sampling or
+// scrubbing is located in full (see locateAll) after the stop, so that no
+// execute gate passes while the shard is re-hashed.
 func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError, mode string, dur time.Duration) {
 	m.stop(ie.Error())
+	if ie.Reason == ReasonDigestMismatch && ie.ActualRoot == (seal.Hash{}) {
+		locateAll(ctx, s, ie)
+	}
 	ctx = context.WithoutCancel(ctx)
 	fields := []audit.Field{
 		audit.String("shard_id", ie.ShardID),
@@ -219,8 +226,6 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 		ie.Changed = chunkRanges(changed, s.seal.Size, s.seal.ChunkSize)
 		if full {
 			ie.ActualRoot = rootOf(got)
-		} else {
-			locateAll(ctx, s, ie)
 		}
 		return VerifyResult{}, ie
 	}
@@ -245,10 +250,12 @@ func rootOf(got [][gpu.HashSize]byte) seal.Hash {
 
 // locateAll follows a failed sampled verification with one full pass over
 // the shard, so the failure names every changed chunk and the actual root,
-// not only the sampled chunks that caught it. The worker stops either way;
-// this pass only makes the report complete. If the stored leaves no longer
-// match the sealed root, or the device or the caller's context fails, the
-// sampled findings stand and ActualRoot stays zero (unknown).
+// not only the sampled chunks that caught it; the chunks the sample saw
+// stay in the report even if they changed back meanwhile. The worker is
+// already stopped; this pass only makes the report complete. If the stored
+// leaves no longer match the sealed root, or the device or the caller's
+// context fails, the sampled findings stand and ActualRoot stays zero
+// (unknown).
 func locateAll(ctx context.Context, s *shard, ie *IntegrityError) {
 	leaves := s.tree.leaves()
 	if seal.Root(leaves) != s.seal.Root {
@@ -263,14 +270,17 @@ func locateAll(ctx context.Context, s *shard, ie *IntegrityError) {
 	if err := s.dev.dev.LeafHashes(ctx, s.buf, s.seal.ChunkSize, chunks, got); err != nil {
 		return
 	}
-	var changed []int64
-	for i := range got {
-		if seal.Hash(got[i]) != leaves[i] {
-			changed = append(changed, int64(i))
+	seen := make(map[int64]bool)
+	for _, r := range ie.Changed {
+		for c := r.FirstChunk; c <= r.LastChunk; c++ {
+			seen[c] = true
 		}
 	}
-	if len(changed) == 0 {
-		return // changed back between the two passes: keep what was seen
+	var changed []int64
+	for i := range got {
+		if seal.Hash(got[i]) != leaves[i] || seen[int64(i)] {
+			changed = append(changed, int64(i))
+		}
 	}
 	ie.Changed = chunkRanges(changed, s.seal.Size, s.seal.ChunkSize)
 	ie.ActualRoot = rootOf(got)
