@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -36,7 +37,8 @@ func buildBinary(t *testing.T) string {
 type daemon struct {
 	addr   string
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	mu     sync.Mutex // guards stderr, written by the scanner goroutine
+	stderr bytes.Buffer
 	exited chan error
 }
 
@@ -48,7 +50,7 @@ func startDaemon(t *testing.T, bin, dataDir string, extra ...string) *daemon {
 		"--data-dir", dataDir, "--log-format", "json", "--enable-test-faults"}, extra...)
 	cmd := exec.Command(bin, args...)
 	pr, pw := io.Pipe()
-	d := &daemon{cmd: cmd, stderr: new(bytes.Buffer), exited: make(chan error, 1)}
+	d := &daemon{cmd: cmd, exited: make(chan error, 1)}
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -59,7 +61,9 @@ func startDaemon(t *testing.T, bin, dataDir string, extra ...string) *daemon {
 		sc := bufio.NewScanner(pr)
 		sent := false
 		for sc.Scan() {
+			d.mu.Lock()
 			d.stderr.WriteString(sc.Text() + "\n")
+			d.mu.Unlock()
 			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil && !sent {
 				found <- m[1]
 				sent = true
@@ -70,17 +74,24 @@ func startDaemon(t *testing.T, bin, dataDir string, extra ...string) *daemon {
 	select {
 	case addr, ok := <-found:
 		if !ok {
-			t.Fatalf("daemon exited before serving:\n%s", d.stderr)
+			t.Fatalf("daemon exited before serving:\n%s", d.output())
 		}
 		d.addr = addr
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
-		t.Fatalf("daemon did not start:\n%s", d.stderr)
+		t.Fatalf("daemon did not start:\n%s", d.output())
 	}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 	})
 	return d
+}
+
+// output returns what the daemon has written to stderr so far.
+func (d *daemon) output() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stderr.String()
 }
 
 // run runs a CLI command and returns its stdout and exit code.
@@ -198,12 +209,12 @@ func TestEndToEnd(t *testing.T) {
 	select {
 	case err := <-d.exited:
 		if err != nil {
-			t.Fatalf("daemon exit: %v\n%s", err, d.stderr)
+			t.Fatalf("daemon exit: %v\n%s", err, d.output())
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("daemon did not shut down")
 	}
-	if !strings.Contains(d.stderr.String(), `"correlation_id":"`+cid+`"`) {
+	if !strings.Contains(d.output(), `"correlation_id":"`+cid+`"`) {
 		t.Errorf("narration lacks correlation ID %s", cid)
 	}
 
@@ -267,7 +278,7 @@ func TestEndToEndScrub(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the scrub never stopped the worker:\n%s", d.stderr)
+			t.Fatalf("the scrub never stopped the worker:\n%s", d.output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -275,7 +286,7 @@ func TestEndToEndScrub(t *testing.T) {
 	select {
 	case err := <-d.exited:
 		if err != nil {
-			t.Fatalf("daemon exit: %v\n%s", err, d.stderr)
+			t.Fatalf("daemon exit: %v\n%s", err, d.output())
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("daemon did not shut down")

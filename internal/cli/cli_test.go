@@ -60,7 +60,7 @@ func TestDigest(t *testing.T) {
 
 func TestSealCommand(t *testing.T) {
 	path, _ := writeModel(t, 300_000)
-	out, _, err := runCLI(t, "seal", path, "--shard-id", "cli-1", "--json", "--sim-capacity", "16MiB")
+	out, _, err := runCLI(t, "seal", "--device", "sim", path, "--shard-id", "cli-1", "--json", "--sim-capacity", "16MiB")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestSealCommand(t *testing.T) {
 	if got.Seal.ShardID != "cli-1" || got.Seal.Size != 300_000 || got.Chunks != 5 || len(got.Verify) != 2 || got.Verify[0].Mode != "full" {
 		t.Errorf("seal --json = %+v", got)
 	}
-	out, _, err = runCLI(t, "seal", path)
+	out, _, err = runCLI(t, "seal", "--device", "sim", path)
 	if err != nil || !strings.Contains(out, "verify full") || !strings.Contains(out, "tree root") {
 		t.Errorf("seal table = %q, %v", out, err)
 	}
@@ -89,14 +89,14 @@ func TestBadInput(t *testing.T) {
 		args []string
 		code int // process exit status
 	}{
-		{[]string{"seal", path, "--shard-id", "../etc"}, 2},
-		{[]string{"seal", path, "--sim-capacity", "100"}, 3}, // does not fit: retryable
-		{[]string{"seal", path, "--gpu", "3"}, 2},
-		{[]string{"seal", filepath.Join(t.TempDir(), "missing")}, 2},
-		{[]string{"seal", t.TempDir()}, 2},
-		{[]string{"seal", path, "--sim-devices", "0"}, 2},
-		{[]string{"seal", path, "--chunk-size", "lots"}, 2},
-		{[]string{"seal", path, "--no-such-flag"}, 2},
+		{[]string{"seal", "--device", "sim", path, "--shard-id", "../etc"}, 2},
+		{[]string{"seal", "--device", "sim", path, "--sim-capacity", "100"}, 3}, // does not fit: retryable
+		{[]string{"seal", "--device", "sim", path, "--gpu", "3"}, 2},
+		{[]string{"seal", "--device", "sim", filepath.Join(t.TempDir(), "missing")}, 2},
+		{[]string{"seal", "--device", "sim", t.TempDir()}, 2},
+		{[]string{"seal", "--device", "sim", path, "--sim-devices", "0"}, 2},
+		{[]string{"seal", "--device", "sim", path, "--chunk-size", "lots"}, 2},
+		{[]string{"seal", "--device", "sim", path, "--no-such-flag"}, 2},
 		{[]string{"digest", path, "--chunk-size", "0"}, 2},
 		{[]string{"digest"}, 2},
 		{[]string{"serve", "--log-format", "xml"}, 2},
@@ -105,6 +105,10 @@ func TestBadInput(t *testing.T) {
 		{[]string{"serve", "--audit-retain", "forever"}, 2},
 		{[]string{"reset"}, 2},
 		{[]string{"audit", "verify"}, 2},
+		{[]string{"bogus"}, 2},
+		{[]string{"shard", "bogus"}, 2},
+		{[]string{"audit"}, 2},
+		{[]string{}, 2},
 	}
 	for _, tt := range tests {
 		_, _, err := runCLI(t, tt.args...)

@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
@@ -25,10 +26,21 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
-// usageErrors makes bad flags and wrong argument counts exit with status 2
-// (bad input) in every command, like any other invalid input.
+// usageErrors makes bad flags, wrong argument counts, unknown commands and
+// a missing subcommand exit with status 2 (bad input) in every command,
+// like any other invalid input.
 func usageErrors(c *cobra.Command) {
 	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &ExitError{Code: 2, Err: err} })
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				_ = cmd.Help()
+				return &ExitError{Code: 2, Err: fmt.Errorf("%s needs a command", cmd.CommandPath())}
+			}
+			return &ExitError{Code: 2, Err: fmt.Errorf("unknown command %q for %q (see %s --help)", args[0], cmd.CommandPath(), cmd.CommandPath())}
+		}
+	}
 	if args := c.Args; args != nil {
 		c.Args = func(cmd *cobra.Command, a []string) error {
 			if err := args(cmd, a); err != nil {

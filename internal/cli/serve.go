@@ -400,8 +400,13 @@ func openAudit(cfg serveConfig, opts audit.Options, stderr io.Writer) (*audit.Lo
 	return log, nil
 }
 
+// openCUDA opens the CUDA driver; tests replace it.
+var openCUDA = cuda.Open
+
 // openDevices picks the GPU backend. auto uses CUDA when a usable NVIDIA
-// GPU is present and otherwise falls back to the simulator, saying why.
+// GPU is present and otherwise falls back to the simulator, saying why;
+// with an explicit --cuda-library there is no fallback: the operator asked
+// for that driver.
 func openDevices(ctx context.Context, cfg serveConfig, n *narration.Narrator) ([]gpu.Device, []*sim.Device, string, error) {
 	useSim := func(why string) ([]gpu.Device, []*sim.Device, string, error) {
 		devs, err := sim.New(sim.Options{Devices: cfg.simDevices, Capacity: int64(cfg.simCapacity)})
@@ -422,9 +427,9 @@ func openDevices(ctx context.Context, cfg serveConfig, n *narration.Narrator) ([
 	case "sim":
 		return useSim("")
 	case "cuda", "auto":
-		drv, err := cuda.Open(cuda.Options{LibraryPath: cfg.cudaLibrary})
+		drv, err := openCUDA(cuda.Options{LibraryPath: cfg.cudaLibrary})
 		if err != nil {
-			if cfg.device == "cuda" || !errors.Is(err, cuda.ErrUnavailable) {
+			if cfg.device == "cuda" || cfg.cudaLibrary != "" || !errors.Is(err, cuda.ErrUnavailable) {
 				return nil, nil, "", fmt.Errorf("--device %s: %w", cfg.device, err)
 			}
 			return useSim(err.Error())

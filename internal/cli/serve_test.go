@@ -3,11 +3,13 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/vramseal/vramseal/gpu/cuda"
 	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/narration/narrationtest"
 )
@@ -42,10 +44,20 @@ func TestSecretCreatedWhereAsked(t *testing.T) {
 	}
 }
 
+// noCUDA makes openCUDA fail as it does on a machine without a driver.
+func noCUDA(t *testing.T) {
+	t.Helper()
+	saved := openCUDA
+	openCUDA = func(cuda.Options) (*cuda.Driver, error) {
+		return nil, fmt.Errorf("%w: libcuda.so.1 not found (test)", cuda.ErrUnavailable)
+	}
+	t.Cleanup(func() { openCUDA = saved })
+}
+
 func TestDeviceAutoFallsBackLoudly(t *testing.T) {
+	noCUDA(t)
 	rec, n := narrationtest.Capture(t)
-	missing := filepath.Join(t.TempDir(), "libcuda-missing.so.1")
-	cfg := serveConfig{device: "auto", cudaLibrary: missing, simDevices: 2, simCapacity: 1 << 20}
+	cfg := serveConfig{device: "auto", simDevices: 2, simCapacity: 1 << 20}
 	devs, sims, backend, err := openDevices(context.Background(), cfg, n)
 	if err != nil {
 		t.Fatalf("--device auto without a CUDA driver = %v, want the simulator", err)
@@ -58,9 +70,13 @@ func TestDeviceAutoFallsBackLoudly(t *testing.T) {
 		t.Errorf("fallback narration %q (error %q) must say it is simulated and why", e.Human, e.Error)
 	}
 
-	cfg.device = "cuda"
-	if _, _, _, err := openDevices(context.Background(), cfg, narration.New(narration.Options{})); err == nil {
-		t.Error("--device cuda without a CUDA driver started anyway")
+	// No fallback when CUDA was asked for, by name or by library path.
+	missing := filepath.Join(t.TempDir(), "libcuda-missing.so.1")
+	for _, c := range []serveConfig{{device: "cuda"}, {device: "auto", cudaLibrary: missing}} {
+		c.simDevices, c.simCapacity = 1, 1<<20
+		if _, _, _, err := openDevices(context.Background(), c, narration.New(narration.Options{})); err == nil {
+			t.Errorf("--device %s --cuda-library %q without a CUDA driver started anyway", c.device, c.cudaLibrary)
+		}
 	}
 	cfg.device = "tpu"
 	var ee *ExitError
@@ -70,16 +86,16 @@ func TestDeviceAutoFallsBackLoudly(t *testing.T) {
 }
 
 func TestSealDeviceChoice(t *testing.T) {
+	noCUDA(t)
 	path, _ := writeModel(t, 70_000)
-	missing := filepath.Join(t.TempDir(), "libcuda.so.1")
-	_, stderr, err := runCLI(t, "seal", path, "--device", "auto", "--cuda-library", missing, "--json")
+	_, stderr, err := runCLI(t, "seal", path, "--json")
 	if err != nil || !strings.Contains(stderr, "SIMULATED") {
-		t.Errorf("seal --device auto without CUDA: %v, stderr %q; want success on the simulator, said loudly", err, stderr)
+		t.Errorf("seal (--device auto) without CUDA: %v, stderr %q; want success on the simulator, said loudly", err, stderr)
 	}
 	if _, stderr, err := runCLI(t, "seal", path, "--device", "sim"); err != nil || stderr != "" {
 		t.Errorf("seal --device sim: %v, stderr %q; want success and no warning", err, stderr)
 	}
-	if _, _, err := runCLI(t, "seal", path, "--device", "cuda", "--cuda-library", missing); err == nil {
+	if _, _, err := runCLI(t, "seal", path, "--device", "cuda"); err == nil {
 		t.Error("seal --device cuda without a CUDA driver succeeded")
 	}
 }

@@ -72,7 +72,7 @@ func newMetrics(reg prometheus.Registerer, m *vram.Manager) *metrics {
 
 var (
 	descTotal    = prometheus.NewDesc("vramseal_vram_total_bytes", "Device memory size in bytes.", devLabels, nil)
-	descFree     = prometheus.NewDesc("vramseal_vram_free_bytes", "Device memory free in bytes, as the driver reports.", devLabels, nil)
+	descFree     = prometheus.NewDesc("vramseal_vram_free_bytes", "Device memory free for new allocations in bytes (whole allocation granules on CUDA).", devLabels, nil)
 	descUsed     = prometheus.NewDesc("vramseal_vram_used_bytes", "Device memory held for sealed shards in bytes, including any the device refused to free.", devLabels, nil)
 	descReserved = prometheus.NewDesc("vramseal_vram_reserved_bytes", "Device memory allocated for seals in progress in bytes.", devLabels, nil)
 	descSealed   = prometheus.NewDesc("vramseal_sealed_bytes", "Bytes of resident sealed shards.", devLabels, nil)
@@ -129,8 +129,10 @@ func (c *managerCollector) identities(ctx context.Context) []deviceID {
 // narrated), so that used and reserved bytes are
 // one consistent reading; sealed bytes and shard counts come from one
 // [vram.Manager.Shards] for all devices. A device whose memory cannot be
-// read gets no memory gauges in this scrape; one whose UUID is not known
-// gets no series at all, since it could not be joined with DCGM's.
+// read gets no memory gauges in this scrape. Until the devices' UUIDs and
+// names have been read once there are no device series at all, so that no
+// series appears with labels that later change; a device whose UUID is
+// unknown never gets series, since they could not be joined with DCGM's.
 func (c *managerCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx := context.Background()
 	n := c.m.DeviceCount()
@@ -143,15 +145,9 @@ func (c *managerCollector) Collect(ch chan<- prometheus.Metric) {
 			shards[d]++
 		}
 	}
-	for i := range n {
-		var id deviceID
-		if i < len(ids) {
-			id = ids[i]
-		}
+	for i := range min(n, len(ids)) { // no device series until identities are known
+		id := ids[i]
 		cp, err := c.m.Usage(ctx, i)
-		if id.uuid == "" && err == nil {
-			id.uuid = cp.UUID
-		}
 		if id.uuid == "" {
 			continue
 		}
