@@ -639,3 +639,66 @@ func TestResetDoesNotHideConcurrentFailure(t *testing.T) {
 		t.Errorf("State = %v %q, want stopped by the new failure", st, reason)
 	}
 }
+
+// pausingDevice blocks the first LeafHashes call that covers at least full
+// chunks until released: the full pass that locates a sampled failure.
+type pausingDevice struct {
+	*sim.Device
+	full             int
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (d *pausingDevice) LeafHashes(ctx context.Context, b gpu.Buffer, chunkSize int64, chunks []int64, out [][gpu.HashSize]byte) error {
+	if len(chunks) >= d.full {
+		d.once.Do(func() {
+			close(d.entered)
+			<-d.release
+		})
+	}
+	return d.Device.LeafHashes(ctx, b, chunkSize, chunks, out)
+}
+
+// TestGateClosedWhileLocating: once a sampled verification has found a
+// change, the worker is stopped before the full pass that locates every
+// changed chunk, so no execute gate passes during that pass.
+func TestGateClosedWhileLocating(t *testing.T) {
+	devs, err := sim.New(sim.Options{Devices: 1, Capacity: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pd := &pausingDevice{Device: devs[0], full: 40, entered: make(chan struct{}), release: make(chan struct{})}
+	m, err := New(context.Background(), Options{Key: testKey(t), WorkerID: "w", ChunkSize: testChunk, Environ: []string{}, Devices: []gpu.Device{pd}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	sealBytes(t, m, "bad", 0, randomBytes(51, 40*testChunk))
+	sealBytes(t, m, "good", 0, randomBytes(52, 8*testChunk))
+	buf, _, _ := m.Buffer("bad")
+	for c := int64(0); c < 40; c++ {
+		devs[0].FlipBits(buf, c*testChunk, 0x01)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Verify(context.Background(), "bad", Sampled(2))
+		done <- err
+	}()
+	select {
+	case <-pd.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the locating full pass never started")
+	}
+	if st, _ := m.State(); st != Stopped {
+		t.Errorf("state during the locating pass = %v, want Stopped", st)
+	}
+	if _, err := m.Verify(context.Background(), "good", Sampled(1)); !errors.Is(err, ErrStopped) {
+		t.Errorf("execute gate during the locating pass = %v, want ErrStopped", err)
+	}
+	close(pd.release)
+	err = <-done
+	var ie *IntegrityError
+	if !errors.As(err, &ie) || fmt.Sprint(ie.Changed) != fmt.Sprint([]ChunkRange{{0, 39, 0, 40 * testChunk}}) {
+		t.Errorf("Verify(sampled) = %v, want every chunk located", err)
+	}
+}
