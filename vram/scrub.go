@@ -207,7 +207,7 @@ func (m *Manager) scrubShard(ctx context.Context, id string, batchBytes int64, p
 			s.busy.Done()
 			continue
 		}
-		ie := &IntegrityError{ShardID: id, Device: s.dev.index, Reason: ReasonDigestMismatch, ExpectedRoot: s.seal.Root}
+		ie := failure(s, ReasonDigestMismatch, nil)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			s.busy.Done()
@@ -240,21 +240,15 @@ func (m *Manager) scrubShard(ctx context.Context, id string, batchBytes int64, p
 // tree. A failure is recorded like any verification failure.
 func (m *Manager) scrubCheckSealed(ctx context.Context, s *shard) (*leafTree, error) {
 	start := time.Now()
-	select {
-	case <-s.treeReady:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	err := m.checkSealed(ctx, s)
+	if err == nil && seal.Root(s.tree.leaves()) != s.seal.Root {
+		err = failure(s, ReasonNotSealed, errLeavesAltered)
 	}
-	ie := &IntegrityError{ShardID: s.seal.ShardID, Device: s.dev.index, ExpectedRoot: s.seal.Root}
-	sigErr := m.key.Verify(&s.seal)
-	switch {
-	case sigErr != nil:
-		ie.Reason, ie.Err = ReasonSignatureInvalid, sigErr
-	case s.treeErr != nil:
-		ie.Reason, ie.Err = ReasonNotSealed, s.treeErr
-	case s.tree.n != gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize) || seal.Root(s.tree.leaves()) != s.seal.Root:
-		ie.Reason, ie.Err = ReasonNotSealed, errors.New("vram: stored leaf hashes do not match the sealed root")
-	default:
+	var ie *IntegrityError
+	if !errors.As(err, &ie) {
+		if err != nil {
+			return nil, err
+		}
 		return s.tree, nil
 	}
 	m.scrub.failures.Add(1)

@@ -160,32 +160,54 @@ func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError
 		narration.Str("expected_root", ie.ExpectedRoot.String()), narration.Str("action_taken", ActionWorkerStopped))
 }
 
-func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (VerifyResult, error) {
-	fail := func(reason string, err error) error {
-		return &IntegrityError{ShardID: s.seal.ShardID, Device: s.dev.index, Reason: reason, ExpectedRoot: s.seal.Root, Err: err}
-	}
+// failure returns an *IntegrityError for s.
+func failure(s *shard, reason string, err error) *IntegrityError {
+	return &IntegrityError{ShardID: s.seal.ShardID, Device: s.dev.index, Reason: reason, ExpectedRoot: s.seal.Root, Err: err}
+}
+
+// checkSealed checks what every verification of s relies on before it
+// reads the device: the seal's signature, and a stored leaf tree (once
+// built) with one leaf per chunk. It returns an *IntegrityError, or the
+// context's error if ctx ends while the tree is being built.
+func (m *Manager) checkSealed(ctx context.Context, s *shard) error {
 	if err := m.key.Verify(&s.seal); err != nil {
-		return VerifyResult{}, fail(ReasonSignatureInvalid, err)
+		return failure(s, ReasonSignatureInvalid, err)
 	}
 	select {
 	case <-s.treeReady:
 	case <-ctx.Done():
-		return VerifyResult{}, fmt.Errorf("vram: verify %q: %w", s.seal.ShardID, ctx.Err())
+		return fmt.Errorf("vram: verify %q: %w", s.seal.ShardID, ctx.Err())
 	}
 	if s.treeErr != nil {
-		return VerifyResult{}, fail(ReasonNotSealed, s.treeErr)
+		return failure(s, ReasonNotSealed, s.treeErr)
+	}
+	if n, want := s.tree.n, gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize); n != want {
+		return failure(s, ReasonNotSealed, fmt.Errorf("vram: %d stored leaf hashes for %d chunks", n, want))
+	}
+	return nil
+}
+
+// errLeavesAltered: the stored leaf hashes do not match the signed root.
+var errLeavesAltered = errors.New("vram: stored leaf hashes do not match the sealed root")
+
+// allChunks returns the indexes 0..n-1.
+func allChunks(n int64) []int64 {
+	chunks := make([]int64, n)
+	for i := range chunks {
+		chunks[i] = int64(i)
+	}
+	return chunks
+}
+
+func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (VerifyResult, error) {
+	if err := m.checkSealed(ctx, s); err != nil {
+		return VerifyResult{}, err
 	}
 	n := s.tree.n
-	if n != gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize) {
-		return VerifyResult{}, fail(ReasonNotSealed, fmt.Errorf("vram: %d stored leaf hashes for %d chunks", n, gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize)))
-	}
 	var chunks []int64
 	full := mode.Samples == 0 || int64(mode.Samples) >= n
 	if full {
-		chunks = make([]int64, n)
-		for i := range chunks {
-			chunks[i] = int64(i)
-		}
+		chunks = allChunks(n)
 	} else {
 		var err error
 		chunks, err = sampleChunks(m.opts.Rand, n, mode.Samples)
@@ -198,12 +220,12 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 	// once in full mode, one inclusion proof per chunk when sampling).
 	if full {
 		if seal.Root(s.tree.leaves()) != s.seal.Root {
-			return VerifyResult{}, fail(ReasonNotSealed, errors.New("vram: stored leaf hashes do not match the sealed root"))
+			return VerifyResult{}, failure(s, ReasonNotSealed, errLeavesAltered)
 		}
 	} else {
 		for _, c := range chunks {
 			if err := s.tree.prove(c, s.seal.Root); err != nil {
-				return VerifyResult{}, fail(ReasonNotSealed, fmt.Errorf("vram: stored leaf hash of chunk %d is not in the sealed tree: %w", c, err))
+				return VerifyResult{}, failure(s, ReasonNotSealed, fmt.Errorf("vram: stored leaf hash of chunk %d is not in the sealed tree: %w", c, err))
 			}
 		}
 	}
@@ -213,7 +235,7 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 			// The caller gave up: nothing was proven either way.
 			return VerifyResult{}, fmt.Errorf("vram: verify %q: %w", s.seal.ShardID, err)
 		}
-		return VerifyResult{}, fail(ReasonDeviceError, err)
+		return VerifyResult{}, failure(s, ReasonDeviceError, err)
 	}
 	var changed []int64
 	for j, c := range chunks {
@@ -222,7 +244,7 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 		}
 	}
 	if len(changed) > 0 {
-		ie := fail(ReasonDigestMismatch, nil).(*IntegrityError)
+		ie := failure(s, ReasonDigestMismatch, nil)
 		ie.Changed = chunkRanges(changed, s.seal.Size, s.seal.ChunkSize)
 		if full {
 			ie.ActualRoot = rootOf(got)
@@ -262,12 +284,8 @@ func locateAll(ctx context.Context, s *shard, ie *IntegrityError) {
 		return
 	}
 	n := int64(len(leaves))
-	chunks := make([]int64, n)
-	for i := range chunks {
-		chunks[i] = int64(i)
-	}
 	got := make([][gpu.HashSize]byte, n)
-	if err := s.dev.dev.LeafHashes(ctx, s.buf, s.seal.ChunkSize, chunks, got); err != nil {
+	if err := s.dev.dev.LeafHashes(ctx, s.buf, s.seal.ChunkSize, allChunks(n), got); err != nil {
 		return
 	}
 	seen := make(map[int64]bool)
