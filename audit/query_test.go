@@ -199,6 +199,16 @@ type blockFS struct {
 	release chan struct{}
 }
 
+// waitEntered waits until the writer is blocked inside the armed fsync.
+func (f *blockFS) waitEntered(t *testing.T) {
+	t.Helper()
+	select {
+	case <-f.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the writer never reached fsync")
+	}
+}
+
 func (f *blockFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 	file, err := f.OSFS.OpenFile(name, flag, perm)
 	if err != nil || !strings.HasSuffix(name, segmentSuffix) {
@@ -259,11 +269,7 @@ func TestBackpressure(t *testing.T) {
 		_, err := l.Append(ctx, Event{Type: "first", Severity: SeverityCritical})
 		done <- err
 	}()
-	select {
-	case <-bfs.entered: // the writer is inside fsync
-	case <-time.After(30 * time.Second):
-		t.Fatal("the writer never reached fsync")
-	}
+	bfs.waitEntered(t) // the writer is inside fsync
 	if _, err := l.Append(ctx, testEvent(1)); err != nil {
 		t.Fatalf("Append into the free slot = %v", err)
 	}
@@ -295,11 +301,7 @@ func TestCloseTimeoutKeepsLock(t *testing.T) {
 		_, err := l.Append(context.Background(), Event{Type: "first", Severity: SeverityCritical})
 		done <- err
 	}()
-	select {
-	case <-bfs.entered:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the writer never reached fsync")
-	}
+	bfs.waitEntered(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if err := l.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
