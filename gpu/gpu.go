@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 )
 
 // HashSize is the length of a leaf hash in bytes (SHA-256).
@@ -97,6 +98,42 @@ type PointerFacts struct {
 	// HostAccessible reports that the allocation has a host pointer (mapped
 	// or registered host memory).
 	HostAccessible bool
+	// ReadOnly reports that the backend's own mapping of the allocation
+	// allows reads only, as it must after [Device.Protect].
+	ReadOnly bool
+}
+
+// Kinds of [Share]: how a consumer process maps the descriptor.
+const (
+	// ShareMemfd is a sealed memfd (the simulator): map it with
+	// mmap(PROT_READ, MAP_SHARED) at offset 0. The file is sealed against
+	// writes, growth and shrinking, so no process can map it writable.
+	ShareMemfd = "memfd"
+	// ShareCUDAVMM is a CUDA virtual memory management allocation handle
+	// exported as a POSIX file descriptor
+	// (CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR): import it with
+	// cuMemImportFromShareableHandle, reserve MapSize bytes of address
+	// space aligned to Granularity with cuMemAddressReserve, cuMemMap it at
+	// offset 0, and grant read access only with cuMemSetAccess
+	// (CU_MEM_ACCESS_FLAGS_PROT_READ) on the device with the shard's UUID.
+	ShareCUDAVMM = "cuda_vmm_fd"
+)
+
+// Share is one allocation exported to another process on the same host: a
+// descriptor through which that process maps the very memory that was
+// sealed, never a copy.
+type Share struct {
+	// File is a new descriptor for the allocation. The caller owns it and
+	// must close it (after passing it on, for example over SCM_RIGHTS).
+	File *os.File
+	// Kind says how a consumer maps File: [ShareMemfd] or [ShareCUDAVMM].
+	Kind string
+	// MapSize is the length a consumer maps: the buffer's size rounded up
+	// to a whole number of Granularity units.
+	MapSize int64
+	// Granularity is the mapping granularity in bytes: the page size for
+	// a memfd, the VMM allocation granularity for CUDA.
+	Granularity int64
 }
 
 // Buffer is an opaque handle to one device allocation. Implementations must
@@ -135,6 +172,19 @@ type Device interface {
 	LeafHashes(ctx context.Context, b Buffer, chunkSize int64, chunks []int64, out [][HashSize]byte) error
 	// PointerFacts returns the driver's facts about the allocation.
 	PointerFacts(ctx context.Context, b Buffer) (PointerFacts, error)
+	// Protect makes the allocation read-only once its contents are final:
+	// afterwards [Device.Write] fails with an error wrapping [ErrReadOnly],
+	// the backend's own mapping is read-only ([PointerFacts.ReadOnly]), and
+	// every [Share] exported from it can be mapped for reading only.
+	// Hashing is unaffected. A second Protect is a no-op.
+	Protect(ctx context.Context, b Buffer) error
+	// Export returns a new [Share] of a protected allocation, for a
+	// consumer process to map. It fails with an error wrapping
+	// [ErrNotProtected] before [Device.Protect], so no consumer ever gets
+	// memory that can still be written through vramseal. Each call returns
+	// a new descriptor; the allocation stays allocated until
+	// [Device.Free], whatever the consumers hold.
+	Export(ctx context.Context, b Buffer) (Share, error)
 }
 
 // Errors returned by backends. Callers branch with errors.Is.
@@ -146,6 +196,12 @@ var (
 	ErrInvalidBuffer = errors.New("gpu: invalid or freed buffer")
 	// ErrOutOfRange is returned for offsets, lengths or chunk indexes outside a buffer.
 	ErrOutOfRange = errors.New("gpu: range outside buffer")
+	// ErrReadOnly is returned by [Device.Write] on a buffer after
+	// [Device.Protect].
+	ErrReadOnly = errors.New("gpu: buffer is read-only")
+	// ErrNotProtected is returned by [Device.Export] for a buffer that
+	// [Device.Protect] has not made read-only.
+	ErrNotProtected = errors.New("gpu: buffer is not protected")
 	// ErrDeviceLost is returned when the device stops answering (Xid,
 	// fallen off the bus, or an injected fault). It is fatal.
 	ErrDeviceLost = errors.New("gpu: device lost")

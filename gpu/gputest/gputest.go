@@ -84,6 +84,7 @@ func (s Suite) Run(t *testing.T, newDevice func(t *testing.T) gpu.Device) {
 		{"ChunkSubsets", s.testChunkSubsets},
 		{"ChunkRange", s.testChunkRange},
 		{"PointerFacts", s.testPointerFacts},
+		{"ProtectExport", s.testProtectExport},
 		{"Concurrency", s.testConcurrency},
 		{"Format", s.testFormat},
 	}
@@ -642,5 +643,64 @@ func (s Suite) testFormat(t *testing.T, d gpu.Device) {
 		if m := addressLike.FindString(got); m != "" {
 			t.Errorf("%s of buffer = %q, which contains %q, an address", how, got, m)
 		}
+	}
+}
+
+func (s Suite) testProtectExport(t *testing.T, d gpu.Device) {
+	ctx := t.Context()
+	r := s.rng(t)
+	size := min(s.MaxAlloc, 3<<20+12345)
+	b := alloc(t, d, size)
+	want := fill(t, d, b, r)
+	if sh, err := d.Export(ctx, b); !errors.Is(err, gpu.ErrNotProtected) {
+		if err == nil {
+			sh.File.Close()
+		}
+		t.Fatalf("Export(unprotected) error = %v, want %v", err, gpu.ErrNotProtected)
+	}
+	for i := range 2 {
+		if err := d.Protect(ctx, b); err != nil {
+			t.Fatalf("Protect() #%d error = %v", i+1, err)
+		}
+	}
+	facts, err := d.PointerFacts(ctx, b)
+	if err != nil {
+		t.Fatalf("PointerFacts(protected) error = %v", err)
+	}
+	if !facts.ReadOnly || facts.MemoryType != gpu.MemoryDevice {
+		t.Errorf("PointerFacts(protected) = %+v, want read-only device memory", facts)
+	}
+	if err := d.Write(ctx, b, 0, []byte{1}); !errors.Is(err, gpu.ErrReadOnly) {
+		t.Errorf("Write(protected) error = %v, want %v", err, gpu.ErrReadOnly)
+	}
+	checkHashes(t, d, b, want, 65536, allChunks(gpu.ChunkCount(size, 65536)))
+	for i := range 2 {
+		sh, err := d.Export(ctx, b)
+		if err != nil {
+			t.Fatalf("Export() #%d error = %v", i+1, err)
+		}
+		if sh.File == nil {
+			t.Fatalf("Export() #%d gave no file", i+1)
+		}
+		if sh.Kind != gpu.ShareMemfd && sh.Kind != gpu.ShareCUDAVMM {
+			t.Errorf("Export().Kind = %q, want %q or %q", sh.Kind, gpu.ShareMemfd, gpu.ShareCUDAVMM)
+		}
+		if sh.Granularity <= 0 || sh.MapSize < size || sh.MapSize%sh.Granularity != 0 || sh.MapSize-size >= sh.Granularity {
+			t.Errorf("Export() = map size %d, granularity %d for %d bytes: want the size rounded up to the granularity", sh.MapSize, sh.Granularity, size)
+		}
+		if err := sh.File.Close(); err != nil {
+			t.Errorf("Close(share) error = %v", err)
+		}
+	}
+	// Shares do not keep the allocation: Free works, and Protect, Export
+	// and Write of the freed buffer are errors.
+	if err := d.Free(ctx, b); err != nil {
+		t.Fatalf("Free(protected) error = %v", err)
+	}
+	if err := d.Protect(ctx, b); !errors.Is(err, gpu.ErrInvalidBuffer) {
+		t.Errorf("Protect(freed) error = %v, want %v", err, gpu.ErrInvalidBuffer)
+	}
+	if _, err := d.Export(ctx, b); !errors.Is(err, gpu.ErrInvalidBuffer) {
+		t.Errorf("Export(freed) error = %v, want %v", err, gpu.ErrInvalidBuffer)
 	}
 }
