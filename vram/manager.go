@@ -110,12 +110,12 @@ type Manager struct {
 	scrub         scrubCounters
 	subs          subscribers
 
-	mu         sync.Mutex
-	shards     map[string]*shard
-	pending    map[string]struct{} // IDs being sealed
+	mu      sync.Mutex
+	shards  map[string]*shard
+	pending map[string]struct{} // IDs being sealed
 	// revoked holds shards released with force whose memory waits for
 	// their last lease to end.
-	revoked map[*shard]struct{}
+	revoked    map[*shard]struct{}
 	state      State
 	stopReason string
 	// stops counts calls of stop, so that Reset can tell whether a failure
