@@ -33,6 +33,8 @@ class Client:
     ``wait_stopped``. A protocol violation by the daemon, or the daemon's
     id-0 error, ends the connection: every later call raises.
 
+    ``socket`` is the socket's path (default: :func:`default_socket`) or
+    a connected AF_UNIX stream socket, which the client then owns.
     ``timeout`` (seconds, None for no limit) bounds each request; a request
     that times out closes the connection, since its answer could arrive at
     any later moment.
@@ -49,6 +51,10 @@ class Client:
         self._closed = None  # the Error every call raises once the connection has ended
         self._stops = []
         self._shards = {}
+        if isinstance(socket, _socket.socket):
+            self.path = None
+            self._start(socket)
+            return
         s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             s.connect(self.path)
@@ -57,6 +63,9 @@ class Client:
             if e.errno in (errno.EACCES, errno.EPERM):
                 raise PermissionDenied("permission_denied", "connect to %s: %s" % (self.path, e.strerror)) from None
             raise ClosedError("unavailable", "connect to %s: %s" % (self.path, e.strerror)) from None
+        self._start(s)
+
+    def _start(self, s):
         self._sock = s
         self._reader = _frame.Reader(s)
         self._thread = threading.Thread(target=self._read_loop, name="vramseal-attach-reader", daemon=True)

@@ -254,6 +254,9 @@ class Reader:
                 fds = array.array("i")
                 fds.frombytes(cdata[: len(cdata) - len(cdata) % fds.itemsize])
                 self._fds.extend(fds)
+                if len(fds) > 1:
+                    # CMSG_SPACE(4) is padded, so the kernel can pass two.
+                    raise _bad("%d descriptors in one message, want one" % len(fds))
         if flags & socket.MSG_CTRUNC:
             raise _bad("control message truncated: more than one descriptor sent at once")
         return data

@@ -168,17 +168,29 @@ def torch_cuda_views(mapping, tensors, size, device):
     import torch
 
     out = {}
-    for t in tensors:
-        count = check(t, size)
+    for t, arr in zip(tensors, cuda_arrays(mapping, tensors, size)):
         dt = torch_dtype(t["dtype"])
-        itemsize = DTYPES[t["dtype"]][0]
-        if count == 0:
+        if arr is None:
             out[t["name"]] = torch.empty(t["shape"], dtype=dt, device=device)
             continue
-        shape = tuple(t["shape"]) or (1,)
-        arr = CudaArray(mapping, mapping.ptr + t["offset"], shape, _CARRIER[itemsize], readonly=False)
         x = torch.as_tensor(arr, device=device)
         if x.dtype != dt:
             x = x.view(dt)
         out[t["name"]] = x.reshape(t["shape"])
+    return out
+
+
+def cuda_arrays(mapping, tensors, size):
+    """Returns one CudaArray per tensor (None for an empty one) for torch:
+    readonly False, and the carrier typestr of the tensor's element size
+    (torch parses typestrs with numpy, which knows no bfloat16 or float8,
+    and torch 1.13 takes no unsigned type but uint8), shape () as (1,)."""
+    out = []
+    for t in tensors:
+        if check(t, size) == 0:
+            out.append(None)
+            continue
+        itemsize = DTYPES[t["dtype"]][0]
+        shape = tuple(t["shape"]) or (1,)
+        out.append(CudaArray(mapping, mapping.ptr + t["offset"], shape, _CARRIER[itemsize], readonly=False))
     return out
