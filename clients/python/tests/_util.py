@@ -142,4 +142,5 @@ class Peer:
         except OSError:
             pass
         self.sock.close()
-        self.thread.join(5)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(5)
