@@ -182,7 +182,7 @@ class Driver:
             raw = ctypes.create_string_buffer(16)
             self.call("cuDeviceGetUuid_v2", raw, dev.value)
             u = format_uuid(raw.raw[:16])
-            if u == uuid.lower():
+            if u.lower() == uuid.lower():
                 return dev.value
             seen.append(u)
         raise Error("not_found", "no CUDA device has UUID %s (this process sees %d)" % (uuid, len(seen)))
