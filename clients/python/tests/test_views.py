@@ -106,6 +106,30 @@ class ViewTest(unittest.TestCase):
                     self.assertEqual(x.data_ptr(), self.m.address + t["offset"])
 
     @unittest.skipIf(torch is None, "torch is not installed")
+    def test_readme_recipe(self):
+        """The README's recipe: parameters are the mapping's pages."""
+        w = numpy.arange(12, dtype="<f4").reshape(3, 4)
+        b = numpy.ones(3, dtype="<f4")
+        data = b"\0" * 64 + w.tobytes() + b.tobytes()
+        tensors = [{"name": "fc.weight", "dtype": "F32", "shape": [3, 4], "offset": 64, "length": 48},
+                   {"name": "fc.bias", "dtype": "F32", "shape": [3], "offset": 112, "length": 12}]
+        fd = sealed_memfd(data, 4096)
+        m = vramseal.MemfdMapping(fd, 4096)
+        os.close(fd)
+        model = torch.nn.Sequential()
+        model.add_module("fc", torch.nn.Linear(4, 3))
+        for name, t in _tensors.torch_views(m.memory, tensors, len(data)).items():
+            module_name, _, attr = name.rpartition(".")
+            module = model.get_submodule(module_name) if module_name else model
+            setattr(module, attr, torch.nn.Parameter(t, requires_grad=False))
+        self.assertEqual(model.fc.weight.data_ptr(), m.address + 64)
+        with torch.no_grad():
+            out = model(torch.ones(1, 4))
+        numpy.testing.assert_array_equal(out.numpy(), (w.sum(axis=1) + 1).reshape(1, 3))
+        del model
+        m.close()
+
+    @unittest.skipIf(torch is None, "torch is not installed")
     def test_torch_dtypes(self):
         for st, tt in [("BF16", torch.bfloat16), ("F16", torch.float16), ("F32", torch.float32), ("F64", torch.float64),
                        ("BOOL", torch.bool), ("U8", torch.uint8), ("I8", torch.int8), ("I16", torch.int16),
