@@ -1,0 +1,257 @@
+// Package python_test runs the Python client (clients/python) against a
+// real vramseal daemon: it builds the binary, starts `vramseal serve` with
+// an attach socket, and runs the Python integration module
+// (tests/test_integration.py) with /usr/bin/python3, which must exit 0.
+//
+// Set VRAMSEAL_REQUIRE_PYTHON=1 to turn a missing interpreter, or a daemon
+// without an attach socket, into a failure instead of a skip.
+package python_test
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const python = "/usr/bin/python3"
+
+func require() bool { return os.Getenv("VRAMSEAL_REQUIRE_PYTHON") == "1" }
+
+// skipOrFail skips the test, or fails it when VRAMSEAL_REQUIRE_PYTHON=1.
+func skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if require() {
+		t.Fatalf(format+" (VRAMSEAL_REQUIRE_PYTHON=1)", args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// needPython skips (or fails) when Debian's interpreter with numpy is absent.
+func needPython(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test builds the binary and runs Python; skipped with -short")
+	}
+	if _, err := os.Stat(python); err != nil {
+		skipOrFail(t, "%s not found: the Python client's integration tests need it", python)
+	}
+	if out, err := exec.Command(python, "-c", "import numpy").CombinedOutput(); err != nil {
+		skipOrFail(t, "%s cannot import numpy: %v\n%s", python, err, out)
+	}
+}
+
+// buildBinary compiles vramseal into a temporary directory.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "vramseal")
+	cmd := exec.Command("go", "build", "-o", bin, "../../cmd/vramseal")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// fixture finds shared/fixtures/models/NAME in this directory or a parent.
+func fixture(t *testing.T, name string) string {
+	t.Helper()
+	dir, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p := filepath.Join(dir, "shared", "fixtures", "models", name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatalf("no shared/fixtures/models/%s above the test directory", name)
+		}
+		dir = parent
+	}
+}
+
+type daemon struct {
+	addr   string
+	socket string
+	mu     sync.Mutex // guards stderr, written by the scanner goroutine
+	stderr bytes.Buffer
+}
+
+func (d *daemon) output() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stderr.String()
+}
+
+var servingRE = regexp.MustCompile(`serving on http://(127\.0\.0\.1:\d+)`)
+
+// startDaemon runs `vramseal serve` with its attach socket in a directory
+// others may traverse (so a test can chmod the socket for a consumer of
+// another uid), and waits until both the HTTP address and the socket are up.
+func startDaemon(t *testing.T, bin string, extra ...string) *daemon {
+	t.Helper()
+	dir := t.TempDir()
+	sockDir := filepath.Join(dir, "sock")
+	if err := os.Mkdir(sockDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{socket: filepath.Join(sockDir, "attach.sock")}
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"),
+		"--log-format", "json", "--attach-socket", d.socket}, extra...)
+	cmd := exec.Command(bin, args...)
+	pr, pw := io.Pipe()
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); pw.Close(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sent := false
+		for sc.Scan() {
+			d.mu.Lock()
+			d.stderr.WriteString(sc.Text() + "\n")
+			d.mu.Unlock()
+			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil && !sent {
+				found <- m[1]
+				sent = true
+			}
+		}
+		close(found)
+	}()
+	deadline := time.After(30 * time.Second)
+	select {
+	case addr, ok := <-found:
+		if !ok {
+			t.Fatalf("daemon exited before serving:\n%s", d.output())
+		}
+		d.addr = addr
+	case <-deadline:
+		t.Fatalf("daemon did not start:\n%s", d.output())
+	}
+	// The socket may come up just after the HTTP listener: dial until the
+	// deadline rather than sleep.
+	for {
+		c, err := net.Dial("unix", d.socket)
+		if err == nil {
+			c.Close()
+			return d
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("attach socket %s never accepted: %v\n%s", d.socket, err, d.output())
+		case <-exited:
+			t.Fatalf("daemon exited:\n%s", d.output())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// hasAttach reports whether this build of serve has an attach socket.
+func hasAttach(t *testing.T, bin string) bool {
+	out, _ := exec.Command(bin, "serve", "--help").CombinedOutput()
+	return strings.Contains(string(out), "--attach-socket")
+}
+
+// runPython runs the integration module against d with env added.
+func runPython(t *testing.T, bin string, d *daemon, env ...string) {
+	t.Helper()
+	dir := t.TempDir()
+	random := filepath.Join(dir, "random.bin")
+	b := make([]byte, 3<<20+4321)
+	rand.Read(b)
+	if err := os.WriteFile(random, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(python, "-m", "unittest", "-v", "test_integration")
+	cmd.Dir = "tests"
+	cmd.Env = append(os.Environ(),
+		"PYTHONPATH=..",
+		"VRAMSEAL_IT_SOCKET="+d.socket,
+		"VRAMSEAL_IT_ADDR=http://"+d.addr,
+		"VRAMSEAL_IT_BIN="+bin,
+		"VRAMSEAL_IT_SAFETENSORS="+fixture(t, "single.safetensors"),
+		"VRAMSEAL_IT_SAFETENSORS_DIR="+fixture(t, "tiny-llama"),
+		"VRAMSEAL_IT_RANDOM="+random,
+	)
+	cmd.Env = append(cmd.Env, env...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("python -m unittest test_integration:\n%s", out)
+	if err != nil {
+		t.Fatalf("Python integration tests failed: %v\ndaemon:\n%s", err, d.output())
+	}
+}
+
+func TestPythonClientSim(t *testing.T) {
+	needPython(t)
+	bin := buildBinary(t)
+	if !hasAttach(t, bin) {
+		skipOrFail(t, "vramseal serve has no --attach-socket yet (internal/server/attach.go not merged)")
+	}
+	d := startDaemon(t, bin, "--device", "sim", "--sim-capacity", "256MiB", "--enable-test-faults")
+	runPython(t, bin, d, "VRAMSEAL_IT_FAULTS=1")
+}
+
+// TestPythonClientFakeCUDA runs the same client against the fake CUDA
+// driver: the daemon exports cuda_vmm_fd descriptors and the Python
+// client loads the same .so through VRAMSEAL_CUDA_LIBRARY and reads the
+// bytes with cuMemcpyDtoH_v2.
+func TestPythonClientFakeCUDA(t *testing.T) {
+	needPython(t)
+	bin := buildBinary(t)
+	if !hasAttach(t, bin) {
+		skipOrFail(t, "vramseal serve has no --attach-socket yet (internal/server/attach.go not merged)")
+	}
+	lib := buildFakeCUDA(t)
+	d := startDaemon(t, bin, "--device", "cuda", "--cuda-library", lib)
+	runPython(t, bin, d, "VRAMSEAL_IT_CUDA=1", "VRAMSEAL_CUDA_LIBRARY="+lib)
+}
+
+// buildFakeCUDA compiles gpu/cuda/testdata/fakecuda.c.
+// TODO(cudatest): use cudatest.BuildFake from gpu/cuda/cudatest once it
+// lands, instead of compiling the source here.
+func buildFakeCUDA(t *testing.T) string {
+	t.Helper()
+	src, err := filepath.Abs("../../gpu/cuda/testdata/fakecuda.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(text, []byte("cuMemImportFromShareableHandle")) {
+		skipOrFail(t, "the fake CUDA driver has no VMM export and import yet (gpu/cuda/testdata/fakecuda.c)")
+	}
+	cc := os.Getenv("CC")
+	if cc == "" {
+		cc = "gcc"
+	}
+	if _, err := exec.LookPath(cc); err != nil {
+		skipOrFail(t, "building the fake CUDA driver needs a C compiler: %s not found", cc)
+	}
+	out := filepath.Join(t.TempDir(), "fakecuda.so")
+	cmd := exec.Command(cc, "-O2", "-shared", "-fPIC", "-pthread", "-I", filepath.Join(filepath.Dir(src), "..", "kernel"), "-o", out, src)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the fake CUDA driver: %v\n%s", err, b)
+	}
+	return out
+}
