@@ -6,39 +6,49 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
-// fixtureDir returns the shared model fixtures directory: a
+// findFixtureDir looks for the shared model fixtures: a
 // shared/fixtures/models beside the package directory or one of its
-// ancestors, or /work/shared/fixtures/models. It fails the test when none
-// is found, unless VRAMSEAL_NO_FIXTURES=1 (then it skips).
+// ancestors, then /work/shared/fixtures/models. It returns the directory
+// found, or the places tried.
+func findFixtureDir() (dir string, found bool) {
+	var tried []string
+	isDir := func(d string) bool {
+		tried = append(tried, d)
+		fi, err := os.Stat(d)
+		return err == nil && fi.IsDir()
+	}
+	if wd, err := os.Getwd(); err == nil {
+		for dir := wd; ; dir = filepath.Dir(dir) {
+			if d := filepath.Join(dir, "shared", "fixtures", "models"); isDir(d) {
+				return d, true
+			}
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
+	}
+	if d := "/work/shared/fixtures/models"; isDir(d) {
+		return d, true
+	}
+	return strings.Join(tried, ", "), false
+}
+
+// fixtureDir returns the shared model fixtures directory. It fails the test
+// when there is none, unless VRAMSEAL_NO_FIXTURES=1 (then it skips).
 func fixtureDir(tb testing.TB) string {
 	tb.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var tried []string
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		d := filepath.Join(dir, "shared", "fixtures", "models")
-		tried = append(tried, d)
-		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
-			return d
-		}
-		if filepath.Dir(dir) == dir {
-			break
-		}
-	}
-	d := "/work/shared/fixtures/models"
-	if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+	d, ok := findFixtureDir()
+	if ok {
 		return d
 	}
-	tried = append(tried, d)
 	if os.Getenv("VRAMSEAL_NO_FIXTURES") == "1" {
 		tb.Skip("model fixtures not found and VRAMSEAL_NO_FIXTURES=1")
 	}
-	tb.Fatalf("model fixtures not found (tried %v); set VRAMSEAL_NO_FIXTURES=1 to skip", tried)
+	tb.Fatalf("model fixtures not found (tried %s); set VRAMSEAL_NO_FIXTURES=1 to skip", d)
 	return ""
 }
 
