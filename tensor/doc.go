@@ -2,8 +2,8 @@
 // and says which tensors a byte range of a file touches, so that an
 // integrity failure in a chunk can name the weights it hit.
 //
-// [ParseSafetensors] and [ReadSafetensors] read a safetensors file's header
-// into a [Map]; [Map.Lookup] turns a byte range of the file into [Hit]s, one
+// [ParseSafetensors] and [ReadSafetensors] read a safetensors file's header,
+// and [ParseGGUF] a GGUF file's, into a [Map]; [Map.Lookup] turns a byte range of the file into [Hit]s, one
 // per tensor or non-tensor region it overlaps, found by binary search.
 //
 // Every error about the bytes of a file wraps [ErrMalformed] and names the
@@ -60,4 +60,42 @@
 //
 // In the [Map], a tensor's [Tensor.Offset] is absolute, 8+N+begin, and
 // [Map.Tensors] are sorted by offset, then length, then name.
+//
+// # GGUF
+//
+// The format is ggml's (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md),
+// little endian only: "GGUF", u32 version, u64 tensor count, u64 metadata
+// count, the metadata pairs (string key, u32 value type, value), the tensor
+// infos (string name, u32 n_dims, n_dims u64 dimensions, u32 ggml type, u64
+// offset), padding to the alignment, then the tensor data. A string is a u64
+// length and that many bytes. [ParseGGUF] accepts a file only when:
+//
+//   - The version is 2 or 3 (version 1 had 32-bit counts; a big-endian file
+//     reads as an unsupported version).
+//   - There are at most [MaxGGUFTensors] tensors and [MaxGGUFKVs] pairs, and
+//     their minimal encodings fit in the file.
+//   - Keys are 1 to [MaxGGUFString] bytes of valid UTF-8 and unique; string
+//     values are at most [MaxGGUFString] bytes, and valid UTF-8 outside
+//     arrays; value types are 0 to 12; booleans are 0 or 1; arrays hold at
+//     most [MaxGGUFArray] elements of one type that is not an array.
+//   - general.alignment, when present, is a UINT32 power of two (default 32).
+//   - Tensor names are 1 to [MaxNameLen] bytes of valid UTF-8 and unique; a
+//     tensor has at most 4 dimensions (GGML_MAX_DIMS), each under 2^63, and a
+//     known ggml type (the removed numbers 4, 5, 31-33 and 36-38 are refused).
+//   - The first dimension is a multiple of the type's block size, and the
+//     byte length, first dimension / block size x block bytes x the other
+//     dimensions, does not overflow an int64.
+//   - Offsets are multiples of the alignment; the data starts at the first
+//     multiple of the alignment after the tensor infos (the end of the file
+//     when there are no tensors), and every tensor lies inside the file.
+//   - Tensors do not overlap, with the rule for zero-length tensors above.
+//
+// As with safetensors, holes between tensors are accepted (llama.cpp
+// requires each tensor to start at the aligned end of the one before) and
+// reported by [Map.Lookup]. [Tensor.DType] is the ggml type name ("F32",
+// "Q8_0", ...), [Tensor.Shape] the dimensions as the file lists them
+// (ne[0], the innermost, first), [Map.Metadata] holds the scalar and string
+// values (numbers in decimal, booleans as "true" or "false"; arrays are
+// left out), and the "header" region of [Map.Lookup] runs to the data
+// start, padding included.
 package tensor

@@ -11,7 +11,7 @@ import (
 // ErrMalformed is wrapped by every error that [ParseSafetensors],
 // [ReadSafetensors] and [SafetensorsHeaderLen] return for bytes that break
 // the format (as opposed to a failing reader): callers branch on it to tell
-// a bad model file from an I/O error.
+// a bad model file from an I/O error. [ParseGGUF] wraps it too.
 var ErrMalformed = errors.New("tensor: malformed model file")
 
 // Tensor is one tensor of a model file.
@@ -33,11 +33,11 @@ func (t *Tensor) End() int64 { return t.Offset + t.Length }
 // [DataStart, Size); tensors of nonzero length do not overlap; a tensor of
 // length zero does not lie strictly inside another tensor.
 type Map struct {
-	Format    string            // "safetensors"
+	Format    string            // "safetensors" or "gguf"
 	Size      int64             // file size
 	DataStart int64             // where tensor data begins (8+N for safetensors)
 	Tensors   []Tensor          // sorted by Offset
-	Metadata  map[string]string // safetensors "__metadata__" (string to string), nil when absent
+	Metadata  map[string]string // safetensors "__metadata__" (string to string), nil when absent; GGUF scalar metadata
 
 	// dataEnd is the end of the last tensor of nonzero length (DataStart
 	// when there is none), 0 when not computed (a Map built by hand).
@@ -46,7 +46,7 @@ type Map struct {
 
 // Regions of a file that hold no tensor bytes, in [Hit.Region].
 const (
-	RegionHeader   = "header"   // the format's header: [0, DataStart) for safetensors
+	RegionHeader   = "header"   // the format's header: [0, DataStart)
 	RegionPadding  = "padding"  // bytes in the data area between tensors, or before the first one
 	RegionTrailing = "trailing" // bytes after the end of the last tensor
 )
