@@ -30,6 +30,7 @@ import (
 	"github.com/vramseal/vramseal/gpu/sim"
 	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/seal"
+	"github.com/vramseal/vramseal/tensor"
 )
 
 // Defaults used when the matching [Options] field is zero.
@@ -156,6 +157,8 @@ type shard struct {
 	// with force while attached; both guarded by Manager.mu.
 	leases  map[string]*Lease
 	revoked bool
+	// tensors is the shard's tensor map (nil when it has none).
+	tensors *tensor.Map
 }
 
 // New checks the VRAM-only policy on every device and the environment and
@@ -410,10 +413,19 @@ type ShardInfo struct {
 	// Attachments are the shard's live leases, oldest first ([Manager.Shard]
 	// and [Manager.Shards] fill it in; elsewhere it is nil).
 	Attachments []LeaseInfo
+	// Format is "safetensors" when the shard has a tensor map, else "".
+	Format string
+	// Tensors is the tensor map, sorted by offset (nil when there is
+	// none). Offsets count from the start of the shard. Read only.
+	Tensors []tensor.Tensor
 }
 
 func (s *shard) info() ShardInfo {
-	return ShardInfo{Seal: s.seal, Chunks: gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize)}
+	info := ShardInfo{Seal: s.seal, Chunks: gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize)}
+	if s.tensors != nil {
+		info.Format, info.Tensors = s.tensors.Format, s.tensors.Tensors
+	}
+	return info
 }
 
 // Shard returns the resident shard with the given ID.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/vramseal/vramseal/audit"
@@ -34,6 +35,11 @@ type SealRequest struct {
 	// Data yields the shard bytes. Reading stops after Size bytes; fewer
 	// bytes, or more, is an error.
 	Data io.Reader
+	// Format says whether the shard has a tensor map: [FormatAuto] (the
+	// zero value: kept when the bytes parse as safetensors),
+	// [FormatSafetensors] (required, else the seal is refused) or
+	// [FormatRaw] (none).
+	Format string
 }
 
 // Seal copies a shard into device memory and seals it. It validates the
@@ -90,7 +96,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	}()
 
 	t0 := time.Now()
-	digest, leaves, err := m.copyAndHash(ctx, d, buf, req.Data, req.Size)
+	digest, leaves, tm, err := m.copyAndHash(ctx, d, buf, req.Data, req.Size, req.Format)
 	if err != nil {
 		return ShardInfo{}, err
 	}
@@ -104,7 +110,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	}, narration.Str("digest", digest.String()), narration.Int("chunks", int64(len(leaves))))
 	// The stored tree for sampled verification is built in the background,
 	// overlapping the root, the signature and the audit fsync below.
-	sh := &shard{buf: buf, dev: d, treeReady: make(chan struct{})}
+	sh := &shard{buf: buf, dev: d, treeReady: make(chan struct{}), tensors: tm}
 	go func() {
 		sh.tree, sh.treeErr = newLeafTree(leaves)
 		close(sh.treeReady)
@@ -164,7 +170,9 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 }
 
 // SealFile seals the regular file at path; req.Size and req.Data are set
-// from the file. An empty req.ModelRef defaults to the file's base name.
+// from the file. An empty req.ModelRef defaults to the file's base name,
+// and a file named *.safetensors must be one ([FormatSafetensors]) unless
+// req.Format says otherwise.
 func (m *Manager) SealFile(ctx context.Context, path string, req SealRequest) (ShardInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -180,6 +188,9 @@ func (m *Manager) SealFile(ctx context.Context, path string, req SealRequest) (S
 	}
 	if req.ModelRef == "" {
 		req.ModelRef = st.Name()
+	}
+	if req.Format == FormatAuto && strings.HasSuffix(st.Name(), ".safetensors") {
+		req.Format = FormatSafetensors
 	}
 	req.Size = st.Size()
 	req.Data = f
@@ -216,6 +227,11 @@ func (m *Manager) validateSeal(req *SealRequest) error {
 	}
 	if req.Data == nil {
 		return invalid("no shard data")
+	}
+	switch req.Format {
+	case FormatAuto, FormatSafetensors, FormatRaw:
+	default:
+		return invalid("format %q: want %q, %q or empty", req.Format, FormatSafetensors, FormatRaw)
 	}
 	return nil
 }

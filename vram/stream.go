@@ -9,6 +9,7 @@ import (
 
 	"github.com/vramseal/vramseal/gpu"
 	"github.com/vramseal/vramseal/seal"
+	"github.com/vramseal/vramseal/tensor"
 )
 
 // streamer copies a shard into a device buffer while hashing it. Each
@@ -25,6 +26,7 @@ type streamer struct {
 	// batch is the largest slice handed to feed at once.
 	batch    int64
 	writeErr chan error
+	header   *headerCapture
 }
 
 // feed writes p (at most s.batch bytes) to the device at s.off and hashes
@@ -38,6 +40,7 @@ func (s *streamer) feed(p []byte) error {
 	}
 	off := s.off
 	go func() { s.writeErr <- s.dev.dev.Write(s.ctx, s.buf, off, p) }()
+	s.header.add(off, p)
 	s.h.Write(p)
 	if err := <-s.writeErr; err != nil {
 		return fmt.Errorf("vram: write to GPU %d at byte %d: %w", s.dev.index, off, err)
@@ -81,6 +84,7 @@ func (s *streamer) Write(p []byte) (int, error) {
 			break
 		}
 		jobs <- job{p[:k], s.off}
+		s.header.add(s.off, p[:k])
 		s.h.Write(p[:k])
 		s.off += k
 		n += int(k)
@@ -94,15 +98,18 @@ func (s *streamer) Write(p []byte) (int, error) {
 }
 
 // copyAndHash streams size bytes from r into buf, hashing them on the way,
-// and returns the flat digest and the leaf hashes. Host memory stays
-// bounded: stagingBuffers buffers of about copyBufferSize bytes.
-func (m *Manager) copyAndHash(ctx context.Context, d *deviceState, buf gpu.Buffer, r io.Reader, size int64) (seal.Hash, []seal.Hash, error) {
+// and returns the flat digest, the leaf hashes and the tensor map (nil when
+// the shard has none; see [SealRequest.Format]). Host memory stays
+// bounded: stagingBuffers buffers of about copyBufferSize bytes, and a
+// safetensors header.
+func (m *Manager) copyAndHash(ctx context.Context, d *deviceState, buf gpu.Buffer, r io.Reader, size int64, format string) (seal.Hash, []seal.Hash, *tensor.Map, error) {
 	h := seal.NewHasher(m.opts.ChunkSize)
 	defer h.Close()
 	// Batches are a whole number of chunks so device writes and leaves
 	// line up.
 	n := min(max(copyBufferSize/m.opts.ChunkSize, 1)*m.opts.ChunkSize, size)
-	s := &streamer{ctx: ctx, dev: d, buf: buf, h: h, size: size, batch: n, writeErr: make(chan error, 1)}
+	s := &streamer{ctx: ctx, dev: d, buf: buf, h: h, size: size, batch: n, writeErr: make(chan error, 1),
+		header: newHeaderCapture(size, format)}
 	var err error
 	switch src := r.(type) {
 	case *bytes.Reader, *bytes.Buffer:
@@ -115,13 +122,17 @@ func (m *Manager) copyAndHash(ctx context.Context, d *deviceState, buf gpu.Buffe
 		err = s.readFrom(r)
 	}
 	if err != nil {
-		return seal.Hash{}, nil, err
+		return seal.Hash{}, nil, nil, err
 	}
 	if s.off != size {
-		return seal.Hash{}, nil, invalid("shard data ended early: expected %d bytes, got %d", size, s.off)
+		return seal.Hash{}, nil, nil, invalid("shard data ended early: expected %d bytes, got %d", size, s.off)
+	}
+	tm, err := s.header.tensorMap(format)
+	if err != nil {
+		return seal.Hash{}, nil, nil, err
 	}
 	digest, leaves, _ := h.Sum()
-	return digest, leaves, nil
+	return digest, leaves, tm, nil
 }
 
 // readFrom reads r into staging buffers on a reader goroutine, so that

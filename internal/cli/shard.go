@@ -16,6 +16,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 	"github.com/vramseal/vramseal/internal/server"
+	"github.com/vramseal/vramseal/vram"
 )
 
 func newShardCmd() *cobra.Command {
@@ -72,6 +73,9 @@ the daemon's --model-root directories.`,
 				q := url.Values{"model_ref": {modelRef}, "gpu": {strconv.Itoa(gpu)}}
 				if shardID != "" {
 					q.Set("shard_id", shardID)
+				}
+				if strings.HasSuffix(st.Name(), ".safetensors") {
+					q.Set("format", vram.FormatSafetensors)
 				}
 				if count > 0 || index != 0 {
 					q.Set("shard_index", strconv.Itoa(index))

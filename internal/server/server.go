@@ -458,7 +458,7 @@ func (s *Server) addShard(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) (vram.ShardInfo, error) {
 	q := r.URL.Query()
-	req := vram.SealRequest{ShardID: q.Get("shard_id"), ModelRef: q.Get("model_ref")}
+	req := vram.SealRequest{ShardID: q.Get("shard_id"), ModelRef: q.Get("model_ref"), Format: q.Get("format")}
 	for _, f := range []struct {
 		name string
 		dst  *int
