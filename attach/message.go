@@ -2,6 +2,7 @@ package attach
 
 import (
 	"encoding/json"
+	"os"
 	"time"
 )
 
@@ -92,6 +93,8 @@ type Response struct {
 	Pong     *Pong
 	Error    *Error
 	Stop     *Stop
+
+	file *os.File // an attached frame's descriptor, for the Client
 }
 
 // Attached answers attach. Its frame carries the descriptor.

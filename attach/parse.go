@@ -97,7 +97,8 @@ type object = map[string]any
 
 // parseObject parses body as exactly one JSON object under the rules of
 // the package comment: valid UTF-8, no duplicate members, no null, and
-// no nesting deeper than maxDepth (1 means members are scalars).
+// no nesting deeper than maxDepth (1 means members are scalars), so
+// that a frame of a later version still shows its "v".
 func parseObject(body []byte, maxDepth int) (object, error) {
 	if !utf8.Valid(body) {
 		return nil, badFrame("the frame is not valid UTF-8")
@@ -352,7 +353,7 @@ func ParseRequest(body []byte) (Request, error) {
 	if len(body) > MaxRequestFrame {
 		return Request{}, badFrame("frame of %d bytes exceeds the limit of %d", len(body), MaxRequestFrame)
 	}
-	m, err := parseObject(body, 1)
+	m, err := parseObject(body, maxResponseDepth)
 	if err != nil {
 		return Request{}, err
 	}
