@@ -146,6 +146,10 @@ type Event struct {
 	CorrelationID string
 	// Fields are written in this order; keys are snake_case and unique.
 	Fields []Field
+	// Durable makes [Log.Append] return only once the event is durable,
+	// whatever its severity: for events that must be on disk before the
+	// operation they record takes effect. It is not written to the record.
+	Durable bool
 }
 
 const maxNameLen = 64

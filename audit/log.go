@@ -382,7 +382,7 @@ func (l *Log) policyErr(err error) error {
 }
 
 // Append records e. A critical event (or one at or above
-// [Options.DurableFrom]) returns once it is durable, with its sequence
+// [Options.DurableFrom], or one with [Event.Durable] set) returns once it is durable, with its sequence
 // number; any other returns once queued. When the queue is full Append
 // waits until ctx ends, then returns an error matching [ErrBackpressure].
 // An invalid event matches [ErrInvalidEvent]; a failed log [ErrFailed]. Under
@@ -402,7 +402,7 @@ func (l *Log) Append(ctx context.Context, e Event) (Receipt, error) {
 		l.rejected.Add(1)
 		return Receipt{}, l.policyErr(fmt.Errorf("%w: event %s encodes to %d bytes", ErrInvalidEvent, e.Type, len(r.buf)))
 	}
-	wait := e.Severity >= l.o.DurableFrom
+	wait := e.Severity >= l.o.DurableFrom || e.Durable
 	r.wait, r.flush, r.seq = wait, false, 0
 	if err := l.enqueue(ctx, r); err != nil {
 		return Receipt{}, l.policyErr(err)

@@ -108,10 +108,14 @@ type Manager struct {
 
 	auditFailures atomic.Uint64
 	scrub         scrubCounters
+	subs          subscribers
 
-	mu         sync.Mutex
-	shards     map[string]*shard
-	pending    map[string]struct{} // IDs being sealed
+	mu      sync.Mutex
+	shards  map[string]*shard
+	pending map[string]struct{} // IDs being sealed
+	// revoked holds shards released with force whose memory waits for
+	// their last lease to end.
+	revoked    map[*shard]struct{}
 	state      State
 	stopReason string
 	// stops counts calls of stop, so that Reset can tell whether a failure
@@ -148,6 +152,10 @@ type shard struct {
 	buf       gpu.Buffer
 	dev       *deviceState
 	busy      sync.WaitGroup // verifications in flight; Release waits
+	// leases are the live attachments, and revoked marks a shard released
+	// with force while attached; both guarded by Manager.mu.
+	leases  map[string]*Lease
+	revoked bool
 }
 
 // New checks the VRAM-only policy on every device and the environment and
@@ -201,6 +209,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		clock:    opts.Clock,
 		shards:   make(map[string]*shard),
 		pending:  make(map[string]struct{}),
+		revoked:  make(map[*shard]struct{}),
 		closedCh: make(chan struct{}),
 	}
 	if m.clock == nil {
@@ -259,6 +268,7 @@ func (m *Manager) violation(ctx context.Context, start time.Time, id string, err
 		return err
 	}
 	m.stop(pe.Error())
+	m.notify(StopNotice{ShardID: id, Reason: StopPolicy, Message: pe.Error()})
 	dev := noDevice
 	if pe.Device >= 0 && pe.Device < len(m.devices) {
 		dev = m.devices[pe.Device].info
@@ -397,6 +407,9 @@ func (m *Manager) gate() error {
 type ShardInfo struct {
 	Seal   seal.Seal
 	Chunks int64
+	// Attachments are the shard's live leases, oldest first ([Manager.Shard]
+	// and [Manager.Shards] fill it in; elsewhere it is nil).
+	Attachments []LeaseInfo
 }
 
 func (s *shard) info() ShardInfo {
@@ -414,7 +427,9 @@ func (m *Manager) Shard(id string) (ShardInfo, error) {
 	if !ok {
 		return ShardInfo{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	return s.info(), nil
+	info := s.info()
+	info.Attachments = s.leaseInfos()
+	return info, nil
 }
 
 // Shards returns every resident shard, sorted by ID.
@@ -422,7 +437,9 @@ func (m *Manager) Shards() []ShardInfo {
 	m.mu.Lock()
 	out := make([]ShardInfo, 0, len(m.shards))
 	for _, s := range m.shards {
-		out = append(out, s.info())
+		info := s.info()
+		info.Attachments = s.leaseInfos()
+		out = append(out, info)
 	}
 	m.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Seal.ShardID < out[j].Seal.ShardID })
@@ -430,7 +447,8 @@ func (m *Manager) Shards() []ShardInfo {
 }
 
 // Release frees a shard's device memory. It waits for verifications of the
-// shard in flight.
+// shard in flight. A shard that consumers hold is not released: the error
+// is an *[InUseError] naming them ([Manager.ReleaseForce] revokes them).
 func (m *Manager) Release(ctx context.Context, id string) error {
 	start := time.Now()
 	if err := ValidateShardID(id); err != nil {
@@ -438,6 +456,11 @@ func (m *Manager) Release(ctx context.Context, id string) error {
 	}
 	m.mu.Lock()
 	s, ok := m.shards[id]
+	if ok && len(s.leases) > 0 {
+		err := &InUseError{ShardID: id, Holders: s.leaseInfos()}
+		m.mu.Unlock()
+		return err
+	}
 	if ok {
 		delete(m.shards, id)
 	}
@@ -485,7 +508,9 @@ func (m *Manager) freeBuffer(ctx context.Context, d *deviceState, id string, buf
 	return rerr
 }
 
-// Close releases every shard. The manager refuses work afterwards.
+// Close ends every attachment (consumers are told with a [StopNotice] of
+// reason [StopShutdown]) and releases every shard. The manager refuses
+// work afterwards.
 func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	if !m.closed {
@@ -493,11 +518,28 @@ func (m *Manager) Close(ctx context.Context) error {
 	}
 	m.closed = true
 	ids := make([]string, 0, len(m.shards))
-	for id := range m.shards {
+	var leases []*Lease
+	for id, s := range m.shards {
 		ids = append(ids, id)
+		for _, l := range s.leases {
+			leases = append(leases, l)
+		}
+	}
+	for s := range m.revoked {
+		for _, l := range s.leases {
+			leases = append(leases, l)
+		}
 	}
 	m.mu.Unlock()
+	if len(leases) > 0 {
+		m.notify(StopNotice{Reason: StopShutdown, Message: "the vramseal daemon is stopping"})
+	}
 	var first error
+	for _, l := range leases {
+		if err := l.Detach(ctx, StopShutdown); err != nil && first == nil {
+			first = err
+		}
+	}
 	for _, id := range ids {
 		// A shard released meanwhile by another caller is not an error.
 		if err := m.Release(ctx, id); err != nil && !errors.Is(err, ErrNotFound) && first == nil {

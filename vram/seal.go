@@ -94,6 +94,11 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	if err != nil {
 		return ShardInfo{}, err
 	}
+	// Nothing writes sealed memory: the allocation becomes read-only,
+	// for vramseal's own mapping too, before the seal is signed.
+	if err := m.protect(ctx, d, id, buf); err != nil {
+		return ShardInfo{}, err
+	}
 	m.narrate(ctx, slog.LevelDebug, ActionDigest, id, d.info, time.Since(t0), "", nil, func() string {
 		return fmt.Sprintf("Computed SHA-256 digest and %d chunk hashes of shard '%s' (%s)", len(leaves), short(id), mb(req.Size))
 	}, narration.Str("digest", digest.String()), narration.Int("chunks", int64(len(leaves))))
@@ -288,6 +293,26 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size 
 		return fmt.Sprintf("Allocated %s VRAM on GPU %d for shard '%s' (%s left)", mb(size), d.index, short(id), mb(avail-size))
 	}, narration.Bytes("requested_bytes", size), narration.Bytes("available_bytes", avail-size))
 	return buf, nil
+}
+
+// protect makes a shard's allocation read-only and checks that the
+// backend's mapping now refuses writes; one that does not is a VRAM-only
+// policy violation (writable_after_seal), since consumers would map
+// memory that can still change.
+func (m *Manager) protect(ctx context.Context, d *deviceState, id string, buf gpu.Buffer) error {
+	start := time.Now()
+	if err := d.dev.Protect(ctx, buf); err != nil {
+		return fmt.Errorf("vram: make shard %q read-only on GPU %d: %w", id, d.index, err)
+	}
+	facts, err := d.dev.PointerFacts(ctx, buf)
+	if err != nil {
+		return fmt.Errorf("vram: GPU %d: pointer facts of shard %q after protection: %w", d.index, id, err)
+	}
+	if !facts.ReadOnly {
+		return m.violation(ctx, start, id, &PolicyError{Violation: "writable_after_seal", Device: d.index,
+			Details: "the backend reports the sealed allocation still writable after protecting it"}, ActionWorkerStopped)
+	}
+	return nil
 }
 
 // allocationFailed audits and narrates a failed allocation and returns err.

@@ -145,6 +145,8 @@ func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError
 		audit.Int("gpu_device", int64(ie.Device)),
 		audit.String("action_taken", ActionWorkerStopped),
 	)
+	// Attached consumers hear of it before anything waits on the audit log.
+	m.notify(StopNotice{ShardID: ie.ShardID, Reason: StopIntegrity, Message: ie.Error(), Changed: ie.Changed})
 	_ = m.record(ctx, audit.Event{Type: EventVerificationFailed, Severity: audit.SeverityCritical, Fields: fields})
 	m.narrate(ctx, slog.LevelError, ActionVerifyFailed, ie.ShardID, s.dev.info, dur, "integrity", ie, func() string {
 		what := strings.ReplaceAll(ie.Reason, "_", " ")

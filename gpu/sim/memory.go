@@ -34,6 +34,9 @@ func (d *Device) Write(ctx context.Context, b gpu.Buffer, off int64, p []byte) e
 	if a.freed {
 		return fmt.Errorf("sim: write %v: %w", h, gpu.ErrInvalidBuffer)
 	}
+	if a.protected {
+		return fmt.Errorf("sim: write %v: %w", h, gpu.ErrReadOnly)
+	}
 	copy(a.data[off:], p)
 	return nil
 }
@@ -60,8 +63,10 @@ func (d *Device) Peek(b gpu.Buffer, off int64, p []byte) error {
 }
 
 // FlipBits XORs the byte at off in the buffer with mask, as a memory fault
-// or an attacker with device access would. Ranges are checked as in
-// [Device.Write].
+// or an attacker with device access would, also in a protected buffer:
+// the simulated device's own mapping is made writable for the flip and
+// read-only again, while consumers' mappings stay read-only throughout.
+// Ranges are checked as in [Device.Write].
 func (d *Device) FlipBits(b gpu.Buffer, off int64, mask byte) error {
 	h, a, err := d.lookup("flip bits in", b)
 	if err != nil {
@@ -75,6 +80,16 @@ func (d *Device) FlipBits(b gpu.Buffer, off int64, mask byte) error {
 	if a.freed {
 		return fmt.Errorf("sim: flip bits in %v: %w", h, gpu.ErrInvalidBuffer)
 	}
+	if !a.protected {
+		a.data[off] ^= mask
+		return nil
+	}
+	if err := a.region.writable(); err != nil {
+		return fmt.Errorf("sim: flip bits in %v: %w", h, err)
+	}
 	a.data[off] ^= mask
+	if err := a.region.protect(); err != nil {
+		return fmt.Errorf("sim: flip bits in %v: %w", h, err)
+	}
 	return nil
 }

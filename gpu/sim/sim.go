@@ -97,7 +97,7 @@ type Device struct {
 
 	mu     sync.Mutex // guards the fields below
 	used   int64      // sum of the sizes of live allocations in device memory
-	cached [][]byte   // freed host memory kept for reuse (Options.ReuseFreed)
+	cached []*region  // freed regions kept for reuse (Options.ReuseFreed)
 	// hostUsed is the sum of the sizes of live host-fallback allocations,
 	// which have a pool of the device's capacity of their own.
 	hostUsed int64
@@ -113,9 +113,13 @@ type allocation struct {
 	// it does not count against capacity and reports host memory.
 	fallback bool
 
-	mu    sync.RWMutex // writers and Free lock; hashing and reads read-lock
-	data  []byte
-	freed bool
+	mu     sync.RWMutex // writers and Free lock; hashing and reads read-lock
+	region *region
+	data   []byte // region.data[:size]
+	freed  bool
+	// protected is set by Protect: Write refuses, and the mapping is
+	// read-only except for the moment of an injected bit flip.
+	protected bool
 }
 
 // New creates opts.Devices simulated devices with indexes 0, 1, ...
@@ -214,15 +218,21 @@ func (d *Device) Alloc(ctx context.Context, size int64) (gpu.Buffer, error) {
 			size, d.index, free, gpu.ErrOutOfMemory)
 	}
 	*used += size
-	data := d.takeCached(size)
+	r := d.takeCached(size)
 	d.mu.Unlock()
 
-	if data == nil {
-		// make outside the device lock: large slices come from fresh,
-		// untouched pages, but a reused span is cleared, which takes time.
-		data = make([]byte, size)
+	if r == nil {
+		// Outside the device lock: a fresh memfd's pages are untouched
+		// until written.
+		var err error
+		if r, err = newRegion(size); err != nil {
+			d.mu.Lock()
+			*used -= size
+			d.mu.Unlock()
+			return nil, fmt.Errorf("sim: alloc %d bytes on GPU %d: %w", size, d.index, err)
+		}
 	}
-	a := &allocation{size: size, fallback: fallback, data: data}
+	a := &allocation{size: size, fallback: fallback, region: r, data: r.data[:size]}
 	id := d.nextID.Add(1)
 	d.allocs.Store(id, a)
 	return buffer{dev: d.serial, id: id, size: size, index: d.index}, nil
@@ -245,15 +255,19 @@ func (d *Device) Free(_ context.Context, b gpu.Buffer) error {
 	a := v.(*allocation)
 	a.mu.Lock()
 	a.freed = true
-	data := a.data
-	a.data = nil
+	r := a.region
+	a.region, a.data = nil, nil
 	a.mu.Unlock()
+	var drop *region
 	d.mu.Lock()
 	if d.reuse {
 		if len(d.cached) == maxCached {
+			drop = d.cached[0]
 			d.cached = d.cached[1:]
 		}
-		d.cached = append(d.cached, data)
+		d.cached = append(d.cached, r)
+	} else {
+		drop = r
 	}
 	if a.fallback {
 		d.hostUsed -= a.size
@@ -261,6 +275,11 @@ func (d *Device) Free(_ context.Context, b gpu.Buffer) error {
 		d.used -= a.size
 	}
 	d.mu.Unlock()
+	if drop != nil {
+		if err := drop.release(); err != nil {
+			return fmt.Errorf("sim: free %v: release host memory: %w", h, err)
+		}
+	}
 	return nil
 }
 
@@ -324,16 +343,19 @@ func (d *Device) PointerFacts(ctx context.Context, b gpu.Buffer) (gpu.PointerFac
 		facts.MemoryType = gpu.MemoryHost
 		facts.HostAccessible = true
 	}
+	a.mu.RLock()
+	facts.ReadOnly = a.protected
+	a.mu.RUnlock()
 	return facts, nil
 }
 
-// takeCached returns a freed allocation's memory that fits size bytes
-// without wasting more than half of it, or nil. d.mu must be held.
-func (d *Device) takeCached(size int64) []byte {
-	for i, b := range d.cached {
-		if int64(cap(b)) >= size && int64(cap(b)) <= 2*size {
+// takeCached returns a freed region of exactly size bytes rounded up to
+// pages, made writable again, or nil. d.mu must be held.
+func (d *Device) takeCached(size int64) *region {
+	for i, r := range d.cached {
+		if int64(len(r.data)) == roundPages(size) && r.writable() == nil {
 			d.cached = append(d.cached[:i], d.cached[i+1:]...)
-			return b[:size]
+			return r
 		}
 	}
 	return nil

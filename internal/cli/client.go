@@ -177,7 +177,8 @@ func (f *clientFlags) call(cmd *cobra.Command, do func(ctx context.Context, c *c
 }
 
 // exitCodeFor maps a daemon error to an exit status: 2 bad input, 3
-// retryable (capacity), 4 integrity/policy/stopped, 1 otherwise.
+// retryable (capacity), 4 integrity/policy/stopped, 5 conflict (the shard
+// is attached, or its ID is taken), 1 otherwise.
 func exitCodeFor(err error) error {
 	var ae *APIError
 	if !errors.As(err, &ae) {
@@ -189,6 +190,8 @@ func exitCodeFor(err error) error {
 		code = 2
 	case ae.Retryable:
 		code = 3
+	case ae.Status == 409 && (ae.Code == server.CodeInUse || ae.Code == server.CodeExists):
+		code = 5
 	case ae.Status == 409:
 		code = 4
 	}

@@ -20,7 +20,8 @@ func (e *ExitError) Unwrap() error { return e.Err }
 // for local commands (seal) and daemon clients: the code of an
 // [ExitError]; 2 for bad input (including a missing input file); 3 for a
 // retryable shortage of VRAM; 4 for an integrity failure, a VRAM-only
-// policy violation or a stopped worker; otherwise 1.
+// policy violation or a stopped worker; 5 for a conflict (a shard that
+// processes are attached to, a shard ID already taken); otherwise 1.
 func ExitCode(err error) int {
 	var ee *ExitError
 	switch {
@@ -32,6 +33,8 @@ func ExitCode(err error) int {
 		return 3
 	case errors.Is(err, vram.ErrIntegrity), errors.Is(err, vram.ErrPolicy), errors.Is(err, vram.ErrStopped):
 		return 4
+	case errors.Is(err, vram.ErrInUse), errors.Is(err, vram.ErrExists):
+		return 5
 	}
 	return 1
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -141,14 +142,31 @@ func (p *progress) finish() { fmt.Fprintln(p.w) }
 
 func printShardTable(w io.Writer, shards []server.ShardJSON) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SHARD\tMODEL\tGPU\tSIZE\tCHUNKS\tDIGEST\tSEALED AT")
+	fmt.Fprintln(tw, "SHARD\tMODEL\tGPU\tSIZE\tCHUNKS\tDIGEST\tSEALED AT\tATTACHED")
 	for _, sh := range shards {
 		s := sh.Seal
 		d := s.Digest.String()
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\tsha256:%s…\t%s\n", s.ShardID, s.ModelRef, s.DeviceIndex, FormatBytes(s.Size),
-			sh.Chunks, d[:16], s.SealedAt.Format(time.RFC3339))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\tsha256:%s…\t%s\t%s\n", s.ShardID, s.ModelRef, s.DeviceIndex, FormatBytes(s.Size),
+			sh.Chunks, d[:16], s.SealedAt.Format(time.RFC3339), attachedColumn(sh.Attachments))
 	}
 	return tw.Flush()
+}
+
+// attachedColumn summarises a shard's attachments: "-" for none, else the
+// count and the first holders' pids ("2 (pid 41, 97)").
+func attachedColumn(as []server.AttachmentJSON) string {
+	if len(as) == 0 {
+		return "-"
+	}
+	pids := make([]string, 0, 3)
+	for i, a := range as {
+		if i == 3 {
+			pids = append(pids, "…")
+			break
+		}
+		pids = append(pids, strconv.Itoa(int(a.PID)))
+	}
+	return fmt.Sprintf("%d (pid %s)", len(as), strings.Join(pids, ", "))
 }
 
 func newShardLsCmd() *cobra.Command {
@@ -206,21 +224,33 @@ failed (the worker is now stopped) or the worker was already stopped.`,
 }
 
 func newShardRmCmd() *cobra.Command {
-	var cf clientFlags
+	var (
+		cf    clientFlags
+		force bool
+	)
 	cmd := &cobra.Command{
 		Use:     "rm ID",
 		Aliases: []string{"release"},
 		Short:   "Release a shard's VRAM",
-		Args:    cobra.ExactArgs(1),
+		Long: `Release frees a shard's VRAM. A shard that inference processes are attached
+to is not released (exit status 5): the error names them (pid, uid). With
+--force the shard leaves the list at once, every attached process is sent a
+stop, and the memory is freed when the last of them detaches.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{}
+			if force {
+				q.Set("force", "true")
+			}
 			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
-				return c.do(ctx, http.MethodDelete, "/v1/shards/"+url.PathEscape(args[0]), nil, "", nil, 0, nil)
+				return c.do(ctx, http.MethodDelete, "/v1/shards/"+url.PathEscape(args[0]), q, "", nil, 0, nil)
 			}, func(w io.Writer) error {
 				_, err := fmt.Fprintf(w, "released %s\n", args[0])
 				return err
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "revoke the attachments of processes that hold the shard")
 	cf.register(cmd)
 	return cmd
 }

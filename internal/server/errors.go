@@ -18,6 +18,7 @@ const (
 	CodeUnauthorized  = "unauthorized"
 	CodeNotFound      = "not_found"
 	CodeExists        = "already_exists"
+	CodeInUse         = "in_use"
 	CodeInsufficient  = "insufficient_vram"
 	CodeIntegrity     = "integrity_failure"
 	CodePolicy        = "policy_violation"
@@ -48,6 +49,8 @@ type ErrorDetail struct {
 	AvailableBytes int64 `json:"available_bytes,omitempty"`
 	// Chunks names the changed chunk ranges for integrity_failure.
 	Chunks []vram.ChunkRange `json:"chunks,omitempty"`
+	// Holders names the attached processes for in_use.
+	Holders []AttachmentJSON `json:"holders,omitempty"`
 }
 
 // httpError is an error with a status and a stable code chosen by a handler.
@@ -70,6 +73,7 @@ func classify(ctx context.Context, err error) (int, ErrorDetail) {
 	var he *httpError
 	var ce *vram.CapacityError
 	var ie *vram.IntegrityError
+	var iu *vram.InUseError
 	switch {
 	case errors.As(err, &he):
 		d.Code = he.code
@@ -93,6 +97,9 @@ func classify(ctx context.Context, err error) (int, ErrorDetail) {
 	case errors.Is(err, vram.ErrNotFound):
 		d.Code = CodeNotFound
 		return http.StatusNotFound, d
+	case errors.As(err, &iu):
+		d.Code, d.Holders = CodeInUse, attachmentsJSON(iu.Holders)
+		return http.StatusConflict, d
 	case errors.Is(err, vram.ErrExists):
 		d.Code = CodeExists
 		return http.StatusConflict, d

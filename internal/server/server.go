@@ -368,18 +368,45 @@ func (s *Server) capacity(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// ShardJSON is a resident shard: its seal and chunk count. It never holds
-// device pointers.
+// ShardJSON is a resident shard: its seal, chunk count and the processes
+// attached to it. It never holds device pointers.
 type ShardJSON struct {
-	Seal   seal.Seal `json:"seal"`
-	Chunks int64     `json:"chunks"`
+	Seal        seal.Seal        `json:"seal"`
+	Chunks      int64            `json:"chunks"`
+	Attachments []AttachmentJSON `json:"attachments"`
+}
+
+// AttachmentJSON is one consumer process attached to a shard.
+type AttachmentJSON struct {
+	LeaseID    string    `json:"lease_id"`
+	PID        int32     `json:"pid"`
+	UID        uint32    `json:"uid"`
+	GID        uint32    `json:"gid"`
+	Executable string    `json:"executable"`
+	AttachedAt time.Time `json:"attached_at"`
+	// Revoked is set once the shard was released with force; the
+	// attachment lasts until the process detaches.
+	Revoked bool `json:"revoked"`
+}
+
+func attachmentsJSON(ls []vram.LeaseInfo) []AttachmentJSON {
+	out := make([]AttachmentJSON, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, AttachmentJSON{LeaseID: l.ID, PID: l.Holder.PID, UID: l.Holder.UID, GID: l.Holder.GID,
+			Executable: l.Holder.Exe, AttachedAt: l.AttachedAt, Revoked: l.Revoked})
+	}
+	return out
+}
+
+func shardJSON(sh vram.ShardInfo) ShardJSON {
+	return ShardJSON{Seal: sh.Seal, Chunks: sh.Chunks, Attachments: attachmentsJSON(sh.Attachments)}
 }
 
 func (s *Server) listShards(w http.ResponseWriter, r *http.Request) {
 	list := s.m.Shards()
 	out := make([]ShardJSON, 0, len(list))
 	for _, sh := range list {
-		out = append(out, ShardJSON{sh.Seal, sh.Chunks})
+		out = append(out, shardJSON(sh))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"shards": out})
 }
@@ -390,7 +417,7 @@ func (s *Server) getShard(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ShardJSON{sh.Seal, sh.Chunks})
+	writeJSON(w, http.StatusOK, shardJSON(sh))
 }
 
 // AddRequest is the JSON body of POST /v1/shards (load by path). An
@@ -426,7 +453,7 @@ func (s *Server) addShard(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.sealDuration.Observe(time.Since(start).Seconds())
-	writeJSON(w, http.StatusCreated, ShardJSON{sh.Seal, sh.Chunks})
+	writeJSON(w, http.StatusCreated, shardJSON(sh))
 }
 
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) (vram.ShardInfo, error) {
@@ -558,8 +585,23 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
+// releaseShard releases a shard; one that processes hold is refused with
+// 409 in_use naming them, unless ?force=true revokes their attachments.
 func (s *Server) releaseShard(w http.ResponseWriter, r *http.Request) {
-	if err := s.m.Release(r.Context(), r.PathValue("id")); err != nil {
+	q := r.URL.Query()
+	force := false
+	if vs, ok := q["force"]; ok {
+		if len(vs) != 1 || (vs[0] != "true" && vs[0] != "false") {
+			writeError(w, r, badRequest("force must be given once, as true or false"))
+			return
+		}
+		force = vs[0] == "true"
+	}
+	release := s.m.Release
+	if force {
+		release = s.m.ReleaseForce
+	}
+	if err := release(r.Context(), r.PathValue("id")); err != nil {
 		writeError(w, r, err)
 		return
 	}
