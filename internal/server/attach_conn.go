@@ -29,6 +29,9 @@ type attachConn struct {
 	ctx    context.Context // the connection's narration context
 	start  time.Time
 
+	// sendMu makes queueing and the final drain exclusive, so that no
+	// frame (and no descriptor) is queued after the drain.
+	sendMu     sync.Mutex
 	out        chan outFrame
 	done       chan struct{} // closed by abort
 	writerDone chan struct{}
@@ -63,16 +66,20 @@ func (c *attachConn) abort() {
 // send queues a frame without blocking. A full queue means the client
 // does not read: it is disconnected, which ends its leases.
 func (c *attachConn) send(fr outFrame, what string) bool {
+	c.sendMu.Lock()
 	select {
 	case <-c.done:
+		c.sendMu.Unlock()
 		fr.drop()
 		return false
 	default:
 	}
 	select {
 	case c.out <- fr:
+		c.sendMu.Unlock()
 		return true
 	default:
+		c.sendMu.Unlock()
 		fr.drop()
 		c.s.narrate(c.ctx, slog.LevelWarn, ActionAttachSlow, strconv.Itoa(int(c.holder.PID)), time.Since(c.start), "slow_client", nil,
 			fmt.Sprintf("Disconnected pid %d: it let %d frames queue unread (dropped a %s)", c.holder.PID, cap(c.out), what),
@@ -147,15 +154,11 @@ func (c *attachConn) serve() {
 	// connection once it is sent, or when its write deadline passes.
 	<-c.done
 	<-c.writerDone
-	for {
-		select {
-		case fr := <-c.out:
-			fr.drop()
-			continue
-		default:
-		}
-		break
+	c.sendMu.Lock()
+	for len(c.out) > 0 { // nothing is queued once done is closed
+		(<-c.out).drop()
 	}
+	c.sendMu.Unlock()
 	reason := vram.DetachDisconnect
 	c.s.mu.Lock()
 	if c.s.closing {
