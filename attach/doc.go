@@ -28,9 +28,13 @@
 // members other than those listed below for its op, no null values (a
 // member that does not apply is left out), and every integer is written
 // without fraction or exponent. Whitespace around and inside the object is
-// allowed. A request that breaks these rules is answered with an error
-// frame (code bad_frame) and the connection is closed, since the stream can
-// no longer be trusted. Once a request frame's first byte has arrived, the
+// allowed. A request that breaks these rules, lacks a member its op
+// requires, has a member of the wrong JSON type, or has a missing or
+// out-of-range "id", is answered with an error frame (code bad_frame, id
+// 0) and the connection is closed, since the stream can no longer be
+// trusted. The version is checked right after the syntax: a frame with an
+// integer "v" other than 1 is unsupported_version whatever its other
+// members are. Once a request frame's first byte has arrived, the
 // rest must arrive within 10 seconds.
 //
 // Every frame has the members:
@@ -69,8 +73,9 @@
 //
 // # Answers
 //
-// attached: "shard_id"; "attachment" (string, the lease ID the daemon's
-// audit records and listings use); "correlation_id"; "seal", an object with
+// attached: "shard_id"; "attachment" (string of 1 to 128 characters from
+// [A-Za-z0-9_.:/-], the lease ID the daemon's audit records and listings
+// use); "correlation_id"; "seal", an object with
 // the shard's seal: "shard_id", "model_ref", "shard_index", "shard_count",
 // "gpu" (vramseal's GPU index), "gpu_uuid", "size" (bytes), "chunk_size",
 // "digest" (flat SHA-256) and "tree_root" (the chunk Merkle tree's root,
@@ -108,20 +113,24 @@
 //	             never ask for write access; the gate and the background
 //	             scrub catch any write that happens anyway.
 //
-// verified: "shard_id", "mode", "chunks_checked", "chunks",
+// verified: "shard_id", "mode" (what was done: a sampled verify of a
+// shard with no more chunks than samples checks them all and says
+// "full"), "chunks_checked", "chunks",
 // "detection_probability" (a number from 0 to 1), "duration_us" (integer
 // microseconds), "correlation_id".
 //
 // detached: "shard_id". pong: no other members.
 //
 // error: "code" (below), "message" (a human sentence, printable, at most
-// 1024 bytes), and where they apply "shard_id", "correlation_id" and, for
+// 1024 bytes; the daemon writes other characters as "?"), and where they
+// apply "shard_id", "correlation_id" and, for
 // integrity_failed, "changed_chunks" (as in stop).
 //
 // # Pushes
 //
 // stop (id 0) tells a connection to stop serving: "shard_id" (the shard
-// that failed or was revoked), "reason" ("integrity": a verify or scrub
+// that failed or was revoked; left out when no shard applies, as for
+// shutdown), "reason" ("integrity": a verify or scrub
 // found changed chunks, and the worker is stopped; "policy": a VRAM-only
 // policy violation stopped the worker; "revoked": an operator released
 // the shard with --force, and this connection's lease of it has ended;
@@ -129,11 +138,15 @@
 // "changed_chunks": an array of objects "first_chunk", "last_chunk",
 // "offset", "length" (byte ranges in the shard). A stop for integrity or
 // policy goes to every attached connection at once, whatever shard it
-// holds: while the worker is stopped every gate fails. After a stop the
+// holds: while the worker is stopped every gate fails; so does a stop for
+// shutdown, after which the daemon closes the connection. After a stop the
 // client must not use the memory of a revoked shard, and every verify
 // fails until an operator resets the worker.
 //
 // # Error codes
+//
+// A client accepts codes it does not know (1 to 64 characters from
+// [a-z_]) as internal errors, so that a daemon may add codes.
 //
 //	bad_frame             malformed, oversized or truncated frame, or a
 //	                      descriptor from the client (connection closed)
