@@ -54,6 +54,10 @@ type serveConfig struct {
 	shutdownWait time.Duration
 	scrubRate    ByteSize
 	scrubEvery   time.Duration
+	attachSocket string
+	attachUIDs   []uint
+	attachGIDs   []uint
+	attachConns  int
 }
 
 func newServeCmd() *cobra.Command {
@@ -103,6 +107,10 @@ machine, since whoever holds it can check, and forge, old records.`,
 	f.DurationVar(&cfg.shutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on shutdown")
 	f.Var(&cfg.scrubRate, "scrub-rate", "re-verify every chunk of every shard in the background at this many bytes per second (e.g. 1GiB); 0 turns the scrub off")
 	f.DurationVar(&cfg.scrubEvery, "scrub-interval", 10*time.Minute, "pause between background scrub passes")
+	f.StringVar(&cfg.attachSocket, "attach-socket", "", "Unix socket inference processes attach to shards on (default DATA-DIR/attach.sock; \"none\" turns it off)")
+	f.UintSliceVar(&cfg.attachUIDs, "attach-allow-uid", nil, "uid allowed to attach (repeatable; default: the daemon's own uid)")
+	f.UintSliceVar(&cfg.attachGIDs, "attach-allow-gid", nil, "gid allowed to attach (repeatable)")
+	f.IntVar(&cfg.attachConns, "attach-max-connections", 1024, "most attach connections open at once; more are refused")
 	f.BoolVar(&cfg.testFaults, "enable-test-faults", false, "serve POST /v1/test/corrupt to flip bits in simulated device memory (tests only)")
 	_ = f.MarkHidden("enable-test-faults")
 	return cmd
@@ -170,6 +178,9 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		sink = narration.NewJSONSink(stderr)
 	default:
 		return &ExitError{Code: 2, Err: fmt.Errorf("--log-format %q: use console or json", cfg.logFormat)}
+	}
+	if _, _, err := attachIDs(cfg); err != nil {
+		return &ExitError{Code: 2, Err: err}
 	}
 	var policy audit.Policy
 	switch cfg.auditFailure {
@@ -305,6 +316,21 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		return err
 	}
 	defer srv.Close()
+	var attachSrv *server.AttachServer
+	if path := attachSocketPath(cfg); path != "" {
+		uids, gids, err := attachIDs(cfg)
+		if err != nil {
+			return &ExitError{Code: 2, Err: err}
+		}
+		attachSrv, err = server.ListenAttach(path, server.AttachOptions{Manager: server.ManagerAttacher(m),
+			AllowUIDs: uids, AllowGIDs: gids, MaxConns: cfg.attachConns, Narrator: narrator})
+		if err != nil {
+			return fmt.Errorf("attach socket: %w", err)
+		}
+		// Closed before the manager: attached processes hear of the
+		// shutdown and their leases end before the shards are released.
+		defer attachSrv.Close(context.Background())
+	}
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
@@ -315,8 +341,12 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
-	fmt.Fprintf(stderr, "vramseal: serving on http://%s (%s backend, %d GPU(s), audit log %s, %s)\n",
-		ln.Addr(), backend, len(devices), auditDir(cfg), policy)
+	attachAt := "no attach socket"
+	if attachSrv != nil {
+		attachAt = "attach socket " + attachSrv.Path()
+	}
+	fmt.Fprintf(stderr, "vramseal: serving on http://%s (%s backend, %d GPU(s), audit log %s, %s, %s)\n",
+		ln.Addr(), backend, len(devices), auditDir(cfg), policy, attachAt)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -337,6 +367,9 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	}
 	stopScrub()
 	<-scrubDone
+	if attachSrv != nil {
+		serr = errors.Join(serr, attachSrv.Close(context.Background()))
+	}
 	merr := m.Close(context.Background())
 	// The audit log gets its own deadline: the releases just recorded
 	// must reach the disk whatever the requests used up.
@@ -344,6 +377,41 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	defer acancel()
 	aerr := log.Close(actx)
 	return errors.Join(serr, merr, aerr)
+}
+
+// attachSocketPath is the attach socket's path, or "" when it is off.
+func attachSocketPath(cfg serveConfig) string {
+	switch cfg.attachSocket {
+	case "none":
+		return ""
+	case "":
+		return filepath.Join(cfg.dataDir, "attach.sock")
+	}
+	return cfg.attachSocket
+}
+
+// attachIDs checks and converts --attach-allow-uid and --attach-allow-gid.
+func attachIDs(cfg serveConfig) (uids, gids []uint32, err error) {
+	conv := func(flag string, in []uint) ([]uint32, error) {
+		out := make([]uint32, 0, len(in))
+		for _, v := range in {
+			if v > 1<<32-2 {
+				return nil, fmt.Errorf("--%s %d: not a valid id", flag, v)
+			}
+			out = append(out, uint32(v))
+		}
+		return out, nil
+	}
+	if uids, err = conv("attach-allow-uid", cfg.attachUIDs); err != nil {
+		return nil, nil, err
+	}
+	if gids, err = conv("attach-allow-gid", cfg.attachGIDs); err != nil {
+		return nil, nil, err
+	}
+	if cfg.attachConns < 1 {
+		return nil, nil, fmt.Errorf("--attach-max-connections %d: must be at least 1", cfg.attachConns)
+	}
+	return uids, gids, nil
 }
 
 func auditDir(cfg serveConfig) string {

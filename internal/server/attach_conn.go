@@ -293,6 +293,12 @@ func (c *attachConn) attach(ctx context.Context, req attach.Request, corr string
 			GPU: sl.DeviceIndex, GPUUUID: sl.DeviceUUID, Size: sl.Size, ChunkSize: sl.ChunkSize,
 			Digest: sl.Digest.String(), TreeRoot: sl.Root.String(), SealedAt: sl.SealedAt.UTC(), KeyID: sl.KeyID, WorkerID: sl.WorkerID},
 		Mapping: attach.Mapping{Kind: share.Kind, Size: share.MapSize, Granularity: share.Granularity}}
+	if len(info.Tensors) > 0 {
+		a.Tensors = make([]attach.Tensor, len(info.Tensors))
+		for i, t := range info.Tensors {
+			a.Tensors[i] = attach.Tensor{Name: t.Name, DType: t.DType, Shape: t.Shape, Offset: t.Offset, Length: t.Length}
+		}
+	}
 	b, err := attach.Encode(a)
 	if err != nil {
 		share.File.Close()
