@@ -25,13 +25,23 @@
 #       the gputest conformance suite, leaf hashes against seal on random
 #       data, a full seal and verify of SEAL_GIB GiB, sampled verify of 16
 #       chunks, and the baseline (copy back + CPU SHA-256) in the same run;
+#   cuda.test -test.run '^TestGPUVMM$'    a shard in CUDA virtual memory
+#       management memory (cuMemCreate, exportable as a POSIX file
+#       descriptor): its allocation properties, Protect (read-only
+#       access, Write refused), Export before Protect refused, Export to
+#       a second process (this binary re-executed) that imports it with
+#       cuMemImportFromShareableHandle, maps it read-only, and reads back
+#       bytes equal to those sealed; a third process that also tries to
+#       write through its read-only mapping, which must fail; and the
+#       leaf hashes (the gate) still matching afterwards;
 #   cuda.test -test.bench BenchmarkVerify  the same comparison as Go
 #       benchmarks.
 #
 # Output, in OUT_DIR: gpu-check.json (the report: script facts, exit
-# codes, benchmark lines and, under "report", TestGPU's own JSON),
-# test.log, bench.log, nvidia-smi.txt. The exit status is non-zero when
-# the tests or benchmarks fail. Needs only POSIX sh, awk and sed.
+# codes, benchmark lines and, under "report" and "vmm_report", the
+# tests' own JSON), test.log, vmm.log, bench.log, nvidia-smi.txt. The
+# exit status is non-zero when the tests or benchmarks fail. Needs only
+# POSIX sh, awk and sed.
 set -u
 
 BIN=bin/gpu-check
@@ -77,12 +87,18 @@ fi
 
 export VRAMSEAL_CUDA=1 VRAMSEAL_CUDA_DEVICE="$DEVICE" VRAMSEAL_CUDA_SEAL_GIB="$SEAL_GIB"
 export VRAMSEAL_CUDA_REPORT="$OUTDIR/test-report.json"
-rm -f "$VRAMSEAL_CUDA_REPORT"
+export VRAMSEAL_CUDA_VMM_REPORT="$OUTDIR/vmm-report.json"
+rm -f "$VRAMSEAL_CUDA_REPORT" "$VRAMSEAL_CUDA_VMM_REPORT"
 
 echo "gpu-check: TestGPU (seal $SEAL_GIB GiB on device $DEVICE)..."
 "$TEST" -test.run '^TestGPU$' -test.v -test.timeout 30m >"$OUTDIR/test.log" 2>&1
 test_rc=$?
 grep -E '^(--- |ok|FAIL|PASS)|gpu_test.go' "$OUTDIR/test.log" | tail -n 40
+
+echo "gpu-check: TestGPUVMM (export to and import in a second process, read-only)..."
+"$TEST" -test.run '^TestGPUVMM$' -test.v -test.timeout 10m >"$OUTDIR/vmm.log" 2>&1
+vmm_rc=$?
+grep -E '^(--- |ok|FAIL|PASS)|vmm_test.go' "$OUTDIR/vmm.log" | tail -n 40
 
 echo "gpu-check: BenchmarkVerify..."
 "$TEST" -test.run '^$' -test.bench '^BenchmarkVerify$' -test.benchtime 5x -test.timeout 20m \
@@ -102,6 +118,11 @@ if [ -s "$VRAMSEAL_CUDA_REPORT" ]; then
 else
 	report=null
 fi
+if [ -s "$VRAMSEAL_CUDA_VMM_REPORT" ]; then
+	vmm_report=$(cat "$VRAMSEAL_CUDA_VMM_REPORT")
+else
+	vmm_report=null
+fi
 
 {
 	printf '{\n'
@@ -113,12 +134,15 @@ fi
 	printf '  "device": %s,\n' "$DEVICE"
 	printf '  "seal_gib": %s,\n' "$SEAL_GIB"
 	printf '  "test_exit_code": %s,\n' "$test_rc"
+	printf '  "vmm_exit_code": %s,\n' "$vmm_rc"
 	printf '  "bench_exit_code": %s,\n' "$bench_rc"
 	printf '  "test_log_tail": %s,\n' "$(json_string "$(tail -n 60 "$OUTDIR/test.log")")"
+	printf '  "vmm_log_tail": %s,\n' "$(json_string "$(tail -n 40 "$OUTDIR/vmm.log")")"
 	printf '  "benchmarks": [\n    %s\n  ],\n' "$benchmarks"
-	printf '  "report": %s\n' "$report"
+	printf '  "report": %s,\n' "$report"
+	printf '  "vmm_report": %s\n' "$vmm_report"
 	printf '}\n'
 } >"$OUTDIR/gpu-check.json"
 
-echo "gpu-check: wrote $OUTDIR/gpu-check.json (tests exit $test_rc, benchmarks exit $bench_rc)"
-[ "$test_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+echo "gpu-check: wrote $OUTDIR/gpu-check.json (tests exit $test_rc, VMM tests exit $vmm_rc, benchmarks exit $bench_rc)"
+[ "$test_rc" -eq 0 ] && [ "$vmm_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]

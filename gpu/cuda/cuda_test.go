@@ -157,6 +157,9 @@ func TestAllocFaults(t *testing.T) {
 		{"free memory did not drop", knobs{"no_drop": 1}, 5 << 20, "dropped by 0 bytes, want >= 4194304", false},
 		{"free drop not checked below granule", knobs{"no_drop": 1}, 1 << 20, "", false},
 		{"integrated device", knobs{"integrated": 1}, 4096, "integrated", false},
+		{"host allocation", knobs{"vmm_loc_type": 2}, 4096, "allocation location type 2, want device", false},
+		{"allocation on another device", knobs{"wrong_ordinal": 1}, 4096, "allocation on device 1, want 0", false},
+		{"not exportable", knobs{"vmm_no_posix_fd": 1}, 4096, "POSIX file descriptor", false},
 	} {
 		for _, refuse := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/refuse=%v", tt.name, refuse), func(t *testing.T) {
@@ -172,8 +175,8 @@ func TestAllocFaults(t *testing.T) {
 				switch {
 				case tt.oom:
 					var ce *Error
-					if !errors.Is(err, gpu.ErrOutOfMemory) || !errors.As(err, &ce) || ce.Name != "CUDA_ERROR_OUT_OF_MEMORY" || ce.Op != "cuMemAlloc_v2" || ce.Device != 0 {
-						t.Fatalf("Alloc() error = %v, want device 0 cuMemAlloc_v2 CUDA_ERROR_OUT_OF_MEMORY wrapping %v", err, gpu.ErrOutOfMemory)
+					if !errors.Is(err, gpu.ErrOutOfMemory) || !errors.As(err, &ce) || ce.Name != "CUDA_ERROR_OUT_OF_MEMORY" || ce.Op != "cuMemCreate" || ce.Device != 0 {
+						t.Fatalf("Alloc() error = %v, want device 0 cuMemCreate CUDA_ERROR_OUT_OF_MEMORY wrapping %v", err, gpu.ErrOutOfMemory)
 					}
 					if _, err := d.Alloc(t.Context(), tt.size); err != nil {
 						t.Errorf("Alloc() after a transient failure error = %v", err)
@@ -426,7 +429,8 @@ func TestFacts(t *testing.T) {
 		},
 		DriverAPIVersion: 12040, ComputeCapability: "9.0", PCIBusID: "0000:18:00.0", Multiprocessors: 132,
 		ECCEnabled: true, PageableMemoryAccessUsesHostPageTables: true, ConcurrentManagedAccess: true,
-		Env: map[string]string{"CUDA_VISIBLE_DEVICES": "0,1", "GGML_CUDA_ENABLE_UNIFIED_MEMORY": "1"},
+		AllocationGranularity: fakeGranule,
+		Env:                   map[string]string{"CUDA_VISIBLE_DEVICES": "0,1", "GGML_CUDA_ENABLE_UNIFIED_MEMORY": "1"},
 		NVML: &NVMLFacts{
 			Name: "NVIDIA Fake H100 1", UUID: "GPU-20212223-2425-2627-2829-2a2b2c2d2e2f", DriverVersion: "550.54.15-fake",
 			MemoryTotal: 256 << 20, MemoryReserved: 1 << 20, MemoryFree: f.NVML.MemoryFree, MemoryUsed: f.NVML.MemoryUsed,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
 	"unsafe"
 
@@ -32,22 +31,6 @@ const (
 	eventDisableTime  = 2 // CU_EVENT_DISABLE_TIMING
 )
 
-// freeGranule is the driver's device allocation granularity (2 MiB). The
-// free-memory check of [Device.Alloc] applies to allocations of at least
-// this size, since smaller ones may be carved from a granule the driver
-// already holds and lower free memory by nothing.
-const freeGranule = 2 << 20
-
-// allocSize rounds a request up to whole granules, so that no two buffers
-// share a granule and each allocation shows in the driver's free memory.
-// The waste is under 2 MiB per buffer, noise next to a model shard.
-func allocSize(size int64) uint64 {
-	if size > math.MaxInt64-freeGranule {
-		return uint64(size) // beyond any device; cuMemAlloc_v2 says so
-	}
-	return uint64((size + freeGranule - 1) / freeGranule * freeGranule)
-}
-
 // Device is one CUDA device. It implements [gpu.Device]; all methods are
 // safe for concurrent use and are carried out, in the order they arrive, by
 // the device's worker thread.
@@ -62,19 +45,20 @@ type Device struct {
 	static Facts
 
 	// Owned by the worker goroutine.
-	refuse    bool  // Options.RefuseViolations
-	cuDev     int32 // CUdevice from cuDeviceGet
-	ctx       uintptr
-	stream    uintptr
-	staging   [2]staging
-	module    uintptr
-	fn        uintptr
-	kernelErr error
-	scratch   devptr // chunk indexes, then hashes, for one launch
-	batch     int    // chunks per launch
-	nvmlDev   uintptr
-	live      map[*buffer]struct{}
-	lost      error
+	refuse      bool   // Options.RefuseViolations
+	cuDev       int32  // CUdevice from cuDeviceGet
+	granularity uint64 // minimum VMM allocation granularity (setupVMM)
+	ctx         uintptr
+	stream      uintptr
+	staging     [2]staging
+	module      uintptr
+	fn          uintptr
+	kernelErr   error
+	scratch     devptr // chunk indexes, then hashes, for one launch
+	batch       int    // chunks per launch
+	nvmlDev     uintptr
+	live        map[*buffer]struct{}
+	lost        error
 }
 
 var _ gpu.Device = (*Device)(nil)
@@ -87,13 +71,19 @@ type staging struct {
 	dirty bool
 }
 
-// buffer is a device allocation. Its formatting shows only its size and
-// device (see Format); the device address never leaves the package.
+// buffer is a device allocation: physical memory from cuMemCreate
+// (handle) mapped at ptr for mapSize bytes. Its formatting shows only its
+// size and device (see Format); the device address and the handle never
+// leave the package.
 type buffer struct {
-	dev    *Device
-	ptr    devptr
-	size   int64
-	report AllocReport
+	dev     *Device
+	ptr     devptr
+	handle  uint64 // CUmemGenericAllocationHandle
+	mapSize uint64 // size rounded up to the granularity
+	size    int64
+	report  AllocReport
+
+	readOnly bool // set by Protect; owned by the worker
 }
 
 func (b *buffer) Size() int64      { return b.size }
@@ -106,7 +96,8 @@ func (b *buffer) Format(f fmt.State, verb rune) {
 }
 
 // AllocReport is what the driver said when a buffer was allocated: free
-// device memory before and after cuMemAlloc_v2, and the pointer facts.
+// device memory before and after the allocation (cuMemCreate and its
+// mapping), the pointer facts, and the physical allocation's properties.
 type AllocReport struct {
 	// Size is the requested size in bytes.
 	Size int64
@@ -115,6 +106,8 @@ type AllocReport struct {
 	FreeBefore, FreeAfter uint64
 	// Facts are the allocation's pointer facts.
 	Facts gpu.PointerFacts
+	// VMM are the physical allocation's properties and mapped size.
+	VMM VMMFacts
 	// Violations lists the VRAM-only policy rules the allocation breaks
 	// (see the package documentation); nil when it keeps them all.
 	Violations []string
@@ -152,8 +145,11 @@ func (r AllocReport) violations(ordinal int, integrated bool) []string {
 	if f.HostAccessible {
 		v = append(v, "allocation has a host pointer")
 	}
-	if want := uint64(r.Size) / freeGranule * freeGranule; want > 0 && r.FreeDrop() < want {
-		v = append(v, fmt.Sprintf("free memory dropped by %d bytes, want >= %d", r.FreeDrop(), want))
+	v = append(v, r.VMM.violations(ordinal)...)
+	if g := uint64(r.VMM.Granularity); g > 0 {
+		if want := uint64(r.Size) / g * g; want > 0 && r.FreeDrop() < want {
+			v = append(v, fmt.Sprintf("free memory dropped by %d bytes, want >= %d", r.FreeDrop(), want))
+		}
 	}
 	return v
 }
@@ -272,6 +268,9 @@ func (d *Device) setup(opts Options) error {
 	if err := d.readFacts(); err != nil {
 		return err
 	}
+	if err := d.setupVMM(); err != nil {
+		return err
+	}
 	if err := d.check("cuStreamCreate", api.streamCreate(&d.stream, streamNonBlocking)); err != nil {
 		return err
 	}
@@ -343,9 +342,7 @@ func (d *Device) freeAll() error {
 	var errs []error
 	for b := range d.live {
 		delete(d.live, b)
-		if err := d.check("cuMemFree_v2", d.drv.api.memFree(b.ptr)); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, d.vmmFree(b.ptr, b.handle, b.mapSize))
 	}
 	return errors.Join(errs...)
 }
@@ -385,18 +382,22 @@ func (d *Device) Info(ctx context.Context) (gpu.Info, error) {
 		free, _, err := d.memInfo()
 		in = d.static.Info
 		// Allocations take whole granules: report what can be allocated.
-		in.FreeBytes = free / freeGranule * freeGranule
+		in.FreeBytes = d.wholeGranules(free)
 		return err
 	})
 	return in, err
 }
 
-// Alloc implements [gpu.Device.Alloc] with cuMemAlloc_v2, in whole 2 MiB
-// granules. It checks the new allocation against the VRAM-only policy (see
-// the package documentation) and records the result in
-// [Device.AllocReport]. With [Options.RefuseViolations] it refuses instead:
-// it frees the allocation and returns a [*PolicyError] wrapping
-// [ErrPolicy] (on an integrated device without allocating at all).
+// Alloc implements [gpu.Device.Alloc] with CUDA virtual memory management,
+// in whole granules: cuMemCreate of pinned device memory exportable as a
+// POSIX file descriptor, cuMemAddressReserve, cuMemMap and cuMemSetAccess
+// (read-write, for the seal's copy). A full device is an error wrapping
+// [gpu.ErrOutOfMemory]; any failure releases what was acquired. It checks
+// the new allocation against the VRAM-only policy (see the package
+// documentation) and records the result in [Device.AllocReport]. With
+// [Options.RefuseViolations] it refuses instead: it frees the allocation
+// and returns a [*PolicyError] wrapping [ErrPolicy] (on an integrated
+// device without allocating at all).
 func (d *Device) Alloc(ctx context.Context, size int64) (gpu.Buffer, error) {
 	if size <= 0 {
 		return nil, fmt.Errorf("cuda: device %d: alloc %d bytes: %w", d.ordinal, size, gpu.ErrOutOfRange)
@@ -411,32 +412,38 @@ func (d *Device) Alloc(ctx context.Context, size int64) (gpu.Buffer, error) {
 			return &PolicyError{Device: d.ordinal, Size: size, Violations: []string{violationIntegrated},
 				Refusal: gpu.PolicyRefusal{Integrated: true}}
 		}
-		api := d.drv.api
-		before, _, err := d.memInfo()
+		before, total, err := d.memInfo()
 		if err != nil {
 			return err
 		}
-		var p devptr
-		if err := d.check("cuMemAlloc_v2", api.memAlloc(&p, allocSize(size))); err != nil {
+		n := d.mapSize(size)
+		if tooLarge(n, total) {
+			return fmt.Errorf("cuda: device %d: alloc %d bytes: %w: the device has %d bytes", d.ordinal, size, gpu.ErrOutOfMemory, total)
+		}
+		p, h, err := d.vmmAlloc(n)
+		if err != nil {
 			return fmt.Errorf("%w (alloc %d bytes)", err, size)
 		}
 		after, _, err := d.memInfo()
 		var facts gpu.PointerFacts
+		var vf VMMFacts
 		if err == nil {
 			facts, err = d.pointerFacts(p)
 		}
-		if err != nil {
-			api.memFree(p)
-			return err
+		if err == nil {
+			vf, err = d.vmmFacts(p, n)
 		}
-		rep := AllocReport{Size: size, FreeBefore: before, FreeAfter: after, Facts: facts}
+		if err != nil {
+			return errors.Join(err, d.vmmFree(p, h, n))
+		}
+		rep := AllocReport{Size: size, FreeBefore: before, FreeAfter: after, Facts: facts, VMM: vf}
 		rep.Violations = rep.violations(d.ordinal, integrated)
 		if len(rep.Violations) > 0 && d.refuse {
-			api.memFree(p)
-			return &PolicyError{Device: d.ordinal, Size: size, Violations: rep.Violations,
-				Refusal: gpu.PolicyRefusal{Facts: facts, FreeBefore: before / freeGranule * freeGranule, FreeAfter: after / freeGranule * freeGranule}}
+			return errors.Join(&PolicyError{Device: d.ordinal, Size: size, Violations: rep.Violations,
+				Refusal: gpu.PolicyRefusal{Facts: facts, FreeBefore: d.wholeGranules(before), FreeAfter: d.wholeGranules(after)}},
+				d.vmmFree(p, h, n))
 		}
-		buf = &buffer{dev: d, ptr: p, size: size, report: rep}
+		buf = &buffer{dev: d, ptr: p, handle: h, mapSize: n, size: size, report: rep}
 		d.live[buf] = struct{}{}
 		return nil
 	})
@@ -457,7 +464,10 @@ func (d *Device) AllocReport(b gpu.Buffer) (AllocReport, error) {
 	return buf.report, nil
 }
 
-// Free implements [gpu.Device.Free] with cuMemFree_v2.
+// Free implements [gpu.Device.Free]: cuMemUnmap, cuMemAddressFree and
+// cuMemRelease. Memory that another process imported stays allocated, by
+// the driver, until that process releases it too; this process's mapping
+// and handle are gone either way.
 func (d *Device) Free(ctx context.Context, b gpu.Buffer) error {
 	buf, err := d.own(b)
 	if err != nil {
@@ -468,7 +478,7 @@ func (d *Device) Free(ctx context.Context, b gpu.Buffer) error {
 			return err
 		}
 		delete(d.live, buf)
-		return d.check("cuMemFree_v2", d.drv.api.memFree(buf.ptr))
+		return d.vmmFree(buf.ptr, buf.handle, buf.mapSize)
 	})
 }
 
@@ -476,14 +486,21 @@ func (d *Device) Free(ctx context.Context, b gpu.Buffer) error {
 // staging buffers with asynchronous host-to-device copies on the device's
 // stream (filling one buffer while the other is in flight), waits for the
 // copies to finish, and zeroes the staging buffers before returning. p is
-// never handed to the driver, so it may be ordinary Go memory.
+// never handed to the driver, so it may be ordinary Go memory. After
+// [Device.Protect] it fails with an error wrapping [gpu.ErrReadOnly]
+// without calling the driver.
 func (d *Device) Write(ctx context.Context, b gpu.Buffer, off int64, p []byte) error {
-	return d.onRange(ctx, b, off, int64(len(p)), "write", func(at devptr) error { return d.write(ctx, at, p) })
+	return d.onRange(ctx, b, off, int64(len(p)), "write", func(buf *buffer, at devptr) error {
+		if buf.readOnly {
+			return fmt.Errorf("cuda: device %d: write: %w", d.ordinal, gpu.ErrReadOnly)
+		}
+		return d.write(ctx, at, p)
+	})
 }
 
 // onRange checks that [off, off+n) lies in the live buffer b and runs fn
-// on the device's worker with the device address of off.
-func (d *Device) onRange(ctx context.Context, b gpu.Buffer, off, n int64, op string, fn func(at devptr) error) error {
+// on the device's worker with the buffer and the device address of off.
+func (d *Device) onRange(ctx context.Context, b gpu.Buffer, off, n int64, op string, fn func(buf *buffer, at devptr) error) error {
 	buf, err := d.own(b)
 	if err != nil {
 		return err
@@ -498,7 +515,7 @@ func (d *Device) onRange(ctx context.Context, b gpu.Buffer, off, n int64, op str
 		if err := d.usable(); err != nil {
 			return err
 		}
-		return fn(buf.ptr + devptr(off))
+		return fn(buf, buf.ptr+devptr(off))
 	})
 }
 
@@ -547,7 +564,7 @@ func (d *Device) scrub() {
 }
 
 // PointerFacts implements [gpu.Device.PointerFacts] with
-// cuPointerGetAttributes.
+// cuPointerGetAttributes, and cuMemGetAccess for ReadOnly.
 func (d *Device) PointerFacts(ctx context.Context, b gpu.Buffer) (gpu.PointerFacts, error) {
 	buf, err := d.own(b)
 	if err != nil {
@@ -567,6 +584,20 @@ func (d *Device) PointerFacts(ctx context.Context, b gpu.Buffer) (gpu.PointerFac
 	return facts, err
 }
 
+// pointerFacts returns the facts of the mapping at p: cuPointerGetAttributes
+// and, for ReadOnly, cuMemGetAccess.
+func (d *Device) pointerFacts(p devptr) (gpu.PointerFacts, error) {
+	f, err := d.pointerAttributes(p)
+	if err != nil {
+		return f, err
+	}
+	f.ReadOnly, err = d.readOnly(p)
+	if err != nil {
+		return gpu.PointerFacts{}, err
+	}
+	return f, nil
+}
+
 // pointerQuery is the argument block of one cuPointerGetAttributes call.
 // Each value slot is zeroed and 8 bytes wide, so the driver may write a
 // bool, an int or a pointer into it; read as little-endian integers.
@@ -576,7 +607,8 @@ type pointerQuery struct {
 	ptrs  [5]unsafe.Pointer
 }
 
-func (d *Device) pointerFacts(p devptr) (gpu.PointerFacts, error) {
+// pointerAttributes returns cuPointerGetAttributes's facts about p.
+func (d *Device) pointerAttributes(p devptr) (gpu.PointerFacts, error) {
 	q := &pointerQuery{attrs: [5]int32{ptrAttrMemoryType, ptrAttrHostPointer, ptrAttrIsManaged, ptrAttrDeviceOrdinal, ptrAttrMapped}}
 	var pin runtime.Pinner
 	pin.Pin(q)
@@ -613,7 +645,7 @@ func (d *Device) pointerFacts(p devptr) (gpu.PointerFacts, error) {
 // leave the device); it exists for tests and for the benchmark that
 // compares on-device hashing with copying back and hashing on the CPU.
 func (d *Device) ReadBack(ctx context.Context, b gpu.Buffer, off int64, p []byte) error {
-	return d.onRange(ctx, b, off, int64(len(p)), "read back", func(at devptr) error { return d.readBack(ctx, at, p) })
+	return d.onRange(ctx, b, off, int64(len(p)), "read back", func(_ *buffer, at devptr) error { return d.readBack(ctx, at, p) })
 }
 
 // readBack copies src into p, double-buffered: while one staging buffer

@@ -30,6 +30,10 @@ type Facts struct {
 	// ConcurrentManagedAccess reports that managed memory can migrate on
 	// demand, which is how managed weights would end up in host memory.
 	ConcurrentManagedAccess bool
+	// AllocationGranularity is the device's minimum CUDA virtual memory
+	// allocation granularity in bytes (2 MiB on current GPUs): buffers
+	// are allocated, mapped and exported in whole granules.
+	AllocationGranularity int64
 	// KernelError is why the leaf kernel could not be loaded ("" when
 	// Info.CanHash is true).
 	KernelError string

@@ -4,41 +4,40 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/ebitengine/purego"
 	"github.com/vramseal/vramseal/gpu"
+	"github.com/vramseal/vramseal/gpu/cuda/cudatest"
 )
 
-// fake is the fake CUDA driver (testdata/fakecuda.c), built once per test
+// fake is the fake CUDA driver (gpu/cuda/cudatest), built once per test
 // binary by the first needFake. Its state is global to the process, so
 // tests that use it do not run in parallel with each other.
 var fake struct {
 	path  string // the built .so, "" when it could not be built
-	err   error  // why not; wraps errFakeMissing when it cannot be built here
+	err   error  // why not; wraps cudatest.ErrNoCompiler without a compiler
 	set   func(name string, v int64) int32
 	get   func(name string) int64
 	reset func()
 	flip  func(ptr devptr, off int64, mask int32) int32
 }
 
-// errFakeMissing marks a fake driver that cannot be built here (no C
-// compiler, or the test binary runs outside the source tree), as opposed
-// to one that is broken. Only the former skips, and only while
-// $VRAMSEAL_REQUIRE_FAKECUDA is not 1 (.ci/run sets it).
-var errFakeMissing = errors.New("fake CUDA driver cannot be built here")
+// fakeGranule is the fake driver's allocation granularity.
+const fakeGranule = 2 << 20
 
-// requireFakeEnv names the environment variable that turns a missing C
-// compiler into a test failure, so that CI cannot skip the backend's tests.
-const requireFakeEnv = "VRAMSEAL_REQUIRE_FAKECUDA"
+// fakePathEnv passes the built fake driver to a child process (see
+// child_test.go), which then loads it instead of building its own.
+const fakePathEnv = "VRAMSEAL_TEST_FAKECUDA_SO"
 
 // fakeDir holds the built fake driver; TestMain removes it.
 var fakeDir string
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(childEnv); mode != "" {
+		os.Exit(runChild(mode))
+	}
 	code := m.Run()
 	if fakeDir != "" {
 		os.RemoveAll(fakeDir)
@@ -48,30 +47,24 @@ func TestMain(m *testing.M) {
 
 var fakeOnce sync.Once
 
-// buildFake compiles the fake driver with gcc (or $CC) into a temporary
-// directory and loads it, once per test binary.
+// buildFake compiles the fake driver with cudatest.Build into a
+// temporary directory and loads it, once per test binary.
 func buildFake() {
-	cc := os.Getenv("CC")
-	if cc == "" {
-		cc = "gcc"
+	path := os.Getenv(fakePathEnv)
+	if path == "" {
+		dir, err := os.MkdirTemp("", "vramseal-fakecuda-")
+		if err != nil {
+			fake.err = err
+			return
+		}
+		fakeDir = dir
+		path, err = cudatest.Build("", dir)
+		if err != nil {
+			fake.err = err
+			return
+		}
 	}
-	src, err := filepath.Abs("testdata/fakecuda.c")
-	if err != nil {
-		fake.err = err
-		return
-	}
-	dir, err := os.MkdirTemp("", "vramseal-fakecuda-")
-	if err != nil {
-		fake.err = err
-		return
-	}
-	fakeDir = dir
-	out, err := compileFake(cc, src, dir)
-	if err != nil {
-		fake.err = err
-		return
-	}
-	lib, err := purego.Dlopen(out, purego.RTLD_NOW|purego.RTLD_LOCAL)
+	lib, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
 	if err != nil {
 		fake.err = fmt.Errorf("loading fake CUDA driver: %w", err)
 		return
@@ -80,49 +73,24 @@ func buildFake() {
 	purego.RegisterLibFunc(&fake.get, lib, "fake_get")
 	purego.RegisterLibFunc(&fake.reset, lib, "fake_reset")
 	purego.RegisterLibFunc(&fake.flip, lib, "fake_flip")
-	fake.path = out
+	fake.path = path
 }
 
-// compileFake compiles src, the fake driver's source, with the C compiler
-// cc into dir and returns the library's path. The error wraps
-// errFakeMissing when cc or src does not exist; any other error means the
-// build is broken.
-func compileFake(cc, src, dir string) (string, error) {
-	if _, err := exec.LookPath(cc); err != nil {
-		return "", fmt.Errorf("%w: it needs a C compiler: %s not found (install gcc or set $CC)", errFakeMissing, cc)
-	}
-	if _, err := os.Stat(src); err != nil {
-		return "", fmt.Errorf("%w: source missing (test binary run outside the source tree?): %v", errFakeMissing, err)
-	}
-	out := filepath.Join(dir, "fakecuda.so")
-	cmd := exec.Command(cc, "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-pthread",
-		"-I", filepath.Join(filepath.Dir(src), "..", "kernel"), "-o", out, src)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building fake CUDA driver with %s: %w\n%s", cc, err, b)
-	}
-	return out, nil
-}
-
-// fakeSkips reports whether tests skip, rather than fail, for err from
-// buildFake: only when the fake cannot be built here and require is false.
-func fakeSkips(err error, require bool) bool {
-	return errors.Is(err, errFakeMissing) && !require
-}
-
-// knobs are fault settings of the fake driver (see testdata/fakecuda.c).
+// knobs are fault settings of the fake driver (see
+// cudatest/testdata/fakecuda.c).
 type knobs map[string]int64
 
 // needFake resets the fake driver's knobs to k. Without the fake it fails
-// t, or skips it when fakeSkips says so.
+// t, or skips it when cudatest.Skips says so.
 func needFake(t testing.TB, k knobs) {
 	t.Helper()
 	fakeOnce.Do(buildFake)
 	if fake.err != nil {
-		if fakeSkips(fake.err, os.Getenv(requireFakeEnv) == "1") {
+		if cudatest.Skips(fake.err) {
 			t.Skip(fake.err)
 		}
-		if errors.Is(fake.err, errFakeMissing) {
-			t.Fatalf("%v; %s=1 requires it", fake.err, requireFakeEnv)
+		if errors.Is(fake.err, cudatest.ErrNoCompiler) {
+			t.Fatalf("%v; %s=1 requires it", fake.err, cudatest.RequireEnv)
 		}
 		t.Fatal(fake.err)
 	}
@@ -135,6 +103,11 @@ func needFake(t testing.TB, k knobs) {
 	t.Cleanup(func() {
 		if n, used := fake.get("live_allocs"), fake.get("used"); n != 0 || used != 0 {
 			t.Errorf("test left %d device allocations (%d bytes charged) in the fake driver", n, used)
+		}
+		for _, c := range []string{"vmm_live", "vmm_mappings", "vmm_reserved"} {
+			if n := fake.get(c); n != 0 {
+				t.Errorf("test left %s = %d in the fake driver, want 0", c, n)
+			}
 		}
 		fake.reset()
 	})
@@ -172,41 +145,4 @@ func openFake(t testing.TB, k knobs, opts Options) *Driver {
 		}
 	})
 	return drv
-}
-
-// TestFakeBuildFailures checks that only a fake driver that cannot be
-// built here skips the tests, and then only without
-// $VRAMSEAL_REQUIRE_FAKECUDA: a compiler that fails is a test failure.
-func TestFakeBuildFailures(t *testing.T) {
-	src, err := filepath.Abs("testdata/fakecuda.c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tt := range []struct {
-		name    string
-		cc, src string
-		missing bool // err wraps errFakeMissing
-	}{
-		{"no compiler", "/nonexistent/cc", src, true},
-		{"no source", "false", "/nonexistent/fakecuda.c", true},
-		{"compiler fails", "false", src, false},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if _, err := exec.LookPath(tt.cc); err != nil && !tt.missing {
-				t.Skipf("needs %s: %v", tt.cc, err)
-			}
-			out, err := compileFake(tt.cc, tt.src, t.TempDir())
-			if err == nil {
-				t.Fatalf("compileFake(%q, %q) = %q, want error", tt.cc, tt.src, out)
-			}
-			if got := errors.Is(err, errFakeMissing); got != tt.missing {
-				t.Errorf("compileFake(%q, %q) error = %v; wraps errFakeMissing = %v, want %v", tt.cc, tt.src, err, got, tt.missing)
-			}
-			for _, require := range []bool{false, true} {
-				if got, want := fakeSkips(err, require), tt.missing && !require; got != want {
-					t.Errorf("fakeSkips(%v, require %v) = %v, want %v", err, require, got, want)
-				}
-			}
-		})
-	}
 }

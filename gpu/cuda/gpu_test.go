@@ -21,6 +21,7 @@ import (
 //	VRAMSEAL_CUDA_DEVICE    CUDA ordinal to check (default 0)
 //	VRAMSEAL_CUDA_SEAL_GIB  size of the full seal and verify (default 8)
 //	VRAMSEAL_CUDA_REPORT    write the JSON report (gpuReport) to this file
+//	VRAMSEAL_CUDA_VMM_REPORT  write TestGPUVMM's JSON report (vmmReport) here
 //	VRAMSEAL_CUDA_LIBRARY   Options.LibraryPath (default libcuda.so.1)
 //	VRAMSEAL_CUDA_NVML      Options.NVMLPath (default libnvidia-ml.so.1)
 //
@@ -85,6 +86,8 @@ type allocEntry struct {
 	Ordinal    int      `json:"device_ordinal"`
 	Mapped     bool     `json:"mapped"`
 	HostPtr    bool     `json:"host_accessible"`
+	ReadOnly   bool     `json:"read_only"`
+	VMM        VMMFacts `json:"vmm"`
 	Violations []string `json:"policy_violations,omitempty"`
 	Error      string   `json:"error,omitempty"`
 }
@@ -212,7 +215,7 @@ func checkGPU(t *testing.T, d *Device, cfg gpuCheck) {
 				r, _ := d.AllocReport(b)
 				e.FreeBefore, e.FreeAfter, e.FreeDrop = r.FreeBefore, r.FreeAfter, r.FreeDrop()
 				e.MemoryType, e.Managed, e.Ordinal = r.Facts.MemoryType.String(), r.Facts.Managed, r.Facts.DeviceOrdinal
-				e.Mapped, e.HostPtr = r.Facts.Mapped, r.Facts.HostAccessible
+				e.Mapped, e.HostPtr, e.ReadOnly, e.VMM = r.Facts.Mapped, r.Facts.HostAccessible, r.Facts.ReadOnly, r.VMM
 				if e.Violations = r.Violations; len(e.Violations) > 0 {
 					t.Errorf("Alloc(%d) breaks the VRAM-only policy: %q", size, e.Violations)
 				}

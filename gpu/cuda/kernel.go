@@ -2,20 +2,18 @@ package cuda
 
 import (
 	"context"
-	_ "embed"
 	"encoding/binary"
 	"fmt"
 	"runtime"
 	"unsafe"
 
 	"github.com/vramseal/vramseal/gpu"
+	"github.com/vramseal/vramseal/gpu/cuda/kernel"
 )
 
 // leafhashPTX is the leaf kernel, generated from kernel/leafhash.cu by
 // kernel/gen.sh. The driver JIT-compiles it for the device at hand.
-//
-//go:embed kernel/leafhash.ptx
-var leafhashPTX string
+var leafhashPTX = kernel.PTX()
 
 // kernelName is the .entry of leafhashPTX.
 const kernelName = "leafhash"

@@ -18,7 +18,8 @@ type devptr uint64
 // driverAPI holds the CUDA driver functions gpu/cuda calls, bound from
 // libcuda.so.1 by name. Versioned names (_v2) are the ones cuda.h maps the
 // plain names to since CUDA 11; handles (CUcontext, CUstream, CUevent,
-// CUmodule, CUfunction) are C pointers kept as uintptr.
+// CUmodule, CUfunction) are C pointers kept as uintptr, and a
+// CUmemGenericAllocationHandle is a uint64.
 type driverAPI struct {
 	init                 func(flags uint32) cuResult
 	driverGetVersion     func(v *int32) cuResult
@@ -51,6 +52,20 @@ type driverAPI struct {
 	eventRecord          func(e, s uintptr) cuResult
 	eventSynchronize     func(e uintptr) cuResult
 	eventDestroy         func(e uintptr) cuResult
+
+	// Virtual memory management (CUDA 10.2 and later); see vmm.go.
+	memGetAllocationGranularity func(g *uint64, prop *memAllocationProp, option int32) cuResult
+	memCreate                   func(h *uint64, size uint64, prop *memAllocationProp, flags uint64) cuResult
+	memRelease                  func(h uint64) cuResult
+	memAddressReserve           func(p *devptr, size, alignment uint64, addr devptr, flags uint64) cuResult
+	memAddressFree              func(p devptr, size uint64) cuResult
+	memMap                      func(p devptr, size, offset uint64, h uint64, flags uint64) cuResult
+	memUnmap                    func(p devptr, size uint64) cuResult
+	memSetAccess                func(p devptr, size uint64, desc *memAccessDesc, count uint64) cuResult
+	memGetAccess                func(flags *uint64, loc *memLocation, p devptr) cuResult
+	memExportToShareableHandle  func(fd *int32, h uint64, handleType int32, flags uint64) cuResult
+	memGetAllocationProperties  func(prop *memAllocationProp, h uint64) cuResult
+	memRetainAllocationHandle   func(h *uint64, addr devptr) cuResult
 }
 
 // nvmlAPI holds the NVML functions gpu/cuda calls. Only init, shutdown and
@@ -155,6 +170,18 @@ func loadDriver(path string) (*driverAPI, error) {
 	b.bind(&a.eventRecord, "cuEventRecord")
 	b.bind(&a.eventSynchronize, "cuEventSynchronize")
 	b.bind(&a.eventDestroy, "cuEventDestroy_v2")
+	b.bind(&a.memGetAllocationGranularity, "cuMemGetAllocationGranularity")
+	b.bind(&a.memCreate, "cuMemCreate")
+	b.bind(&a.memRelease, "cuMemRelease")
+	b.bind(&a.memAddressReserve, "cuMemAddressReserve")
+	b.bind(&a.memAddressFree, "cuMemAddressFree")
+	b.bind(&a.memMap, "cuMemMap")
+	b.bind(&a.memUnmap, "cuMemUnmap")
+	b.bind(&a.memSetAccess, "cuMemSetAccess")
+	b.bind(&a.memGetAccess, "cuMemGetAccess")
+	b.bind(&a.memExportToShareableHandle, "cuMemExportToShareableHandle")
+	b.bind(&a.memGetAllocationProperties, "cuMemGetAllocationPropertiesFromHandle")
+	b.bind(&a.memRetainAllocationHandle, "cuMemRetainAllocationHandle")
 	if err := b.err(path); err != nil {
 		return nil, err
 	}

@@ -115,7 +115,7 @@ func mustSeal(t *testing.T, m *vram.Manager, id string, dev int, data []byte) vr
 
 // granules returns the device bytes the fake charges for a request of
 // size bytes: whole 2 MiB granules.
-func granules(size int64) int64 { return int64(allocSize(size)) }
+func granules(size int64) int64 { return (size + fakeGranule - 1) / fakeGranule * fakeGranule }
 
 // TestManagerSealVerifyRelease seals shards of sizes around the 2 MiB
 // granule on both devices, verifies them in full and sampled, checks the
@@ -259,7 +259,7 @@ func TestManagerCapacityOddFree(t *testing.T) {
 	if err != nil || c.FreeBytes != 6<<20 || c.AvailableBytes != 6<<20 {
 		t.Fatalf("Capacity(0) = %+v, %v, want 6 MiB free and available (7 MiB rounded down to granules)", c, err)
 	}
-	whole := c.AvailableBytes / freeGranule * freeGranule
+	whole := c.AvailableBytes / fakeGranule * fakeGranule
 	mustSeal(t, m, "whole", 0, shardBytes(3, whole))
 	if err := m.Release(ctx, "whole"); err != nil {
 		t.Fatalf("Release(whole) error = %v", err)

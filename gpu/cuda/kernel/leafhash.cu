@@ -8,8 +8,8 @@
  *     headers), producing leafhash.ptx, which gpu/cuda embeds and loads
  *     with cuModuleLoadData;
  *   - as plain C for the host by the fake CUDA driver that gpu/cuda's tests
- *     build with gcc (testdata/fakecuda.c includes this file), so that the
- *     kernel's own code is checked against seal.LeafHash in CI.
+ *     build with gcc (gpu/cuda/cudatest/fakecuda.c includes this file), so
+ *     that the kernel's own code is checked against seal.LeafHash in CI.
  *
  * Everything outside the __CUDA__ blocks is C that both GNU C (gcc) and
  * clang's CUDA C++ accept (__restrict__ and __builtin_bswap32 included).
