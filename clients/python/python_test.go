@@ -21,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vramseal/vramseal/gpu/cuda/cudatest"
 )
 
 const python = "/usr/bin/python3"
@@ -225,33 +227,9 @@ func TestPythonClientFakeCUDA(t *testing.T) {
 	runPython(t, bin, d, "VRAMSEAL_IT_CUDA=1", "VRAMSEAL_CUDA_LIBRARY="+lib)
 }
 
-// buildFakeCUDA compiles gpu/cuda/testdata/fakecuda.c.
-// TODO(cudatest): use cudatest.BuildFake from gpu/cuda/cudatest once it
-// lands, instead of compiling the source here.
+// buildFakeCUDA compiles the fake CUDA driver (gpu/cuda/cudatest), which
+// the daemon and the Python client then load as their libcuda.
 func buildFakeCUDA(t *testing.T) string {
 	t.Helper()
-	src, err := filepath.Abs("../../gpu/cuda/testdata/fakecuda.c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(text, []byte("cuMemImportFromShareableHandle")) {
-		skipOrFail(t, "the fake CUDA driver has no VMM export and import yet (gpu/cuda/testdata/fakecuda.c)")
-	}
-	cc := os.Getenv("CC")
-	if cc == "" {
-		cc = "gcc"
-	}
-	if _, err := exec.LookPath(cc); err != nil {
-		skipOrFail(t, "building the fake CUDA driver needs a C compiler: %s not found", cc)
-	}
-	out := filepath.Join(t.TempDir(), "fakecuda.so")
-	cmd := exec.Command(cc, "-O2", "-shared", "-fPIC", "-pthread", "-I", filepath.Join(filepath.Dir(src), "..", "kernel"), "-o", out, src)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the fake CUDA driver: %v\n%s", err, b)
-	}
-	return out
+	return cudatest.BuildFake(t)
 }

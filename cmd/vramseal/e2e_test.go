@@ -118,11 +118,19 @@ func TestEndToEnd(t *testing.T) {
 	d := startDaemon(t, bin, data)
 	addr := "--addr=http://" + d.addr
 
-	model := filepath.Join(dir, "model.safetensors")
+	model := filepath.Join(dir, "model.bin")
 	weights := make([]byte, 5<<20+12345)
 	rand.Read(weights)
 	if err := os.WriteFile(model, weights, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// A file named .safetensors must be one: random bytes are refused.
+	fake := filepath.Join(dir, "model.safetensors")
+	if err := os.WriteFile(fake, weights[:4096], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := run(t, bin, "shard", "add", fake, addr); code != 2 || !strings.Contains(out, "not a valid safetensors file") {
+		t.Fatalf("shard add of random bytes named .safetensors: exit %d, want 2 naming the format\n%s", code, out)
 	}
 	out, code := run(t, bin, "shard", "add", model, "--shard-id", "llama-tp0", "--model-ref", "org/llama", "--json", addr)
 	if code != 0 {
