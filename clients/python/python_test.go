@@ -233,3 +233,20 @@ func buildFakeCUDA(t *testing.T) string {
 	t.Helper()
 	return cudatest.BuildFake(t)
 }
+
+// TestPythonUnit runs the client's unit tests (frames, descriptors,
+// numpy and torch views, read-only mappings, the ctypes CUDA path against
+// a checking stand-in), which need no daemon.
+func TestPythonUnit(t *testing.T) {
+	needPython(t)
+	cmd := exec.Command(python, "-m", "unittest", "discover", "-s", "tests", "-t", "tests")
+	cmd.Env = append(os.Environ(), "PYTHONPATH=.")
+	for _, k := range []string{"VRAMSEAL_IT_SOCKET"} {
+		cmd.Env = append(cmd.Env, k+"=")
+	}
+	out, err := cmd.CombinedOutput()
+	t.Logf("python -m unittest discover:\n%s", out)
+	if err != nil {
+		t.Fatalf("Python unit tests failed: %v", err)
+	}
+}
