@@ -6,35 +6,21 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 )
 
-// findFixtureDir looks for the shared model fixtures: a
-// shared/fixtures/models beside the package directory or one of its
-// ancestors, then /work/shared/fixtures/models. It returns the directory
-// found, or the places tried.
+// findFixtureDir returns the model fixtures, testdata/models at the
+// repository's root (a copy of the shared real-format fixtures, with
+// their README), or the place tried.
 func findFixtureDir() (dir string, found bool) {
-	var tried []string
-	isDir := func(d string) bool {
-		tried = append(tried, d)
-		fi, err := os.Stat(d)
-		return err == nil && fi.IsDir()
+	d, err := filepath.Abs(filepath.Join("..", "testdata", "models"))
+	if err != nil {
+		return err.Error(), false
 	}
-	if wd, err := os.Getwd(); err == nil {
-		for dir := wd; ; dir = filepath.Dir(dir) {
-			if d := filepath.Join(dir, "shared", "fixtures", "models"); isDir(d) {
-				return d, true
-			}
-			if filepath.Dir(dir) == dir {
-				break
-			}
-		}
-	}
-	if d := "/work/shared/fixtures/models"; isDir(d) {
+	if fi, err := os.Stat(d); err == nil && fi.IsDir() {
 		return d, true
 	}
-	return strings.Join(tried, ", "), false
+	return d, false
 }
 
 // fixtureDir returns the shared model fixtures directory. It fails the test

@@ -14,23 +14,18 @@ import (
 	"github.com/vramseal/vramseal/tensor"
 )
 
-// fixtureDir finds ../shared/fixtures/models beside an ancestor of the
-// package directory.
+// fixtureDir returns testdata/models at the repository's root (the
+// real-format model fixtures).
 func fixtureDir(t *testing.T) string {
 	t.Helper()
-	dir, err := filepath.Abs(".")
+	p, err := filepath.Abs(filepath.Join("..", "testdata", "models"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for d := dir; ; d = filepath.Dir(d) {
-		p := filepath.Join(d, "shared", "fixtures", "models")
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			return p
-		}
-		if filepath.Dir(d) == d {
-			t.Fatalf("no shared/fixtures/models above %s", dir)
-		}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("model fixtures: %v", err)
 	}
+	return p
 }
 
 func TestSealKeepsTheTensorMap(t *testing.T) {

@@ -64,24 +64,18 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-// fixture finds shared/fixtures/models/NAME in this directory or a parent.
+// fixture returns testdata/models/NAME at the repository's root (the
+// real-format model fixtures).
 func fixture(t *testing.T, name string) string {
 	t.Helper()
-	dir, err := filepath.Abs(".")
+	p, err := filepath.Abs(filepath.Join("..", "..", "testdata", "models", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		p := filepath.Join(dir, "shared", "fixtures", "models", name)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("no shared/fixtures/models/%s above the test directory", name)
-		}
-		dir = parent
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("model fixture: %v", err)
 	}
+	return p
 }
 
 type daemon struct {

@@ -6,7 +6,7 @@ the environment below; without VRAMSEAL_IT_SOCKET every test is skipped.
   VRAMSEAL_IT_SOCKET       the daemon's attach socket
   VRAMSEAL_IT_ADDR         its HTTP address (http://127.0.0.1:PORT)
   VRAMSEAL_IT_BIN          the vramseal binary, for shard add/rm and reset
-  VRAMSEAL_IT_SAFETENSORS  a safetensors file (shared/fixtures/models)
+  VRAMSEAL_IT_SAFETENSORS  a safetensors file (testdata/models)
   VRAMSEAL_IT_RANDOM       a file of random bytes
   VRAMSEAL_IT_FAULTS=1     the daemon serves POST /v1/test/corrupt
   VRAMSEAL_IT_CUDA=1       the daemon runs the fake CUDA driver; the client

@@ -1,0 +1,347 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vramseal/vramseal/attach"
+	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/gpu"
+	"github.com/vramseal/vramseal/gpu/sim"
+	"github.com/vramseal/vramseal/seal"
+	"github.com/vramseal/vramseal/vram"
+)
+
+// TestAttachPerformance measures the attach numbers against baselines of
+// the same run, with medians of interleaved rounds after a warm-up. It
+// runs only with VRAMSEAL_PERF=1 (it needs about 3 GiB of memory):
+//
+//	VRAMSEAL_PERF=1 go test -run TestAttachPerformance -v ./internal/server
+//
+// It reports: attach of a 1 GiB shard from connect to mapped; the private
+// memory a separate consumer process gains by mapping and reading all of
+// it (smaps_rollup Private_*; it must stay under 1% of the shard: no
+// copy); the gate over the socket (16 samples of 64 KiB) against hashing
+// 16 x 64 KiB with SHA-256 on one core, and its p99 at 2 concurrent
+// clients; the HTTP gate and a seal with and without live attachments.
+// The only assertion is the private-memory bound, which is not a time.
+func TestAttachPerformance(t *testing.T) {
+	if sock := os.Getenv("VRAMSEAL_PERF_CONSUMER"); sock != "" {
+		consumer(t, sock)
+		return
+	}
+	if os.Getenv("VRAMSEAL_PERF") == "" {
+		t.Skip("set VRAMSEAL_PERF=1 to measure the attach numbers")
+	}
+	ctx := context.Background()
+	devs, err := sim.New(sim.Options{Capacity: 3 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := seal.DeriveKey([]byte("perf-secret-0123456789abcdef0123456789"))
+	dir := t.TempDir()
+	aopts := audit.Options{Service: "vramseal", Worker: "perf"}
+	if _, err := audit.Init(filepath.Join(dir, "audit"), aopts); err != nil {
+		t.Fatal(err)
+	}
+	log, err := audit.Open(filepath.Join(dir, "audit"), aopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close(ctx)
+	m, err := vram.New(ctx, vram.Options{Devices: []gpu.Device{devs[0]}, Key: key, WorkerID: "perf", Environ: []string{}, Audit: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	block := make([]byte, 1<<20)
+	rand.Read(block)
+	big := bytes.Repeat(block, 1024)
+	if _, err := m.Seal(ctx, vram.SealRequest{ShardID: "big", ModelRef: "perf", Size: int64(len(big)), Data: bytes.NewReader(big)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Seal(ctx, vram.SealRequest{ShardID: "gate", ModelRef: "perf", Size: 64 << 20, Data: bytes.NewReader(big[:64<<20])}); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "attach.sock")
+	as, err := ListenAttach(sock, AttachOptions{Manager: ManagerAttacher(m)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer as.Close(ctx)
+
+	// 1. Attach of 1 GiB, connect to mapped.
+	var attachTimes []time.Duration
+	for i := range 21 {
+		t0 := time.Now()
+		c, err := attach.Dial(ctx, sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := c.Attach(ctx, "big", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem, unmap, err := attach.MapReadOnly(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := time.Since(t0)
+		if i > 0 { // the first is the warm-up
+			attachTimes = append(attachTimes, d)
+		}
+		_ = mem[len(mem)-1]
+		unmap()
+		a.File.Close()
+		c.Close()
+	}
+	t.Logf("attach of a 1 GiB shard, connect to mapped: median %v, max %v (20 runs)", median(attachTimes), slices.Max(attachTimes))
+
+	// 2. A separate consumer's private memory.
+	cmd := exec.Command(os.Args[0], "-test.run=^TestAttachPerformance$", "-test.v")
+	cmd.Env = append(os.Environ(), "VRAMSEAL_PERF_CONSUMER="+sock)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("consumer: %v\n%s", err, out)
+	}
+	var rep struct{ PrivateBefore, PrivateAfter, RssBefore, RssAfter, Sum int64 }
+	i := bytes.Index(out, []byte("CONSUMER "))
+	if i < 0 || json.Unmarshal(bytes.SplitN(out[i+9:], []byte("\n"), 2)[0], &rep) != nil {
+		t.Fatalf("consumer report missing:\n%s", out)
+	}
+	growth := rep.PrivateAfter - rep.PrivateBefore
+	t.Logf("consumer mapping and reading every byte of 1 GiB: Rss +%d MiB, Private_* +%d KiB (%.4f%% of the shard)",
+		(rep.RssAfter-rep.RssBefore)>>20, growth>>10, 100*float64(growth)/float64(len(big)))
+	if growth >= int64(len(big))/100 {
+		t.Errorf("consumer's private memory grew by %d bytes, want under 1%% of %d: the mapping copies", growth, len(big))
+	}
+
+	// 3. The gate over the socket against 16 x 64 KiB of SHA-256.
+	c, err := attach.Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ga, err := c.Attach(ctx, "gate", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ga.File.Close()
+	chunks := big[:16<<16]
+	sha := func() {
+		for k := range 16 {
+			sha256.Sum256(chunks[k<<16 : (k+1)<<16])
+		}
+	}
+	gate := func() {
+		if _, err := c.Verify(ctx, "gate", attach.ModeSampled, 16, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const ops = 300
+	rate := func(f func()) float64 {
+		t0 := time.Now()
+		for range ops {
+			f()
+		}
+		return ops / time.Since(t0).Seconds()
+	}
+	rate(sha)
+	rate(gate)
+	var shaRates, gateRates, ratios []float64
+	for range 9 {
+		s, g := rate(sha), rate(gate)
+		shaRates, gateRates, ratios = append(shaRates, s), append(gateRates, g), append(ratios, g/s)
+	}
+	t.Logf("gate over the socket (16 x 64 KiB sampled): median %.0f/s; SHA-256 of 16 x 64 KiB on one core: median %.0f/s; ratio median %.3f (9 interleaved rounds of %d)",
+		medianF(gateRates), medianF(shaRates), medianF(ratios), ops)
+
+	// 4. p99 of the gate at 2 concurrent clients.
+	var (
+		mu  sync.Mutex
+		lat []time.Duration
+		wg  sync.WaitGroup
+	)
+	for range 2 {
+		cc, err := attach.Dial(ctx, sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		a, err := cc.Attach(ctx, "gate", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.File.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 2000)
+			for range 2000 {
+				t0 := time.Now()
+				if _, err := cc.Verify(ctx, "gate", attach.ModeSampled, 16, ""); err != nil {
+					t.Error(err)
+					return
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	slices.Sort(lat)
+	t.Logf("gate at 2 concurrent clients: p50 %v, p99 %v, max %v (%d requests)", lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], len(lat))
+
+	// 5 and 6. The HTTP gate and a seal, with and without attachments.
+	srv, err := New(Options{Manager: m, MaxUploadBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	httpGate := func() {
+		resp, err := http.Post(hs.URL+"/v1/shards/gate/verify", "application/json", strings.NewReader(`{"mode":"sampled","samples":16}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("HTTP gate: %d", resp.StatusCode)
+		}
+	}
+	n := 0
+	sealOnce := func() {
+		n++
+		id := "s" + strconv.Itoa(n)
+		if _, err := m.Seal(ctx, vram.SealRequest{ShardID: id, ModelRef: "perf", Size: 256 << 20, Data: bytes.NewReader(big[:256<<20])}); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Release(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var extra []*attach.Client
+	setAttached := func(on bool) {
+		for _, x := range extra {
+			x.Close()
+		}
+		extra = nil
+		if !on {
+			return
+		}
+		for range 8 {
+			x, err := attach.Dial(ctx, sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := x.Attach(ctx, "big", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.File.Close()
+			extra = append(extra, x)
+		}
+	}
+	defer setAttached(false)
+	timeOps := func(k int, f func()) time.Duration {
+		t0 := time.Now()
+		for range k {
+			f()
+		}
+		return time.Since(t0) / time.Duration(k)
+	}
+	timeOps(200, httpGate)
+	sealOnce()
+	var gateRatio, sealRatio []float64
+	for range 7 {
+		setAttached(false)
+		g0, s0 := timeOps(200, httpGate), timeOps(1, sealOnce)
+		setAttached(true)
+		g1, s1 := timeOps(200, httpGate), timeOps(1, sealOnce)
+		gateRatio = append(gateRatio, float64(g1)/float64(g0))
+		sealRatio = append(sealRatio, float64(s1)/float64(s0))
+	}
+	t.Logf("with 8 attached connections vs none (time per op, 7 interleaved rounds): HTTP gate ratio median %.3f, 256 MiB seal ratio median %.3f",
+		medianF(gateRatio), medianF(sealRatio))
+}
+
+// consumer is the separate process of TestAttachPerformance: it attaches
+// to "big", maps it, reads every page, and reports its memory.
+func consumer(t *testing.T, sock string) {
+	ctx := context.Background()
+	before := smaps(t)
+	c, err := attach.Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a, err := c.Attach(ctx, "big", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, unmap, err := attach.MapReadOnly(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unmap()
+	var sum int64
+	for i := 0; i < len(mem); i += 4096 {
+		sum += int64(mem[i])
+	}
+	after := smaps(t)
+	b, _ := json.Marshal(map[string]int64{"PrivateBefore": before["Private"], "PrivateAfter": after["Private"],
+		"RssBefore": before["Rss"], "RssAfter": after["Rss"], "Sum": sum})
+	fmt.Printf("CONSUMER %s\n", b)
+}
+
+// smaps reads this process's Rss and Private_* totals in bytes.
+func smaps(t *testing.T) map[string]int64 {
+	b, err := os.ReadFile("/proc/self/smaps_rollup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || f[2] != "kB" {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch {
+		case f[0] == "Rss:":
+			out["Rss"] += v << 10
+		case strings.HasPrefix(f[0], "Private_"):
+			out["Private"] += v << 10
+		}
+	}
+	return out
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func medianF(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
