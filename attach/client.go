@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // ErrClosed is returned by the [Client]'s methods once the connection is
@@ -228,9 +229,25 @@ func (c *Client) call(ctx context.Context, req Request) (Response, error) {
 	_, err = c.conn.Write(frame)
 	c.writeMu.Unlock()
 	if err != nil {
+		// A daemon that refused the connection (too_many_connections,
+		// permission_denied) has written why and closed it: the reader
+		// has that frame still to route, and it says more than the
+		// write error. Wait for the reader, briefly, then give the
+		// daemon's reason when there is one.
+		t := time.NewTimer(time.Second)
+		select {
+		case <-c.done:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
 		// A partial frame leaves the stream unusable.
 		c.fail(err)
 		c.forget(req.ID)
+		var de *Error
+		if errors.As(c.Err(), &de) {
+			return Response{}, de
+		}
 		return Response{}, fmt.Errorf("attach: send %s: %w", req.Op, err)
 	}
 	select {
