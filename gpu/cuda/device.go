@@ -566,22 +566,30 @@ func (d *Device) scrub() {
 // PointerFacts implements [gpu.Device.PointerFacts] with
 // cuPointerGetAttributes, and cuMemGetAccess for ReadOnly.
 func (d *Device) PointerFacts(ctx context.Context, b gpu.Buffer) (gpu.PointerFacts, error) {
+	var facts gpu.PointerFacts
+	err := d.onBuffer(ctx, b, func(buf *buffer) (err error) {
+		facts, err = d.pointerFacts(buf.ptr)
+		return err
+	})
+	return facts, err
+}
+
+// onBuffer checks that b is a live buffer of this device and that the
+// device is usable, and runs fn on the device's worker with the buffer.
+func (d *Device) onBuffer(ctx context.Context, b gpu.Buffer, fn func(buf *buffer) error) error {
 	buf, err := d.own(b)
 	if err != nil {
-		return gpu.PointerFacts{}, err
+		return err
 	}
-	var facts gpu.PointerFacts
-	err = d.do(ctx, func() error {
+	return d.do(ctx, func() error {
 		if err := d.isLive(buf); err != nil {
 			return err
 		}
 		if err := d.usable(); err != nil {
 			return err
 		}
-		facts, err = d.pointerFacts(buf.ptr)
-		return err
+		return fn(buf)
 	})
-	return facts, err
 }
 
 // pointerFacts returns the facts of the mapping at p: cuPointerGetAttributes

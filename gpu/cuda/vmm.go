@@ -242,17 +242,7 @@ func (d *Device) readOnly(p devptr) (bool, error) {
 // [gpu.PointerFacts.ReadOnly] afterwards is the driver's answer
 // (cuMemGetAccess), not a flag of this package.
 func (d *Device) Protect(ctx context.Context, b gpu.Buffer) error {
-	buf, err := d.own(b)
-	if err != nil {
-		return err
-	}
-	return d.do(ctx, func() error {
-		if err := d.isLive(buf); err != nil {
-			return err
-		}
-		if err := d.usable(); err != nil {
-			return err
-		}
+	return d.onBuffer(ctx, b, func(buf *buffer) error {
 		if buf.readOnly {
 			return nil
 		}
@@ -272,18 +262,8 @@ func (d *Device) Protect(ctx context.Context, b gpu.Buffer) error {
 // memory and ask for any access, read-write included (see the package
 // documentation).
 func (d *Device) Export(ctx context.Context, b gpu.Buffer) (gpu.Share, error) {
-	buf, err := d.own(b)
-	if err != nil {
-		return gpu.Share{}, err
-	}
 	var sh gpu.Share
-	err = d.do(ctx, func() error {
-		if err := d.isLive(buf); err != nil {
-			return err
-		}
-		if err := d.usable(); err != nil {
-			return err
-		}
+	err := d.onBuffer(ctx, b, func(buf *buffer) error {
 		if !buf.readOnly {
 			return fmt.Errorf("cuda: device %d: export: %w", d.ordinal, gpu.ErrNotProtected)
 		}
