@@ -245,14 +245,23 @@ func (m *Manager) Attach(ctx context.Context, id string, h Holder) (*Lease, gpu.
 // dropLease forgets a lease that never took effect (nothing recorded it),
 // and frees a revoked shard's memory if it was the last one.
 func (m *Manager) dropLease(ctx context.Context, l *Lease) {
-	m.mu.Lock()
-	l.ended = true
-	delete(l.s.leases, l.id)
-	last := l.s.revoked && len(l.s.leases) == 0
-	m.mu.Unlock()
-	if last {
+	if _, last := l.end(); last {
 		m.freeRevoked(ctx, l.s)
 	}
+}
+
+// end marks the lease ended and forgets it. It reports whether the lease
+// was live until now, and whether it was the last lease of a revoked
+// shard, whose memory the caller must then free.
+func (l *Lease) end() (live, last bool) {
+	l.m.mu.Lock()
+	defer l.m.mu.Unlock()
+	if l.ended {
+		return false, false
+	}
+	l.ended = true
+	delete(l.s.leases, l.id)
+	return true, l.s.revoked && len(l.s.leases) == 0
 }
 
 // Detach ends the lease with a reason ([DetachRequested],
@@ -262,15 +271,10 @@ func (m *Manager) dropLease(ctx context.Context, l *Lease) {
 func (l *Lease) Detach(ctx context.Context, reason string) error {
 	start := time.Now()
 	m, s := l.m, l.s
-	m.mu.Lock()
-	if l.ended {
-		m.mu.Unlock()
+	live, last := l.end()
+	if !live {
 		return nil
 	}
-	l.ended = true
-	delete(s.leases, l.id)
-	last := s.revoked && len(s.leases) == 0
-	m.mu.Unlock()
 	held := m.clock().Sub(l.at)
 	fields := append([]audit.Field{
 		audit.String("shard_id", s.seal.ShardID),
@@ -402,28 +406,7 @@ var ErrInUse = errors.New("vram: shard is attached")
 // with reason [StopRevoked]), and its memory stays allocated, and counted
 // as used, until the last lease ends. Without holders it is [Manager.Release].
 func (m *Manager) ReleaseForce(ctx context.Context, id string) error {
-	start := time.Now()
-	if err := ValidateShardID(id); err != nil {
-		return m.rejected(ctx, start, "release", "", err)
-	}
-	m.mu.Lock()
-	s, ok := m.shards[id]
-	if !ok {
-		m.mu.Unlock()
-		return fmt.Errorf("%w: %q", ErrNotFound, id)
-	}
-	delete(m.shards, id)
-	holders := s.leaseInfos()
-	if len(holders) > 0 {
-		s.revoked = true
-		m.revoked[s] = struct{}{}
-	}
-	m.mu.Unlock()
-	if len(holders) == 0 {
-		s.busy.Wait()
-		return m.freeBuffer(ctx, s.dev, id, s.buf, s.seal.Size, "released", true, start)
-	}
-	return m.revoke(ctx, s, holders, start)
+	return m.release(ctx, id, true)
 }
 
 // revoke records and announces the revocation of a shard's leases.

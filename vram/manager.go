@@ -462,23 +462,36 @@ func (m *Manager) Shards() []ShardInfo {
 // shard in flight. A shard that consumers hold is not released: the error
 // is an *[InUseError] naming them ([Manager.ReleaseForce] revokes them).
 func (m *Manager) Release(ctx context.Context, id string) error {
+	return m.release(ctx, id, false)
+}
+
+// release takes a shard off the list and frees its memory. An attached
+// shard is refused with an *[InUseError], or with force revoked: its
+// memory then waits for the last lease to end.
+func (m *Manager) release(ctx context.Context, id string, force bool) error {
 	start := time.Now()
 	if err := ValidateShardID(id); err != nil {
 		return m.rejected(ctx, start, "release", "", err)
 	}
 	m.mu.Lock()
 	s, ok := m.shards[id]
-	if ok && len(s.leases) > 0 {
-		err := &InUseError{ShardID: id, Holders: s.leaseInfos()}
+	if !ok {
 		m.mu.Unlock()
-		return err
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	if ok {
-		delete(m.shards, id)
+	holders := s.leaseInfos()
+	if len(holders) > 0 && !force {
+		m.mu.Unlock()
+		return &InUseError{ShardID: id, Holders: holders}
+	}
+	delete(m.shards, id)
+	if len(holders) > 0 {
+		s.revoked = true
+		m.revoked[s] = struct{}{}
 	}
 	m.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	if len(holders) > 0 {
+		return m.revoke(ctx, s, holders, start)
 	}
 	s.busy.Wait()
 	return m.freeBuffer(ctx, s.dev, id, s.buf, s.seal.Size, "released", true, start)
