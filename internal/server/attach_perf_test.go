@@ -132,16 +132,8 @@ func TestAttachPerformance(t *testing.T) {
 	}
 
 	// 3. The gate over the socket against 16 x 64 KiB of SHA-256.
-	c, err := attach.Dial(ctx, sock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := attached(t, sock, "gate")
 	defer c.Close()
-	ga, err := c.Attach(ctx, "gate", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ga.File.Close()
 	// Two baselines: the same 1 MiB every time (hot in the CPU cache),
 	// and 16 random chunks of a 64 MiB buffer, the memory access pattern
 	// of a sampled gate over a 64 MiB shard.
@@ -194,16 +186,8 @@ func TestAttachPerformance(t *testing.T) {
 		wg  sync.WaitGroup
 	)
 	for range 2 {
-		cc, err := attach.Dial(ctx, sock)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cc := attached(t, sock, "gate")
 		defer cc.Close()
-		a, err := cc.Attach(ctx, "gate", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.File.Close()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -263,16 +247,7 @@ func TestAttachPerformance(t *testing.T) {
 			return
 		}
 		for range 8 {
-			x, err := attach.Dial(ctx, sock)
-			if err != nil {
-				t.Fatal(err)
-			}
-			a, err := x.Attach(ctx, "big", "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			a.File.Close()
-			extra = append(extra, x)
+			extra = append(extra, attached(t, sock, "big"))
 		}
 	}
 	defer setAttached(false)
@@ -296,6 +271,23 @@ func TestAttachPerformance(t *testing.T) {
 	}
 	t.Logf("with 8 attached connections vs none (time per op, 7 interleaved rounds): HTTP gate ratio median %.3f, 256 MiB seal ratio median %.3f",
 		medianF(gateRatio), medianF(sealRatio))
+}
+
+// attached returns a new connection to sock with shard id attached (the
+// descriptor closed: the lease is what matters).
+func attached(t *testing.T, sock, id string) *attach.Client {
+	t.Helper()
+	c, err := attach.Dial(context.Background(), sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.Attach(context.Background(), id, "")
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	a.File.Close()
+	return c
 }
 
 // consumer is the separate process of TestAttachPerformance: it attaches
