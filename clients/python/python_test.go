@@ -8,21 +8,14 @@
 package python_test
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/rand"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/vramseal/vramseal/gpu/cuda/cudatest"
+	"github.com/vramseal/vramseal/internal/daemontest"
 )
 
 const python = "/usr/bin/python3"
@@ -55,13 +48,7 @@ func needPython(t *testing.T) {
 // buildBinary compiles vramseal into a temporary directory.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "vramseal")
-	cmd := exec.Command("go", "build", "-o", bin, "../../cmd/vramseal")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return daemontest.Build(t, "../../cmd/vramseal")
 }
 
 // fixture returns testdata/models/NAME at the repository's root (the
@@ -78,24 +65,15 @@ func fixture(t *testing.T, name string) string {
 	return p
 }
 
+// daemon is a running `vramseal serve` and its attach socket.
 type daemon struct {
-	addr   string
+	*daemontest.Daemon
 	socket string
-	mu     sync.Mutex // guards stderr, written by the scanner goroutine
-	stderr bytes.Buffer
 }
-
-func (d *daemon) output() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.stderr.String()
-}
-
-var servingRE = regexp.MustCompile(`serving on http://(127\.0\.0\.1:\d+)`)
 
 // startDaemon runs `vramseal serve` with its attach socket in a directory
 // others may traverse (so a test can chmod the socket for a consumer of
-// another uid), and waits until both the HTTP address and the socket are up.
+// another uid). The daemon prints its address once the socket listens.
 func startDaemon(t *testing.T, bin string, extra ...string) *daemon {
 	t.Helper()
 	dir := t.TempDir()
@@ -106,65 +84,10 @@ func startDaemon(t *testing.T, bin string, extra ...string) *daemon {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{socket: filepath.Join(sockDir, "attach.sock")}
+	socket := filepath.Join(sockDir, "attach.sock")
 	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"),
-		"--log-format", "json", "--attach-socket", d.socket}, extra...)
-	cmd := exec.Command(bin, args...)
-	pr, pw := io.Pipe()
-	cmd.Stderr = pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); pw.Close(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sent := false
-		for sc.Scan() {
-			d.mu.Lock()
-			d.stderr.WriteString(sc.Text() + "\n")
-			d.mu.Unlock()
-			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil && !sent {
-				found <- m[1]
-				sent = true
-			}
-		}
-		close(found)
-	}()
-	deadline := time.After(30 * time.Second)
-	select {
-	case addr, ok := <-found:
-		if !ok {
-			t.Fatalf("daemon exited before serving:\n%s", d.output())
-		}
-		d.addr = addr
-	case <-deadline:
-		t.Fatalf("daemon did not start:\n%s", d.output())
-	}
-	// The socket may come up just after the HTTP listener: dial until the
-	// deadline rather than sleep.
-	for {
-		c, err := net.Dial("unix", d.socket)
-		if err == nil {
-			c.Close()
-			return d
-		}
-		select {
-		case <-deadline:
-			t.Fatalf("attach socket %s never accepted: %v\n%s", d.socket, err, d.output())
-		case <-exited:
-			t.Fatalf("daemon exited:\n%s", d.output())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// hasAttach reports whether this build of serve has an attach socket.
-func hasAttach(t *testing.T, bin string) bool {
-	out, _ := exec.Command(bin, "serve", "--help").CombinedOutput()
-	return strings.Contains(string(out), "--attach-socket")
+		"--log-format", "json", "--attach-socket", socket}, extra...)
+	return &daemon{Daemon: daemontest.Start(t, bin, args...), socket: socket}
 }
 
 // runPython runs the integration module against d with env added.
@@ -182,7 +105,7 @@ func runPython(t *testing.T, bin string, d *daemon, env ...string) {
 	cmd.Env = append(os.Environ(),
 		"PYTHONPATH=..",
 		"VRAMSEAL_IT_SOCKET="+d.socket,
-		"VRAMSEAL_IT_ADDR=http://"+d.addr,
+		"VRAMSEAL_IT_ADDR=http://"+d.Addr,
 		"VRAMSEAL_IT_BIN="+bin,
 		"VRAMSEAL_IT_SAFETENSORS="+fixture(t, "single.safetensors"),
 		"VRAMSEAL_IT_SAFETENSORS_DIR="+fixture(t, "tiny-llama"),
@@ -192,16 +115,13 @@ func runPython(t *testing.T, bin string, d *daemon, env ...string) {
 	out, err := cmd.CombinedOutput()
 	t.Logf("python -m unittest test_integration:\n%s", out)
 	if err != nil {
-		t.Fatalf("Python integration tests failed: %v\ndaemon:\n%s", err, d.output())
+		t.Fatalf("Python integration tests failed: %v\ndaemon:\n%s", err, d.Output())
 	}
 }
 
 func TestPythonClientSim(t *testing.T) {
 	needPython(t)
 	bin := buildBinary(t)
-	if !hasAttach(t, bin) {
-		skipOrFail(t, "vramseal serve has no --attach-socket yet (internal/server/attach.go not merged)")
-	}
 	d := startDaemon(t, bin, "--device", "sim", "--sim-capacity", "256MiB", "--enable-test-faults")
 	runPython(t, bin, d, "VRAMSEAL_IT_FAULTS=1")
 }
@@ -213,9 +133,6 @@ func TestPythonClientSim(t *testing.T) {
 func TestPythonClientFakeCUDA(t *testing.T) {
 	needPython(t)
 	bin := buildBinary(t)
-	if !hasAttach(t, bin) {
-		skipOrFail(t, "vramseal serve has no --attach-socket yet (internal/server/attach.go not merged)")
-	}
 	lib := buildFakeCUDA(t)
 	d := startDaemon(t, bin, "--device", "cuda", "--cuda-library", lib)
 	runPython(t, bin, d, "VRAMSEAL_IT_CUDA=1", "VRAMSEAL_CUDA_LIBRARY="+lib)

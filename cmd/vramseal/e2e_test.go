@@ -1,21 +1,19 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/vramseal/vramseal/internal/daemontest"
 )
 
 // buildBinary compiles vramseal into a temp dir.
@@ -24,74 +22,13 @@ func buildBinary(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("end-to-end test builds the binary; skipped with -short")
 	}
-	bin := filepath.Join(t.TempDir(), "vramseal")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return daemontest.Build(t, ".")
 }
 
-// daemon is a running `vramseal serve`.
-type daemon struct {
-	addr   string
-	cmd    *exec.Cmd
-	mu     sync.Mutex // guards stderr, written by the scanner goroutine
-	stderr bytes.Buffer
-	exited chan error
-}
-
-var servingRE = regexp.MustCompile(`serving on http://(127\.0\.0\.1:\d+)`)
-
-func startDaemon(t *testing.T, bin, dataDir string, extra ...string) *daemon {
+func startDaemon(t *testing.T, bin, dataDir string, extra ...string) *daemontest.Daemon {
 	t.Helper()
-	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--device", "sim", "--sim-capacity", "256MiB",
-		"--data-dir", dataDir, "--log-format", "json", "--enable-test-faults"}, extra...)
-	cmd := exec.Command(bin, args...)
-	pr, pw := io.Pipe()
-	d := &daemon{cmd: cmd, exited: make(chan error, 1)}
-	cmd.Stderr = pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.exited <- cmd.Wait(); pw.Close() }()
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sent := false
-		for sc.Scan() {
-			d.mu.Lock()
-			d.stderr.WriteString(sc.Text() + "\n")
-			d.mu.Unlock()
-			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil && !sent {
-				found <- m[1]
-				sent = true
-			}
-		}
-		close(found)
-	}()
-	select {
-	case addr, ok := <-found:
-		if !ok {
-			t.Fatalf("daemon exited before serving:\n%s", d.output())
-		}
-		d.addr = addr
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("daemon did not start:\n%s", d.output())
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-	})
-	return d
-}
-
-// output returns what the daemon has written to stderr so far.
-func (d *daemon) output() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.stderr.String()
+	return daemontest.Start(t, bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--device", "sim", "--sim-capacity", "256MiB",
+		"--data-dir", dataDir, "--log-format", "json", "--enable-test-faults"}, extra...)...)
 }
 
 // run runs a CLI command and returns its stdout and exit code.
@@ -116,7 +53,7 @@ func TestEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	d := startDaemon(t, bin, data)
-	addr := "--addr=http://" + d.addr
+	addr := "--addr=http://" + d.Addr
 
 	model := filepath.Join(dir, "model.bin")
 	weights := make([]byte, 5<<20+12345)
@@ -155,7 +92,7 @@ func TestEndToEnd(t *testing.T) {
 	// Corrupt simulated device memory through the test-only hook.
 	const cid = "e2e-corrupt-check"
 	post := func(path, body string) *http.Response {
-		req, _ := http.NewRequest("POST", "http://"+d.addr+path, strings.NewReader(body))
+		req, _ := http.NewRequest("POST", "http://"+d.Addr+path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-Correlation-ID", cid)
 		resp, err := http.DefaultClient.Do(req)
@@ -174,7 +111,7 @@ func TestEndToEnd(t *testing.T) {
 	if out, code := run(t, bin, "shard", "verify", "llama-tp0", addr); code != 4 {
 		t.Fatalf("CLI verify while stopped: exit %d, want 4\n%s", code, out)
 	}
-	resp, err := http.Get("http://" + d.addr + "/readyz")
+	resp, err := http.Get("http://" + d.Addr + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +122,7 @@ func TestEndToEnd(t *testing.T) {
 	if out, code := run(t, bin, "reset", "--reason", "restored shard from the registry", addr); code != 0 {
 		t.Fatalf("reset: exit %d\n%s", code, out)
 	}
-	resp, _ = http.Get("http://" + d.addr + "/readyz")
+	resp, _ = http.Get("http://" + d.Addr + "/readyz")
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("/readyz after reset = %d", resp.StatusCode)
@@ -213,16 +150,16 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Graceful shutdown flushes the audit log and releases the shard.
-	d.cmd.Process.Signal(os.Interrupt)
+	d.Cmd.Process.Signal(os.Interrupt)
 	select {
-	case err := <-d.exited:
+	case err := <-d.Exited:
 		if err != nil {
-			t.Fatalf("daemon exit: %v\n%s", err, d.output())
+			t.Fatalf("daemon exit: %v\n%s", err, d.Output())
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("daemon did not shut down")
 	}
-	if !strings.Contains(d.output(), `"correlation_id":"`+cid+`"`) {
+	if !strings.Contains(d.Output(), `"correlation_id":"`+cid+`"`) {
 		t.Errorf("narration lacks correlation ID %s", cid)
 	}
 
@@ -255,7 +192,7 @@ func TestEndToEndScrub(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	d := startDaemon(t, bin, data, "--scrub-rate", "1GiB", "--scrub-interval", "20ms")
-	addr := "--addr=http://" + d.addr
+	addr := "--addr=http://" + d.Addr
 	model := filepath.Join(dir, "model.bin")
 	weights := make([]byte, 3<<20)
 	rand.Read(weights)
@@ -265,7 +202,7 @@ func TestEndToEndScrub(t *testing.T) {
 	if out, code := run(t, bin, "shard", "add", model, "--shard-id", "scrubbed", addr); code != 0 {
 		t.Fatalf("shard add: exit %d\n%s", code, out)
 	}
-	req, _ := http.NewRequest("POST", "http://"+d.addr+"/v1/test/corrupt", strings.NewReader(`{"shard_id":"scrubbed","offset":2000000}`))
+	req, _ := http.NewRequest("POST", "http://"+d.Addr+"/v1/test/corrupt", strings.NewReader(`{"shard_id":"scrubbed","offset":2000000}`))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -277,7 +214,7 @@ func TestEndToEndScrub(t *testing.T) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := http.Get("http://" + d.addr + "/readyz")
+		resp, err := http.Get("http://" + d.Addr + "/readyz")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -286,15 +223,15 @@ func TestEndToEndScrub(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the scrub never stopped the worker:\n%s", d.output())
+			t.Fatalf("the scrub never stopped the worker:\n%s", d.Output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	d.cmd.Process.Signal(os.Interrupt)
+	d.Cmd.Process.Signal(os.Interrupt)
 	select {
-	case err := <-d.exited:
+	case err := <-d.Exited:
 		if err != nil {
-			t.Fatalf("daemon exit: %v\n%s", err, d.output())
+			t.Fatalf("daemon exit: %v\n%s", err, d.Output())
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("daemon did not shut down")
