@@ -179,7 +179,8 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	default:
 		return &ExitError{Code: 2, Err: fmt.Errorf("--log-format %q: use console or json", cfg.logFormat)}
 	}
-	if _, _, err := attachIDs(cfg); err != nil {
+	attachUIDs, attachGIDs, err := attachIDs(cfg)
+	if err != nil {
 		return &ExitError{Code: 2, Err: err}
 	}
 	var policy audit.Policy
@@ -318,12 +319,8 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	defer srv.Close()
 	var attachSrv *server.AttachServer
 	if path := attachSocketPath(cfg); path != "" {
-		uids, gids, err := attachIDs(cfg)
-		if err != nil {
-			return &ExitError{Code: 2, Err: err}
-		}
 		attachSrv, err = server.ListenAttach(path, server.AttachOptions{Manager: server.ManagerAttacher(m),
-			AllowUIDs: uids, AllowGIDs: gids, MaxConns: cfg.attachConns, Narrator: narrator})
+			AllowUIDs: attachUIDs, AllowGIDs: attachGIDs, MaxConns: cfg.attachConns, Narrator: narrator})
 		if err != nil {
 			return fmt.Errorf("attach socket: %w", err)
 		}
