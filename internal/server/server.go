@@ -458,6 +458,11 @@ func (s *Server) addShard(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) (vram.ShardInfo, error) {
 	q := r.URL.Query()
+	for name, vs := range q {
+		if len(vs) > 1 {
+			return vram.ShardInfo{}, badRequest("query parameter %s is given %d times: give it once", strconv.Quote(name), len(vs))
+		}
+	}
 	req := vram.SealRequest{ShardID: q.Get("shard_id"), ModelRef: q.Get("model_ref"), Format: q.Get("format")}
 	for _, f := range []struct {
 		name string
@@ -537,6 +542,7 @@ func (s *Server) openModel(path string) (*os.File, error) {
 	if strings.ContainsRune(path, 0) || len(path) > 4096 {
 		return nil, badRequest("path is not a valid file name")
 	}
+	inside := false
 	for i, root := range s.roots {
 		rel := path
 		if filepath.IsAbs(path) {
@@ -546,6 +552,7 @@ func (s *Server) openModel(path string) (*os.File, error) {
 				continue
 			}
 		}
+		inside = true
 		// Stat first: opening a FIFO or device would block or have side
 		// effects. os.Root resolves both inside the root.
 		st, err := root.Stat(rel)
@@ -562,6 +569,11 @@ func (s *Server) openModel(path string) (*os.File, error) {
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, &httpError{http.StatusForbidden, CodeInvalid, fmt.Errorf("path %s is outside the model roots or unreadable", strconv.Quote(path))}
 		}
+	}
+	if !inside {
+		// An absolute path under none of the roots is refused like any
+		// other path that leaves them, whether or not the file exists.
+		return nil, &httpError{http.StatusForbidden, CodeInvalid, fmt.Errorf("path %s is outside the model roots", strconv.Quote(path))}
 	}
 	return nil, &httpError{http.StatusNotFound, CodeNotFound, fmt.Errorf("no file %s under the model roots", strconv.Quote(path))}
 }
@@ -672,6 +684,10 @@ func (s *Server) reset(w http.ResponseWriter, r *http.Request) {
 	var req ResetRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, r, err)
+		return
+	}
+	if strings.TrimSpace(req.Reason) == "" {
+		writeError(w, r, badRequest("reason is empty: say what was done about the failure"))
 		return
 	}
 	if err := s.m.Reset(r.Context(), req.Reason); err != nil {
