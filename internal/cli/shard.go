@@ -312,7 +312,7 @@ func newCapacityCmd() *cobra.Command {
 					return planError(p)
 				}
 				if !cf.asJSON {
-					fmt.Fprintf(cmd.OutOrStdout(), "a shard of %s fits on GPU %d\n", FormatBytes(p.RequestedBytes), p.Device)
+					fmt.Fprintf(cmd.OutOrStdout(), "a shard of %s fits on GPU %d\n", FormatBytes(p.RequestedBytes), *p.Device)
 				}
 			}
 			return nil

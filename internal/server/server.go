@@ -315,8 +315,9 @@ type CapacityJSON struct {
 type PlanJSON struct {
 	RequestedBytes int64 `json:"requested_bytes"`
 	Fits           bool  `json:"fits"`
-	// Device is the GPU with the most available memory that fits, or -1.
-	Device int `json:"gpu"`
+	// Device is the GPU with the most available memory that fits; nil
+	// (left out) when none does.
+	Device *int `json:"gpu,omitempty"`
 }
 
 func (s *Server) capacity(w http.ResponseWriter, r *http.Request) {
@@ -356,11 +357,11 @@ func (s *Server) capacity(w http.ResponseWriter, r *http.Request) {
 		out.Devices = append(out.Devices, CapacityJSON(c))
 	}
 	if want > 0 {
-		p := &PlanJSON{RequestedBytes: want, Device: -1}
+		p := &PlanJSON{RequestedBytes: want}
 		best := int64(-1)
 		for _, c := range out.Devices {
 			if c.AvailableBytes >= want && c.AvailableBytes > best {
-				p.Fits, p.Device, best = true, c.Device, c.AvailableBytes
+				p.Fits, p.Device, best = true, &c.Device, c.AvailableBytes
 			}
 		}
 		out.Plan = p
