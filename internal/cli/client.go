@@ -190,7 +190,7 @@ func exitCodeFor(err error) error {
 		err = fmt.Errorf("%w (give the daemon's token with --token-file or VRAMSEAL_TOKEN_FILE)", err)
 	case ae.Status == 400 || ae.Status == 404 || ae.Status == 411 || ae.Status == 413 || ae.Status == 415:
 		code = 2
-	case ae.Retryable:
+	case ae.Retryable || ae.Status == 507:
 		code = 3
 	case ae.Status == 409 && (ae.Code == server.CodeInUse || ae.Code == server.CodeExists):
 		code = 5
