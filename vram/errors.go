@@ -200,7 +200,8 @@ type StoppedError struct {
 
 // Error says why the worker stopped.
 func (e *StoppedError) Error() string {
-	return "vram: worker stopped: " + e.Reason + " (an operator must reset it)"
+	return "vram: worker stopped: " + e.Reason +
+		"; release the failed shard (vramseal shard rm ID), then reset the worker (vramseal reset --reason TEXT)"
 }
 
 // Unwrap returns [ErrStopped].

@@ -23,3 +23,12 @@ func TestCapacityErrorRetryable(t *testing.T) {
 		}
 	}
 }
+
+func TestStoppedErrorSaysWhatToDo(t *testing.T) {
+	msg := (&StoppedError{Reason: "shard s1 failed verification"}).Error()
+	for _, want := range []string{"s1", "shard rm", "reset --reason"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("StoppedError = %q, want it to name %q", msg, want)
+		}
+	}
+}
