@@ -286,7 +286,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 			if h.RetentionErr != nil {
 				a["retention_error"] = h.RetentionErr.Error()
 			}
-			out := map[string]any{"audit": a, "backend": backend, "narration": narrator.Stats()}
+			out := map[string]any{"audit": a, "backend": backend, "narration": narrationHealth(narrator.Stats())}
 			if cfg.scrubRate > 0 {
 				st := m.ScrubStats()
 				sc := map[string]any{"rate_bytes_per_second": int64(cfg.scrubRate), "passes": st.Passes,
@@ -522,4 +522,10 @@ func sayer(w io.Writer, format string) func(level slog.Level, action, msg string
 	return func(level slog.Level, action, msg string) {
 		l.Log(context.Background(), level, msg, "actor", "vramseal", "action", action)
 	}
+}
+
+// narrationHealth is the /healthz form of the narration counters, with
+// snake_case keys like every other member.
+func narrationHealth(st narration.Stats) map[string]uint64 {
+	return map[string]uint64{"emitted": st.Emitted, "redactions": st.Redactions, "truncations": st.Truncations, "sink_errors": st.SinkErrors}
 }
