@@ -111,7 +111,12 @@ func TestExitStatuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
-			if got := Run(context.Background(), tt.args, &out, &errb); got != tt.status {
+			args := tt.args
+			if tt.status == 0 && args[0] != "audit" {
+				// Successes run with --json: stdout must be JSON.
+				args = append(args, "--json")
+			}
+			if got := Run(context.Background(), args, &out, &errb); got != tt.status {
 				t.Fatalf("vramseal %s = exit %d (%s), want %d", strings.Join(tt.args, " "), got, errb.String(), tt.status)
 			}
 			// An ID escaped twice shows as %25; an unvalidated one reaches
@@ -120,6 +125,13 @@ func TestExitStatuses(t *testing.T) {
 				t.Errorf("error = %s", e)
 			}
 			if tt.status == 0 {
+				if len(args) > len(tt.args) {
+					for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+						if !json.Valid([]byte(line)) {
+							t.Errorf("--json printed %q, not one JSON value a line", line)
+						}
+					}
+				}
 				return
 			}
 			out.Reset()
