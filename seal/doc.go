@@ -71,7 +71,7 @@
 // # JSON
 //
 // [Seal.MarshalJSON] writes one object with the members shard_id,
-// model_ref, shard_index, shard_count, device_index, device_uuid,
+// model_ref, shard_index, shard_count, gpu, gpu_uuid,
 // size_bytes, chunk_size, digest, tree_root, sealed_at, key_id, worker_id
 // and signature. Hashes are written as 64 lowercase hexadecimal digits;
 // sealed_at is RFC 3339 in UTC with the fractional seconds Go's

@@ -20,8 +20,8 @@ type sealJSON struct {
 	ModelRef    string `json:"model_ref"`
 	ShardIndex  int    `json:"shard_index"`
 	ShardCount  int    `json:"shard_count"`
-	DeviceIndex int    `json:"device_index"`
-	DeviceUUID  string `json:"device_uuid"`
+	DeviceIndex int    `json:"gpu"`
+	DeviceUUID  string `json:"gpu_uuid"`
 	Size        int64  `json:"size_bytes"`
 	ChunkSize   int64  `json:"chunk_size"`
 	Digest      Hash   `json:"digest"`
@@ -34,13 +34,13 @@ type sealJSON struct {
 
 // jsonFields lists the members [DecodeJSON] requires, each exactly once.
 var jsonFields = [...]string{
-	"shard_id", "model_ref", "shard_index", "shard_count", "device_index",
-	"device_uuid", "size_bytes", "chunk_size", "digest", "tree_root",
+	"shard_id", "model_ref", "shard_index", "shard_count", "gpu",
+	"gpu_uuid", "size_bytes", "chunk_size", "digest", "tree_root",
 	"sealed_at", "key_id", "worker_id", "signature",
 }
 
 // MarshalJSON encodes s as one JSON object with the members, in order,
-// shard_id, model_ref, shard_index, shard_count, device_index, device_uuid,
+// shard_id, model_ref, shard_index, shard_count, gpu, gpu_uuid,
 // size_bytes, chunk_size, digest, tree_root, sealed_at (RFC 3339 with
 // nanoseconds, UTC), key_id, worker_id and signature; hashes are 64
 // lowercase hexadecimal digits. It holds nothing but those fields.
@@ -173,9 +173,9 @@ func (w *sealJSON) field(name string) any {
 		return &w.ShardIndex
 	case "shard_count":
 		return &w.ShardCount
-	case "device_index":
+	case "gpu":
 		return &w.DeviceIndex
-	case "device_uuid":
+	case "gpu_uuid":
 		return &w.DeviceUUID
 	case "size_bytes":
 		return &w.Size

@@ -283,7 +283,7 @@ func (l *Lease) Detach(ctx context.Context, reason string) error {
 	fields = append(fields,
 		audit.String("access", "read"),
 		audit.String("reason", reason),
-		audit.Int("held_ms", held.Milliseconds()),
+		audit.Int("held_us", held.Microseconds()),
 	)
 	err := m.record(ctx, audit.Event{Type: EventDetached, Severity: audit.SeverityMedium, Fields: fields})
 	m.narrate(ctx, slog.LevelInfo, ActionDetach, s.seal.ShardID, s.dev.info, time.Since(start), "", nil, func() string {

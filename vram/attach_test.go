@@ -246,7 +246,7 @@ func TestAttachAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = o.requireRecord(t, EventDetached, "s", audit.SeverityMedium, "req-det")
-	requireFields(t, r, "lease_id", "pid", "uid", "gid", "executable", "access", "reason", "held_ms")
+	requireFields(t, r, "lease_id", "pid", "uid", "gid", "executable", "access", "reason", "held_us")
 	o.m.AttachDenied(withCorrelation("req-den"), Holder{PID: 9, UID: 65534, GID: 65534}, "s", "uid 65534 is not allowed\x1b[31m")
 	r = o.requireRecord(t, EventAttachDenied, "s", audit.SeverityHigh, "req-den")
 	if got := fieldText(r, "reason"); strings.ContainsRune(got, 0x1b) || !strings.HasPrefix(got, "uid 65534 is not allowed") {

@@ -44,19 +44,42 @@ type CapacityError struct {
 	Requested int64 // bytes asked for
 	Available int64 // bytes usable on the device (free minus headroom)
 	Headroom  int64 // bytes kept free by policy
+	// Capacity is the most the device could ever hold (its total memory
+	// minus headroom); 0 means unknown.
+	Capacity int64
 }
 
-// Error says what was requested and what is available.
+// Error says what was requested and what is available, in binary units,
+// and whether waiting can help.
 func (e *CapacityError) Error() string {
-	return fmt.Sprintf("vram: insufficient VRAM on GPU %d: requested %d bytes, only %d bytes available (headroom %d bytes)",
-		e.Device, e.Requested, e.Available, e.Headroom)
+	msg := fmt.Sprintf("vram: insufficient VRAM on GPU %d: requested %s, only %s available (headroom %s)",
+		e.Device, formatBytes(e.Requested), formatBytes(e.Available), formatBytes(e.Headroom))
+	if !e.Retryable() {
+		msg += fmt.Sprintf("; the GPU holds at most %s, so it never fits there", formatBytes(e.Capacity))
+	}
+	return msg
 }
 
 // Unwrap returns [ErrInsufficientVRAM].
 func (e *CapacityError) Unwrap() error { return ErrInsufficientVRAM }
 
-// Retryable reports true: capacity errors may succeed later.
-func (e *CapacityError) Retryable() bool { return true }
+// Retryable reports whether the request may succeed later, once other
+// shards are released: false when it exceeds what the device can ever hold.
+func (e *CapacityError) Retryable() bool { return e.Capacity == 0 || e.Requested <= e.Capacity }
+
+// formatBytes renders a byte count in binary units ("1.5 GiB"), as the
+// CLI's tables do.
+func formatBytes(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(1024), 0
+	for m := n / 1024; m >= 1024 && exp < 4; m /= 1024 {
+		div *= 1024
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
 
 // Verification failure reasons, as recorded in the audit log.
 const (
@@ -177,7 +200,8 @@ type StoppedError struct {
 
 // Error says why the worker stopped.
 func (e *StoppedError) Error() string {
-	return "vram: worker stopped: " + e.Reason + " (an operator must reset it)"
+	return "vram: worker stopped: " + e.Reason +
+		"; release the failed shard (vramseal shard rm ID), then reset the worker (vramseal reset --reason TEXT)"
 }
 
 // Unwrap returns [ErrStopped].

@@ -230,7 +230,7 @@ func (m *Manager) scrubShard(ctx context.Context, id string, batchBytes int64, p
 		audit.String("shard_id", id),
 		audit.String("mode", "scrub"),
 		audit.Int("chunks_checked", n),
-		audit.Int("duration_ms", dur.Milliseconds()),
+		audit.Int("duration_us", dur.Microseconds()),
 	}})
 	return hashed, nil
 }

@@ -256,7 +256,8 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size 
 	avail := max(clampInt64(info.FreeBytes)-m.opts.Headroom, 0)
 	if size > avail {
 		return nil, m.allocationFailed(ctx, start, d, id, size, avail, "insufficient_vram",
-			&CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom})
+			&CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom,
+				Capacity: max(clampInt64(info.TotalBytes)-m.opts.Headroom, 0)})
 	}
 	buf, err := d.dev.Alloc(ctx, size)
 	if err != nil {
@@ -267,7 +268,8 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size 
 		}
 		if errors.Is(err, gpu.ErrOutOfMemory) {
 			return nil, m.allocationFailed(ctx, start, d, id, size, avail, "device_out_of_memory",
-				&CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom})
+				&CapacityError{Device: d.index, Requested: size, Available: avail, Headroom: m.opts.Headroom,
+					Capacity: max(clampInt64(info.TotalBytes)-m.opts.Headroom, 0)})
 		}
 		return nil, m.allocationFailed(ctx, start, d, id, size, avail, "device_error",
 			fmt.Errorf("vram: allocate %d bytes on GPU %d: %w", size, d.index, err))

@@ -100,7 +100,7 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 		audit.String("shard_id", id),
 		audit.String("mode", res.Mode),
 		audit.Int("chunks_checked", res.ChunksChecked),
-		audit.Int("duration_ms", res.Duration.Milliseconds()),
+		audit.Int("duration_us", res.Duration.Microseconds()),
 	}}); err != nil {
 		// Fail-closed: an execute gate whose pass cannot be recorded does
 		// not pass.

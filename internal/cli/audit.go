@@ -274,7 +274,7 @@ run audit verify for that.`,
 			}
 			for _, kv := range fields {
 				k, v, ok := strings.Cut(kv, "=")
-				if !ok {
+				if !ok || k == "" {
 					return &ExitError{Code: 2, Err: fmt.Errorf("audit query: --field %q: want KEY=VALUE", kv)}
 				}
 				f.Fields = append(f.Fields, audit.FieldMatch{Key: k, Value: v})
@@ -416,6 +416,9 @@ keep showing new ones. Control characters, ANSI escapes and bidirectional
 overrides in values are shown escaped, never interpreted by the terminal.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if n < 0 {
+				return &ExitError{Code: 2, Err: fmt.Errorf("audit tail: -n %d: want 0 or more records", n)}
+			}
 			out := cmd.OutOrStdout()
 			var buf []byte
 			return audit.Tail(cmd.Context(), args[0], n, follow, audit.ReadOptions{}, func(r *audit.Record) error {

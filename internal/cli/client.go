@@ -170,13 +170,13 @@ func (f *clientFlags) call(cmd *cobra.Command, do func(ctx context.Context, c *c
 		return exitCodeFor(err)
 	}
 	if f.asJSON {
-		_, err := cmd.OutOrStdout().Write(raw)
-		return err
+		return writeCompactJSON(cmd.OutOrStdout(), raw)
 	}
 	return human(cmd.OutOrStdout())
 }
 
-// exitCodeFor maps a daemon error to an exit status: 2 bad input, 3
+// exitCodeFor maps a daemon error to an exit status: 2 bad input (400,
+// 404, 411, 413, 415), 3
 // retryable (capacity), 4 integrity/policy/stopped, 5 conflict (the shard
 // is attached, or its ID is taken), 1 otherwise.
 func exitCodeFor(err error) error {
@@ -186,9 +186,11 @@ func exitCodeFor(err error) error {
 	}
 	code := 1
 	switch {
-	case ae.Status == 400 || ae.Status == 404:
+	case ae.Status == 401:
+		err = fmt.Errorf("%w (give the daemon's token with --token-file or VRAMSEAL_TOKEN_FILE)", err)
+	case ae.Status == 400 || ae.Status == 404 || ae.Status == 411 || ae.Status == 413 || ae.Status == 415:
 		code = 2
-	case ae.Retryable:
+	case ae.Retryable || ae.Status == 507:
 		code = 3
 	case ae.Status == 409 && (ae.Code == server.CodeInUse || ae.Code == server.CodeExists):
 		code = 5

@@ -24,8 +24,8 @@ SHA-256 digest (what model catalogs publish), the RFC 6962 root of the chunk
 tree, and the number of chunks. Nothing is loaded onto a GPU.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if chunkSize <= 0 || chunkSize > 1<<30 {
-				return &ExitError{Code: 2, Err: fmt.Errorf("--chunk-size %d: must be between 1 byte and 1 GiB", int64(chunkSize))}
+			if err := checkChunkSize(chunkSize); err != nil {
+				return err
 			}
 			f, err := os.Open(args[0])
 			if err != nil {
@@ -65,4 +65,13 @@ type digestOutput struct {
 	Chunks    int64  `json:"chunks"`
 	Digest    string `json:"digest"`
 	Root      string `json:"tree_root"`
+}
+
+// checkChunkSize refuses a --chunk-size that no seal could use, the same
+// for digest and seal.
+func checkChunkSize(n ByteSize) error {
+	if n <= 0 || n > 1<<30 {
+		return &ExitError{Code: 2, Err: fmt.Errorf("--chunk-size %d: must be between 1 byte and 1 GiB", int64(n))}
+	}
+	return nil
 }

@@ -3,6 +3,10 @@
 package cli
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -23,7 +27,20 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	// Each subcommand lives in its own file; add it here.
 	root.AddCommand(newDigestCmd(), newSealCmd(), newServeCmd(), newShardCmd(), newCapacityCmd(), newResetCmd(), newDevicesCmd(), newAuditCmd())
 	usageErrors(root)
+	jsonFlags(root)
 	return root
+}
+
+// jsonFlags gives every command but serve a --json flag: commands that
+// print their own JSON define it; for the others (the audit commands) it
+// makes a failure a JSON error object on stdout (see [Run]).
+func jsonFlags(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		jsonFlags(sub)
+	}
+	if c.Runnable() && c.Name() != "serve" && c.Flags().Lookup("json") == nil {
+		c.Flags().Bool("json", false, "on failure, print a JSON error object on stdout")
+	}
 }
 
 // usageErrors makes bad flags, wrong argument counts, unknown commands and
@@ -52,4 +69,65 @@ func usageErrors(c *cobra.Command) {
 	for _, sub := range c.Commands() {
 		usageErrors(sub)
 	}
+}
+
+// Run executes the command line args and returns the process exit status
+// ([ExitCode]). A failure is printed on stderr and, when the command that
+// failed was given --json, also on stdout as one compact JSON object
+// {"error":{"code","message","exit_status"}}, so scripts read JSON on
+// success and on failure alike.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := New(stdout, stderr)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	status := ExitCode(err)
+	fmt.Fprintln(stderr, "vramseal:", err)
+	if cmd != nil {
+		if f := cmd.Flags().Lookup("json"); f != nil && f.Value.String() == "true" {
+			_ = writeErrorJSON(stdout, err, status)
+		}
+	}
+	return status
+}
+
+// ErrorJSON is the --json form of a failure.
+type ErrorJSON struct {
+	Error struct {
+		// Code is the daemon's error code, or for a local failure the
+		// class of its exit status (invalid_input, insufficient_vram,
+		// integrity, conflict, error).
+		Code       string `json:"code"`
+		Message    string `json:"message"`
+		ExitStatus int    `json:"exit_status"`
+	} `json:"error"`
+}
+
+var statusCodes = map[int]string{2: "invalid_input", 3: "insufficient_vram", 4: "integrity", 5: "conflict"}
+
+func writeErrorJSON(w io.Writer, err error, status int) error {
+	var out ErrorJSON
+	out.Error.Code, out.Error.Message, out.Error.ExitStatus = "error", err.Error(), status
+	if c, ok := statusCodes[status]; ok {
+		out.Error.Code = c
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		out.Error.Code = ae.Code
+	}
+	return json.NewEncoder(w).Encode(out)
+}
+
+// writeCompactJSON prints a JSON answer compact on one line, the one style
+// of every --json output.
+func writeCompactJSON(w io.Writer, raw []byte) error {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return fmt.Errorf("daemon sent malformed JSON: %w", err)
+	}
+	b.WriteByte('\n')
+	_, err := w.Write(b.Bytes())
+	return err
 }

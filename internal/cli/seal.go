@@ -48,6 +48,9 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 			if simDevices < 1 || simDevices > 64 {
 				return &ExitError{Code: 2, Err: fmt.Errorf("--sim-devices %d: must be between 1 and 64", simDevices)}
 			}
+			if err := checkChunkSize(chunkSize); err != nil {
+				return err
+			}
 			opts := vram.Options{ChunkSize: int64(chunkSize)}
 			if secretFile != "" {
 				k, err := seal.LoadKeyFile(secretFile)

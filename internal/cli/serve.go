@@ -171,6 +171,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		return &ExitError{Code: 2, Err: err}
 	}
 	var sink narration.Sink
+	say := sayer(stderr, cfg.logFormat)
 	switch cfg.logFormat {
 	case "console":
 		sink = narration.NewConsoleSink(stderr, narration.ConsoleOptions{Color: narration.UseColor(stderr, os.Getenv("NO_COLOR"))})
@@ -241,7 +242,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		host, _ := os.Hostname()
 		workerID = "worker-" + host
 	}
-	log, err := openAudit(cfg, audit.Options{Service: "vramseal", Worker: workerID, Policy: policy, Retain: retain}, stderr)
+	log, err := openAudit(cfg, audit.Options{Service: "vramseal", Worker: workerID, Policy: policy, Retain: retain}, say)
 	if err != nil {
 		return err
 	}
@@ -262,7 +263,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 			defer close(scrubDone)
 			err := m.Scrub(scrubCtx, vram.ScrubOptions{BytesPerSecond: int64(cfg.scrubRate), Interval: cfg.scrubEvery})
 			if scrubCtx.Err() == nil && !errors.Is(err, vram.ErrClosed) {
-				fmt.Fprintf(stderr, "vramseal: background scrub ended: %v\n", err)
+				say(slog.LevelError, "scrub_ended", fmt.Sprintf("background scrub ended: %v", err))
 			}
 		}()
 	} else {
@@ -285,7 +286,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 			if h.RetentionErr != nil {
 				a["retention_error"] = h.RetentionErr.Error()
 			}
-			out := map[string]any{"audit": a, "backend": backend, "narration": narrator.Stats()}
+			out := map[string]any{"audit": a, "backend": backend, "narration": narrationHealth(narrator.Stats())}
 			if cfg.scrubRate > 0 {
 				st := m.ScrubStats()
 				sc := map[string]any{"rate_bytes_per_second": int64(cfg.scrubRate), "passes": st.Passes,
@@ -310,7 +311,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 			}
 			return simDevs[dev].FlipBits(buf, off, 0x01)
 		}
-		fmt.Fprintln(stderr, "vramseal: WARNING: test fault injection is enabled (POST /v1/test/corrupt); never use this in production")
+		say(slog.LevelWarn, "fault_injection", "WARNING: test fault injection is enabled (POST /v1/test/corrupt); never use this in production")
 	}
 	srv, err := server.New(opts)
 	if err != nil {
@@ -342,8 +343,8 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	if attachSrv != nil {
 		attachAt = "attach socket " + attachSrv.Path()
 	}
-	fmt.Fprintf(stderr, "vramseal: serving on http://%s (%s backend, %d GPU(s), audit log %s, %s, %s)\n",
-		ln.Addr(), backend, len(devices), auditDir(cfg), policy, attachAt)
+	say(slog.LevelInfo, "serving", fmt.Sprintf("serving on http://%s (%s backend, %d GPU(s), audit log %s, %s, %s)",
+		ln.Addr(), backend, len(devices), auditDir(cfg), policy, attachAt))
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -353,7 +354,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	}
 	// Graceful shutdown: stop accepting, finish in-flight requests,
 	// release every shard (audited), then flush and close the audit log.
-	fmt.Fprintln(stderr, "vramseal: shutting down: finishing requests, releasing shards, flushing the audit log")
+	say(slog.LevelInfo, "shutdown", "shutting down: finishing requests, releasing shards, flushing the audit log")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownWait)
 	defer cancel()
 	serr := hs.Shutdown(sctx)
@@ -444,7 +445,7 @@ func loadOrCreateSecret(cfg serveConfig) (seal.Key, error) {
 }
 
 // openAudit opens the audit log, initialising it on first start.
-func openAudit(cfg serveConfig, opts audit.Options, stderr io.Writer) (*audit.Log, error) {
+func openAudit(cfg serveConfig, opts audit.Options, say func(slog.Level, string, string)) (*audit.Log, error) {
 	dir := auditDir(cfg)
 	log, err := audit.Open(dir, opts)
 	if errors.Is(err, audit.ErrNotInitialized) {
@@ -456,7 +457,7 @@ func openAudit(cfg serveConfig, opts audit.Options, stderr io.Writer) (*audit.Lo
 		if werr := writePrivate(keyPath, vk.Encode()); werr != nil {
 			return nil, fmt.Errorf("write verification key: %w", werr)
 		}
-		fmt.Fprintf(stderr, "vramseal: created audit log %s; its verification key is %s: move it off this machine\n", dir, keyPath)
+		say(slog.LevelWarn, "audit_created", fmt.Sprintf("created audit log %s; its verification key is %s: move it off this machine", dir, keyPath))
 		log, err = audit.Open(dir, opts)
 	}
 	if err != nil {
@@ -507,4 +508,24 @@ func openDevices(ctx context.Context, cfg serveConfig, n *narration.Narrator) ([
 	default:
 		return nil, nil, "", &ExitError{Code: 2, Err: fmt.Errorf("--device %s: use auto, sim or cuda", strconv.Quote(cfg.device))}
 	}
+}
+
+// sayer returns how serve states its own lifecycle (serving, shutting
+// down, a new audit log): a "vramseal: " line on the console, or with
+// --log-format json one whole JSON object per line like the narration, so
+// that stderr stays pure NDJSON.
+func sayer(w io.Writer, format string) func(level slog.Level, action, msg string) {
+	if format != "json" {
+		return func(_ slog.Level, _, msg string) { fmt.Fprintln(w, "vramseal: "+msg) }
+	}
+	l := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return func(level slog.Level, action, msg string) {
+		l.Log(context.Background(), level, msg, "actor", "vramseal", "action", action)
+	}
+}
+
+// narrationHealth is the /healthz form of the narration counters, with
+// snake_case keys like every other member.
+func narrationHealth(st narration.Stats) map[string]uint64 {
+	return map[string]uint64{"emitted": st.Emitted, "redactions": st.Redactions, "truncations": st.Truncations, "sink_errors": st.SinkErrors}
 }

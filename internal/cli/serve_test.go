@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -97,5 +98,15 @@ func TestSealDeviceChoice(t *testing.T) {
 	}
 	if _, _, err := runCLI(t, "seal", path, "--device", "cuda"); err == nil {
 		t.Error("seal --device cuda without a CUDA driver succeeded")
+	}
+}
+
+func TestNarrationHealthIsSnakeCase(t *testing.T) {
+	b, err := json.Marshal(narrationHealth(narration.Stats{Emitted: 1, SinkErrors: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(b); got != `{"emitted":1,"redactions":0,"sink_errors":2,"truncations":0}` {
+		t.Errorf("narration health = %s", got)
 	}
 }

@@ -47,6 +47,11 @@ the daemon's --model-root directories.`,
 				sh server.ShardJSON
 				do func(ctx context.Context, c *client) ([]byte, error)
 			)
+			if shardID != "" {
+				if err := vram.ValidateShardID(shardID); err != nil {
+					return err
+				}
+			}
 			if byPath {
 				path, err := filepath.Abs(args[0])
 				if err != nil {
@@ -65,7 +70,10 @@ the daemon's --model-root directories.`,
 					return err
 				}
 				if !st.Mode().IsRegular() {
-					return fmt.Errorf("%s is not a regular file", args[0])
+					return &ExitError{Code: 2, Err: fmt.Errorf("%s is not a regular file", strconv.Quote(args[0]))}
+				}
+				if st.Size() == 0 {
+					return &ExitError{Code: 2, Err: fmt.Errorf("%s is empty: a shard holds at least one byte", strconv.Quote(args[0]))}
 				}
 				if modelRef == "" {
 					modelRef = st.Name()
@@ -207,13 +215,17 @@ every chunk with --full. Exit status 0 means verified; 4 means the shard
 failed (the worker is now stopped) or the worker was already stopped.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := shardPath(args[0], "/verify")
+			if err != nil {
+				return err
+			}
 			req := server.VerifyRequest{Mode: "sampled", Samples: samples}
 			if full {
 				req = server.VerifyRequest{Mode: "full"}
 			}
 			var res server.VerifyJSON
 			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
-				return c.postJSON(ctx, "/v1/shards/"+url.PathEscape(args[0])+"/verify", req, &res)
+				return c.postJSON(ctx, path, req, &res)
 			}, func(w io.Writer) error {
 				_, err := fmt.Fprintf(w, "verified %s (%s): %d of %d chunks in %.3f ms; detects one changed chunk with p=%.4g\n",
 					res.ShardID, res.Mode, res.ChunksChecked, res.Chunks, res.DurationMS, res.DetectionProbability)
@@ -242,12 +254,16 @@ to is not released (exit status 5): the error names them (pid, uid). With
 stop, and the memory is freed when the last of them detaches.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := shardPath(args[0], "")
+			if err != nil {
+				return err
+			}
 			q := url.Values{}
 			if force {
 				q.Set("force", "true")
 			}
 			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
-				return c.do(ctx, http.MethodDelete, "/v1/shards/"+url.PathEscape(args[0]), q, "", nil, 0, nil)
+				return c.do(ctx, http.MethodDelete, path, q, "", nil, 0, nil)
 			}, func(w io.Writer) error {
 				_, err := fmt.Fprintf(w, "released %s\n", args[0])
 				return err
@@ -278,22 +294,25 @@ func newCapacityCmd() *cobra.Command {
 				Plan    *server.PlanJSON      `json:"plan"`
 			}
 			err := cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
-				return c.getJSON(ctx, "/v1/capacity", q, &out)
+				raw, err := c.getJSON(ctx, "/v1/capacity", q, &out)
+				if err == nil && cf.asJSON && out.Plan != nil && !out.Plan.Fits {
+					// --json prints one object: the error, not the answer too.
+					return raw, planError(out.Plan)
+				}
+				return raw, err
 			}, func(w io.Writer) error { return printCapacity(w, out.Devices) })
 			if err != nil {
 				return err
 			}
 			// The exit status is the same with --json: scripts test it.
 			if p := out.Plan; p != nil {
-				if p.Fits {
-					if !cf.asJSON {
-						fmt.Fprintf(cmd.OutOrStdout(), "a shard of %s fits on GPU %d\n", FormatBytes(p.RequestedBytes), p.Device)
-					}
-				} else {
-					if !cf.asJSON {
-						fmt.Fprintf(cmd.OutOrStdout(), "a shard of %s does not fit on any GPU now\n", FormatBytes(p.RequestedBytes))
-					}
-					return &ExitError{Code: 3, Err: fmt.Errorf("insufficient VRAM for %s", FormatBytes(p.RequestedBytes))}
+				// The verdict is said once: on stdout when it fits, as the
+				// error (stderr, or the JSON error object) when it does not.
+				if !p.Fits {
+					return planError(p)
+				}
+				if !cf.asJSON {
+					fmt.Fprintf(cmd.OutOrStdout(), "a shard of %s fits on GPU %d\n", FormatBytes(p.RequestedBytes), *p.Device)
 				}
 			}
 			return nil
@@ -314,7 +333,7 @@ func newResetCmd() *cobra.Command {
 		Short: "Return a stopped worker to running after an operator has dealt with the failure",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if reason == "" {
+			if strings.TrimSpace(reason) == "" {
 				return &ExitError{Code: 2, Err: fmt.Errorf("--reason is required: say what was done about the failure")}
 			}
 			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
@@ -367,4 +386,19 @@ func printCapacity(w io.Writer, devices []server.CapacityJSON) error {
 			FormatBytes(d.UsedBytes), FormatBytes(d.ReservedBytes), FormatBytes(d.HeadroomBytes), FormatBytes(d.AvailableBytes), d.Shards)
 	}
 	return tw.Flush()
+}
+
+// shardPath is the API path of shard id followed by suffix. The ID is
+// checked here with the daemon's own rule ([vram.ValidateShardID]), so a
+// bad ID is bad input (exit 2) before any request; a valid ID needs no
+// escaping, and the URL is encoded once, when the request is built.
+func shardPath(id, suffix string) (string, error) {
+	if err := vram.ValidateShardID(id); err != nil {
+		return "", err
+	}
+	return "/v1/shards/" + id + suffix, nil
+}
+
+func planError(p *server.PlanJSON) error {
+	return &ExitError{Code: 3, Err: fmt.Errorf("a shard of %s does not fit on any GPU now", FormatBytes(p.RequestedBytes))}
 }

@@ -79,7 +79,10 @@ func classify(ctx context.Context, err error) (int, ErrorDetail) {
 		d.Code = he.code
 		return he.status, d
 	case errors.As(err, &ce):
-		d.Code, d.Retryable, d.RetryAfterSeconds = CodeInsufficient, true, retryAfterSeconds
+		d.Code, d.Retryable = CodeInsufficient, ce.Retryable()
+		if d.Retryable {
+			d.RetryAfterSeconds = retryAfterSeconds
+		}
 		d.RequestedBytes, d.AvailableBytes = ce.Requested, ce.Available
 		return http.StatusInsufficientStorage, d
 	case errors.As(err, &ie):

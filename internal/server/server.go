@@ -315,8 +315,9 @@ type CapacityJSON struct {
 type PlanJSON struct {
 	RequestedBytes int64 `json:"requested_bytes"`
 	Fits           bool  `json:"fits"`
-	// Device is the GPU with the most available memory that fits, or -1.
-	Device int `json:"gpu"`
+	// Device is the GPU with the most available memory that fits; nil
+	// (left out) when none does.
+	Device *int `json:"gpu,omitempty"`
 }
 
 func (s *Server) capacity(w http.ResponseWriter, r *http.Request) {
@@ -356,11 +357,11 @@ func (s *Server) capacity(w http.ResponseWriter, r *http.Request) {
 		out.Devices = append(out.Devices, CapacityJSON(c))
 	}
 	if want > 0 {
-		p := &PlanJSON{RequestedBytes: want, Device: -1}
+		p := &PlanJSON{RequestedBytes: want}
 		best := int64(-1)
 		for _, c := range out.Devices {
 			if c.AvailableBytes >= want && c.AvailableBytes > best {
-				p.Fits, p.Device, best = true, c.Device, c.AvailableBytes
+				p.Fits, p.Device, best = true, &c.Device, c.AvailableBytes
 			}
 		}
 		out.Plan = p
@@ -458,6 +459,11 @@ func (s *Server) addShard(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) (vram.ShardInfo, error) {
 	q := r.URL.Query()
+	for name, vs := range q {
+		if len(vs) > 1 {
+			return vram.ShardInfo{}, badRequest("query parameter %s is given %d times: give it once", strconv.Quote(name), len(vs))
+		}
+	}
 	req := vram.SealRequest{ShardID: q.Get("shard_id"), ModelRef: q.Get("model_ref"), Format: q.Get("format")}
 	for _, f := range []struct {
 		name string
@@ -537,6 +543,7 @@ func (s *Server) openModel(path string) (*os.File, error) {
 	if strings.ContainsRune(path, 0) || len(path) > 4096 {
 		return nil, badRequest("path is not a valid file name")
 	}
+	inside := false
 	for i, root := range s.roots {
 		rel := path
 		if filepath.IsAbs(path) {
@@ -546,6 +553,7 @@ func (s *Server) openModel(path string) (*os.File, error) {
 				continue
 			}
 		}
+		inside = true
 		// Stat first: opening a FIFO or device would block or have side
 		// effects. os.Root resolves both inside the root.
 		st, err := root.Stat(rel)
@@ -562,6 +570,11 @@ func (s *Server) openModel(path string) (*os.File, error) {
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, &httpError{http.StatusForbidden, CodeInvalid, fmt.Errorf("path %s is outside the model roots or unreadable", strconv.Quote(path))}
 		}
+	}
+	if !inside {
+		// An absolute path under none of the roots is refused like any
+		// other path that leaves them, whether or not the file exists.
+		return nil, &httpError{http.StatusForbidden, CodeInvalid, fmt.Errorf("path %s is outside the model roots", strconv.Quote(path))}
 	}
 	return nil, &httpError{http.StatusNotFound, CodeNotFound, fmt.Errorf("no file %s under the model roots", strconv.Quote(path))}
 }
@@ -672,6 +685,10 @@ func (s *Server) reset(w http.ResponseWriter, r *http.Request) {
 	var req ResetRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, r, err)
+		return
+	}
+	if strings.TrimSpace(req.Reason) == "" {
+		writeError(w, r, badRequest("reason is empty: say what was done about the failure"))
 		return
 	}
 	if err := s.m.Reset(r.Context(), req.Reason); err != nil {
