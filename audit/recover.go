@@ -201,18 +201,21 @@ func (l *Log) scanLive(live segmentInfo, end chainEnd) (seg segmentInfo, good in
 			bad = errors.New("record of another log")
 		}
 		if bad != nil {
-			rest := append([]byte(nil), line...)
-			if term {
-				rest = append(rest, '\n')
-			}
-			more, _ := io.ReadAll(io.LimitReader(sr.br, 2*maxLineBytes))
-			rest = append(rest, more...)
-			trimmed := bytes.TrimRight(rest, "\x00")
-			if nl := bytes.IndexByte(trimmed, '\n'); nl >= 0 && nl != len(trimmed)-1 {
+			if term && !onlyZeros(sr.br) {
 				return seg, 0, nil, true, corrupt(live.Name, sr.line, sr.off, end.seq+1, Modified, "%v (and more lines follow, so it is not a torn tail)", bad)
 			}
 			if seg.Records < live.Records {
-				return seg, 0, nil, true, corrupt(live.Name, sr.line, sr.off, end.seq+1, Truncated, "%v before the manifest's checkpoint (seq %d)", bad, live.LastSeq)
+				// A record the checkpoint counts as durable is bad: the
+				// file was cut inside it, or it was changed.
+				p := Modified
+				if !term {
+					p = Truncated
+				}
+				return seg, 0, nil, true, corrupt(live.Name, sr.line, sr.off, end.seq+1, p, "%v before the manifest's checkpoint (seq %d)", bad, live.LastSeq)
+			}
+			rest, err := readTail(fsys, path, sr.off)
+			if err != nil {
+				return seg, 0, nil, true, err
 			}
 			cut = &cutInfo{segment: live.Name, offset: sr.off, n: int64(len(rest))}
 			if err := l.cutTail(live.Name, sr.off, rest, cut); err != nil {
@@ -266,6 +269,47 @@ func (l *Log) scanLive(live segmentInfo, end chainEnd) (seg segmentInfo, good in
 	}
 	seg.Size = good
 	return seg, good, cut, true, nil
+}
+
+// maxTornBytes caps the torn tail Open saves and cuts: a writer tears at
+// most one record (at most maxLineBytes plus its newline), with file system
+// zero fill after it; a longer tail is refused rather than held in memory.
+const maxTornBytes = 64 << 20
+
+// onlyZeros reports whether r holds nothing but zero bytes up to its end
+// (what a file system leaves after a crash); it reads r to the end.
+func onlyZeros(r io.Reader) bool {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := r.Read(buf)
+		if bytes.ContainsFunc(buf[:n], func(c rune) bool { return c != 0 }) {
+			return false
+		}
+		if err != nil {
+			return true
+		}
+	}
+}
+
+// readTail reads the segment at path from offset off to its end: the torn
+// tail Open cuts, saved whole to the ".broken" file.
+func readTail(fsys FS, path string, off int64) ([]byte, error) {
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("audit: open: read torn tail: %w", err)
+	}
+	defer f.Close()
+	if _, err := io.CopyN(io.Discard, f, off); err != nil {
+		return nil, fmt.Errorf("audit: open: read torn tail of %s at offset %d: %w", filepath.Base(path), off, err)
+	}
+	rest, err := io.ReadAll(io.LimitReader(f, maxTornBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("audit: open: read torn tail of %s: %w", filepath.Base(path), err)
+	}
+	if len(rest) > maxTornBytes {
+		return nil, corrupt(filepath.Base(path), 0, off, 0, Modified, "unreadable tail longer than %d bytes at offset %d", maxTornBytes, off)
+	}
+	return rest, nil
 }
 
 // cutTail copies the torn bytes to "<segment>.<offset>.broken" and cuts the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -189,5 +190,70 @@ func TestOpenRefusesLostCheckpoint(t *testing.T) {
 	var ce *CorruptionError
 	if !errors.As(err, &ce) || ce.Problem != Truncated {
 		t.Fatalf("Open = %v, want truncated", err)
+	}
+}
+
+// TestRecoverLongTornTail: a torn tail longer than the reader's buffer and
+// the line limit is saved whole to the ".broken" file, the segment is cut
+// where it starts, and audit_recovered.cut is the number of bytes cut.
+func TestRecoverLongTornTail(t *testing.T) {
+	base, vk, live, lines := liveFixture(t)
+	whole := bytes.Join(lines, nil)
+	for _, n := range []int{maxLineBytes + 64<<10, maxLineBytes + 64<<10 + 1, 3 * maxLineBytes} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			dir := copyDir(t, base)
+			tail := bytes.Repeat([]byte("x"), n)
+			for i := range tail {
+				tail[i] = byte('a' + i%26)
+			}
+			if err := os.WriteFile(filepath.Join(dir, live), append(append([]byte(nil), whole...), tail...), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			l, err := Open(dir, Options{})
+			if err != nil {
+				t.Fatalf("Open = %v, want recovery", err)
+			}
+			mustClose(t, l)
+			mustVerify(t, dir, vk)
+			if got := must(os.ReadFile(filepath.Join(dir, live))); !bytes.Equal(got, whole) {
+				t.Errorf("live segment after the cut has %d bytes, want %d", len(got), len(whole))
+			}
+			broken := filepath.Join(dir, live+"."+strconv.Itoa(len(whole))+".broken")
+			if got := must(os.ReadFile(broken)); !bytes.Equal(got, tail) {
+				t.Errorf("broken file has %d bytes (equal %v), want the %d bytes of the tail", len(got), bytes.Equal(got, tail), len(tail))
+			}
+			var cut int64 = -1
+			Query(context.Background(), dir, Filter{Types: []string{"audit_recovered"}}, ReadOptions{}, func(r *Record) error {
+				for _, f := range r.Fields {
+					if f.Key == "cut" {
+						cut = f.Int64()
+					}
+				}
+				return nil
+			})
+			if cut != int64(n) {
+				t.Errorf("audit_recovered.cut = %d, want %d", cut, n)
+			}
+		})
+	}
+}
+
+// TestOpenMalformedInsideCheckpoint: a changed record that the manifest's
+// checkpoint counts is reported as modified, not truncated.
+func TestOpenMalformedInsideCheckpoint(t *testing.T) {
+	dir, _, l := newLog(t, Options{})
+	for i := range 5 {
+		mustAppend(t, l, testEvent(i))
+	}
+	mustClose(t, l)
+	m := loadTestManifest(t, dir)
+	path := filepath.Join(dir, m.Segments[0].Name)
+	lines := splitLines(must(os.ReadFile(path)))
+	lines[2] = []byte("{\"v\":1,garbage\n")
+	os.WriteFile(path, bytes.Join(lines, nil), 0o600)
+	_, err := Open(dir, Options{})
+	var ce *CorruptionError
+	if !errors.As(err, &ce) || ce.Problem != Modified || ce.Line != 3 {
+		t.Fatalf("Open = %v, want modified at line 3", err)
 	}
 }

@@ -54,25 +54,32 @@ func (s *segReader) read() ([]byte, bool, error) {
 		s.next += int64(len(frag))
 		return frag[:len(frag)-1], true, nil
 	}
+	// A line longer than maxLineBytes is read to its end, so the line
+	// count and offsets stay right, but only its first maxLineBytes+1
+	// bytes are kept.
 	s.acc = append(s.acc[:0], frag...)
+	n := len(frag)
 	for errors.Is(err, bufio.ErrBufferFull) {
-		if len(s.acc) > maxLineBytes+1 {
-			return nil, false, errLineTooLong
-		}
 		frag, err = s.br.ReadSlice('\n')
-		s.acc = append(s.acc, frag...)
+		n += len(frag)
+		if keep := maxLineBytes + 1 - len(s.acc); keep > 0 {
+			s.acc = append(s.acc, frag[:min(keep, len(frag))]...)
+		}
 	}
-	s.next += int64(len(s.acc))
+	s.next += int64(n)
 	switch {
 	case err == nil:
 		s.line++
-		if len(s.acc) > maxLineBytes+1 {
-			return nil, false, errLineTooLong
+		if n-1 > maxLineBytes {
+			return nil, true, errLineTooLong
 		}
 		return s.acc[:len(s.acc)-1], true, nil
-	case err == io.EOF && len(s.acc) > 0:
+	case err == io.EOF && n > 0:
 		s.line++
 		s.eof = true
+		if n > maxLineBytes {
+			return nil, false, errLineTooLong
+		}
 		return s.acc, false, nil
 	case err == io.EOF:
 		return nil, false, io.EOF

@@ -388,3 +388,28 @@ func TestTamperTruncateEveryOffset(t *testing.T) {
 }
 
 func newSHA() hash.Hash { return sha256.New() }
+
+// TestVerifyLongLineLocation: a line longer than the reader's buffer and
+// the line limit is reported at its own line number and offset.
+func TestVerifyLongLineLocation(t *testing.T) {
+	dir, vk, l := newLog(t, Options{})
+	for i := range 4 {
+		mustAppend(t, l, testEvent(i))
+	}
+	mustClose(t, l)
+	m := loadTestManifest(t, dir)
+	path := filepath.Join(dir, m.Segments[0].Name)
+	lines := splitLines(must(os.ReadFile(path)))
+	for _, n := range []int{maxLineBytes + 64<<10, 2*maxLineBytes + 7} {
+		long := append(bytes.Repeat([]byte("y"), n), '\n')
+		b := bytes.Join([][]byte{lines[0], long, lines[1], lines[2], lines[3]}, nil)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Verify(context.Background(), dir, VerifyOptions{Key: vk})
+		var ve *VerifyError
+		if !errors.As(err, &ve) || ve.Line != 2 || ve.Offset != int64(len(lines[0])) {
+			t.Errorf("line of %d bytes: Verify = %v, want line 2 at offset %d", n, err, len(lines[0]))
+		}
+	}
+}
