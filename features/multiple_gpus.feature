@@ -18,4 +18,4 @@ Feature: Shards spread over several GPUs
     And 1 MB of VRAM is in use on GPU 1
     When the operator resets the worker with reason "GPU 1 drained for inspection"
     Then shard "tp-0" verifies
-    And shard "tp-1" still fails verification
+    And shard "tp-1" is refused because it is quarantined

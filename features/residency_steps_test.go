@@ -76,7 +76,7 @@ func (w *world) registerResidency(sc *godog.ScenarioContext) {
 	sc.Step(`^the failure names chunks? (\d+(?:-\d+)?) covering bytes (\d+) to (\d+)$`, w.failureNames)
 	sc.Step(`^the device bytes of shard "([^"]*)" are unchanged$`, w.deviceBytesUnchanged)
 	sc.Step(`^shard "([^"]*)" verifies$`, w.shardVerifies)
-	sc.Step(`^shard "([^"]*)" still fails verification$`, w.shardStillFails)
+	sc.Step(`^shard "([^"]*)" is refused because it is quarantined$`, w.shardQuarantined)
 
 	// Worker state.
 	sc.Step(`^the worker is (running|stopped)$`, w.workerIs)
@@ -794,11 +794,21 @@ func (w *world) shardVerifies(ctx context.Context, id string) error {
 	return nil
 }
 
-func (w *world) shardStillFails(ctx context.Context, id string) error {
-	if err := w.iVerifyFull(ctx, id); err != nil {
+// shardQuarantined checks that a full verification of a shard that failed
+// is refused as quarantined, and that the shard shows why.
+func (w *world) shardQuarantined(ctx context.Context, id string) error {
+	m, err := w.manager()
+	if err != nil {
 		return err
 	}
-	return w.failsDigestMismatch()
+	var qe *vram.QuarantinedError
+	if _, err := m.Verify(ctx, id, vram.Full); !errors.As(err, &qe) || !errors.Is(err, vram.ErrIntegrity) {
+		return fmt.Errorf("verify of %q = %v, want a *vram.QuarantinedError", id, err)
+	}
+	if info, err := m.Shard(id); err != nil || info.Quarantined == "" {
+		return fmt.Errorf("shard %q: quarantined %q, err %v; want the failure named", id, info.Quarantined, err)
+	}
+	return nil
 }
 
 // Worker state.

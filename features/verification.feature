@@ -84,5 +84,5 @@ Feature: Verifying sealed shards before inference (the execute gate)
     Then shard "layers-0" verifies
     And shard "layers-2" verifies
     And shard "model-a" verifies
-    And shard "layers-1" still fails verification
-    And the worker is stopped
+    And shard "layers-1" is refused because it is quarantined
+    And the worker is running

@@ -200,6 +200,10 @@ func (m *Manager) Attach(ctx context.Context, id string, h Holder) (*Lease, gpu.
 		m.mu.Unlock()
 		return nil, gpu.Share{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
+	if s.quarantined != "" {
+		m.mu.Unlock()
+		return nil, gpu.Share{}, &QuarantinedError{ShardID: id, Reason: s.quarantined}
+	}
 	l := &Lease{m: m, s: s, id: lid, holder: h, at: m.clock().UTC(), info: s.info()}
 	if s.leases == nil {
 		s.leases = make(map[string]*Lease)

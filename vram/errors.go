@@ -216,3 +216,20 @@ func Retryable(err error) bool {
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidInput}, args...)...)
 }
+
+// QuarantinedError is returned by [Manager.Verify] and [Manager.Attach] for
+// a shard that failed a verification or scrub. A reset does not lift it:
+// only a release (and a new seal under the same ID) does.
+type QuarantinedError struct {
+	ShardID string
+	// Reason is the failure that quarantined the shard.
+	Reason string
+}
+
+// Error names the shard, the failure and what to do.
+func (e *QuarantinedError) Error() string {
+	return fmt.Sprintf("vram: shard %q is quarantined after a failed verification (%s): release it and seal it again", e.ShardID, e.Reason)
+}
+
+// Unwrap returns [ErrIntegrity].
+func (e *QuarantinedError) Unwrap() error { return ErrIntegrity }

@@ -159,6 +159,10 @@ type shard struct {
 	revoked bool
 	// tensors is the shard's tensor map (nil when it has none).
 	tensors *tensor.Map
+	// quarantined is the failure that quarantined the shard ("" when it
+	// is not): a shard that failed verification refuses verify and attach
+	// until it is released, even after a reset. Guarded by Manager.mu.
+	quarantined string
 }
 
 // New checks the VRAM-only policy on every device and the environment and
@@ -418,6 +422,10 @@ type ShardInfo struct {
 	// Tensors is the tensor map, sorted by offset (nil when there is
 	// none). Offsets count from the start of the shard. Read only.
 	Tensors []tensor.Tensor
+	// Quarantined is the verification failure that quarantined the shard,
+	// or "" when it is not quarantined ([Manager.Shard] and
+	// [Manager.Shards] fill it in).
+	Quarantined string
 }
 
 func (s *shard) info() ShardInfo {
@@ -441,6 +449,7 @@ func (m *Manager) Shard(id string) (ShardInfo, error) {
 	}
 	info := s.info()
 	info.Attachments = s.leaseInfos()
+	info.Quarantined = s.quarantined
 	return info, nil
 }
 
@@ -451,6 +460,7 @@ func (m *Manager) Shards() []ShardInfo {
 	for _, s := range m.shards {
 		info := s.info()
 		info.Attachments = s.leaseInfos()
+		info.Quarantined = s.quarantined
 		out = append(out, info)
 	}
 	m.mu.Unlock()

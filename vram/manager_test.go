@@ -331,15 +331,30 @@ func TestCorruptionDetectedAndLocated(t *testing.T) {
 		if err := m.Reset(context.Background(), ""); !errors.Is(err, ErrInvalidInput) {
 			t.Fatalf("Reset without reason = %v, want ErrInvalidInput", err)
 		}
-		// Undo the flip and reset: the shard verifies again.
+		// Undo the flip and reset: the shard stays quarantined, even with
+		// its bytes restored, until it is released and sealed again.
 		if err := devs[0].FlipBits(buf, off, mask); err != nil {
 			t.Fatal(err)
 		}
 		if err := m.Reset(context.Background(), "restored test bytes"); err != nil {
 			t.Fatal(err)
 		}
+		var qe *QuarantinedError
+		if _, err := m.Verify(context.Background(), "victim", Full); !errors.As(err, &qe) || !errors.Is(err, ErrIntegrity) {
+			t.Fatalf("Verify of a quarantined shard after reset = %v, want *QuarantinedError", err)
+		}
+		if info, _ := m.Shard("victim"); info.Quarantined != ReasonDigestMismatch {
+			t.Fatalf("Shard(victim).Quarantined = %q, want %q", info.Quarantined, ReasonDigestMismatch)
+		}
+		if _, _, err := m.Attach(context.Background(), "victim", Holder{}); !errors.As(err, &qe) {
+			t.Fatalf("Attach of a quarantined shard = %v, want *QuarantinedError", err)
+		}
+		if err := m.Release(context.Background(), "victim"); err != nil {
+			t.Fatal(err)
+		}
+		sealBytes(t, m, "victim", 0, data)
 		if _, err := m.Verify(context.Background(), "victim", Full); err != nil {
-			t.Fatalf("Verify after restore = %v", err)
+			t.Fatalf("Verify after release and reseal = %v", err)
 		}
 	}
 }
@@ -392,6 +407,7 @@ func TestSampledFailureLocatesEveryChunk(t *testing.T) {
 	if err := m.Reset(context.Background(), "test"); err != nil {
 		t.Fatal(err)
 	}
+	unquarantine(m, "s")
 	_, err = m.Verify(context.Background(), "s", Full)
 	var full *IntegrityError
 	if !errors.As(err, &full) {
@@ -421,6 +437,7 @@ func TestSampledDetectionRate(t *testing.T) {
 			if err := m.Reset(context.Background(), "test"); err != nil {
 				t.Fatal(err)
 			}
+			unquarantine(m, "s")
 		default:
 			t.Fatal(err)
 		}
@@ -701,4 +718,12 @@ func TestGateClosedWhileLocating(t *testing.T) {
 	if !errors.As(err, &ie) || fmt.Sprint(ie.Changed) != fmt.Sprint([]ChunkRange{{0, 39, 0, 40 * testChunk}}) {
 		t.Errorf("Verify(sampled) = %v, want every chunk located", err)
 	}
+}
+
+// unquarantine lifts a shard's quarantine, which only release does outside
+// tests, so that a test can verify the same corrupt shard again.
+func unquarantine(m *Manager, id string) {
+	m.mu.Lock()
+	m.shards[id].quarantined = ""
+	m.mu.Unlock()
 }

@@ -72,12 +72,19 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 	}
 	m.mu.Lock()
 	s, ok := m.shards[id]
+	var q string
 	if ok {
-		s.busy.Add(1)
+		q = s.quarantined
+		if q == "" {
+			s.busy.Add(1)
+		}
 	}
 	m.mu.Unlock()
 	if !ok {
 		return VerifyResult{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if q != "" {
+		return VerifyResult{}, &QuarantinedError{ShardID: id, Reason: q}
 	}
 	defer s.busy.Done()
 
@@ -126,6 +133,7 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 // scrubbing is located in full (see locateAll) after the stop, so that no
 // execute gate passes while the shard is re-hashed.
 func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError, mode string, dur time.Duration) {
+	m.quarantine(s, ie.Reason)
 	m.stop(ie.Error())
 	if ie.Reason == ReasonDigestMismatch && ie.ActualRoot == (seal.Hash{}) {
 		locateAll(ctx, s, ie)
@@ -160,6 +168,16 @@ func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError
 		return fmt.Sprintf("CRITICAL: shard '%s' failed verification on GPU %d: %s", short(ie.ShardID), ie.Device, what)
 	}, narration.Str("reason", ie.Reason), narration.Str("failed_chunks", rangesField(ie.Changed)),
 		narration.Str("expected_root", ie.ExpectedRoot.String()), narration.Str("action_taken", ActionWorkerStopped))
+}
+
+// quarantine marks s as failed, keeping the first reason: it refuses
+// verify and attach until it is released.
+func (m *Manager) quarantine(s *shard, reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.quarantined == "" {
+		s.quarantined = reason
+	}
 }
 
 // failure returns an *IntegrityError for s.

@@ -14,15 +14,18 @@ import (
 
 // Error codes of the API. They are stable: clients branch on them.
 const (
-	CodeInvalid       = "invalid_request"
-	CodeUnauthorized  = "unauthorized"
-	CodeNotFound      = "not_found"
-	CodeExists        = "already_exists"
-	CodeInUse         = "in_use"
-	CodeInsufficient  = "insufficient_vram"
-	CodeIntegrity     = "integrity_failure"
-	CodePolicy        = "policy_violation"
-	CodeStopped       = "worker_stopped"
+	CodeInvalid      = "invalid_request"
+	CodeUnauthorized = "unauthorized"
+	CodeNotFound     = "not_found"
+	CodeExists       = "already_exists"
+	CodeInUse        = "in_use"
+	CodeInsufficient = "insufficient_vram"
+	CodeIntegrity    = "integrity_failure"
+	CodePolicy       = "policy_violation"
+	CodeStopped      = "worker_stopped"
+	// CodeQuarantined: the shard failed a verification and is refused
+	// until it is released (409).
+	CodeQuarantined   = "quarantined"
 	CodeTooLarge      = "too_large"
 	CodeAuditFailed   = "audit_unavailable"
 	CodeUnavailable   = "unavailable"
@@ -74,6 +77,7 @@ func classify(ctx context.Context, err error) (int, ErrorDetail) {
 	var ce *vram.CapacityError
 	var ie *vram.IntegrityError
 	var iu *vram.InUseError
+	var qe *vram.QuarantinedError
 	switch {
 	case errors.As(err, &he):
 		d.Code = he.code
@@ -87,6 +91,9 @@ func classify(ctx context.Context, err error) (int, ErrorDetail) {
 		return http.StatusInsufficientStorage, d
 	case errors.As(err, &ie):
 		d.Code, d.Chunks = CodeIntegrity, ie.Changed
+		return http.StatusConflict, d
+	case errors.As(err, &qe):
+		d.Code = CodeQuarantined
 		return http.StatusConflict, d
 	case errors.Is(err, vram.ErrStopped):
 		d.Code = CodeStopped

@@ -375,6 +375,10 @@ type ShardJSON struct {
 	Seal        seal.Seal        `json:"seal"`
 	Chunks      int64            `json:"chunks"`
 	Attachments []AttachmentJSON `json:"attachments"`
+	// Status is "ok", or "corrupt" for a shard quarantined after a failed
+	// verification or scrub (Quarantined then names the failure).
+	Status      string `json:"status"`
+	Quarantined string `json:"quarantined,omitempty"`
 }
 
 // AttachmentJSON is one consumer process attached to a shard.
@@ -400,7 +404,11 @@ func attachmentsJSON(ls []vram.LeaseInfo) []AttachmentJSON {
 }
 
 func shardJSON(sh vram.ShardInfo) ShardJSON {
-	return ShardJSON{Seal: sh.Seal, Chunks: sh.Chunks, Attachments: attachmentsJSON(sh.Attachments)}
+	j := ShardJSON{Seal: sh.Seal, Chunks: sh.Chunks, Attachments: attachmentsJSON(sh.Attachments), Status: "ok"}
+	if sh.Quarantined != "" {
+		j.Status, j.Quarantined = "corrupt", sh.Quarantined
+	}
+	return j
 }
 
 func (s *Server) listShards(w http.ResponseWriter, r *http.Request) {

@@ -273,6 +273,18 @@ func TestCorruptionStopsAndReset(t *testing.T) {
 	if r := f.call(t, "GET", "/readyz", "", nil); r.status != 200 {
 		t.Errorf("readyz after reset = %d", r.status)
 	}
+	// The reset reopens the worker, not the shard: it stays quarantined,
+	// shown as corrupt, and refuses verification until it is released.
+	if r := f.call(t, "POST", "/v1/shards/s/verify", "application/json", strings.NewReader(`{"mode":"full"}`)); r.status != 409 || errCode(r) != CodeQuarantined {
+		t.Errorf("verify of a quarantined shard after reset = %d %s", r.status, r.raw)
+	}
+	r = f.call(t, "GET", "/v1/shards/s", "", nil)
+	if r.status != 200 || r.body["status"] != "corrupt" || r.body["quarantined"] != "digest_mismatch" {
+		t.Errorf("GET quarantined shard = %d %s, want status corrupt", r.status, r.raw)
+	}
+	if r := f.call(t, "DELETE", "/v1/shards/s", "", nil); r.status != 200 && r.status != 204 {
+		t.Errorf("release of a quarantined shard = %d %s", r.status, r.raw)
+	}
 }
 
 func TestLoadByPath(t *testing.T) {
