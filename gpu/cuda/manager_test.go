@@ -431,8 +431,22 @@ func TestManagerDetectsCorruption(t *testing.T) {
 			if err := m.Reset(ctx, "flipped bit restored"); err != nil {
 				t.Fatalf("Reset() error = %v", err)
 			}
+			// The reset reopens the worker, not the shard: it stays
+			// quarantined until it is released and sealed again.
+			var qe *vram.QuarantinedError
+			if _, err := m.Verify(ctx, "victim", vram.Full); !errors.As(err, &qe) {
+				t.Errorf("Verify(full) after restoring byte %d and a reset error = %v, want quarantined", tt.off, err)
+			}
+			if err := m.Release(ctx, "victim"); err != nil {
+				t.Fatalf("Release(victim) error = %v", err)
+			}
+			mustSeal(t, m, "victim", 1, data)
+			if buf, _, err = m.Buffer("victim"); err != nil {
+				t.Fatal(err)
+			}
+			ptr = buf.(*buffer).ptr
 			if _, err := m.Verify(ctx, "victim", vram.Full); err != nil {
-				t.Errorf("Verify(full) after restoring byte %d error = %v", tt.off, err)
+				t.Errorf("Verify(full) of the resealed shard error = %v", err)
 			}
 		})
 	}
