@@ -177,14 +177,7 @@ func TestOpenRefusesCorruption(t *testing.T) {
 // TestOpenRefusesLostCheckpoint: records the manifest says were durable
 // are gone from the live segment.
 func TestOpenRefusesLostCheckpoint(t *testing.T) {
-	dir, _, l := newLog(t, Options{})
-	for i := range 5 {
-		mustAppend(t, l, testEvent(i))
-	}
-	mustClose(t, l)
-	m := loadTestManifest(t, dir)
-	path := filepath.Join(dir, m.Segments[0].Name)
-	lines := splitLines(must(os.ReadFile(path)))
+	dir, _, path, lines := closedLog(t, 5)
 	os.WriteFile(path, bytes.Join(lines[:3], nil), 0o600)
 	_, err := Open(dir, Options{})
 	var ce *CorruptionError
@@ -241,14 +234,7 @@ func TestRecoverLongTornTail(t *testing.T) {
 // TestOpenMalformedInsideCheckpoint: a changed record that the manifest's
 // checkpoint counts is reported as modified, not truncated.
 func TestOpenMalformedInsideCheckpoint(t *testing.T) {
-	dir, _, l := newLog(t, Options{})
-	for i := range 5 {
-		mustAppend(t, l, testEvent(i))
-	}
-	mustClose(t, l)
-	m := loadTestManifest(t, dir)
-	path := filepath.Join(dir, m.Segments[0].Name)
-	lines := splitLines(must(os.ReadFile(path)))
+	dir, _, path, lines := closedLog(t, 5)
 	lines[2] = []byte("{\"v\":1,garbage\n")
 	os.WriteFile(path, bytes.Join(lines, nil), 0o600)
 	_, err := Open(dir, Options{})

@@ -76,6 +76,20 @@ func copyDir(t testing.TB, src string) string {
 	return dst
 }
 
+// closedLog writes n test records to a new log, closes it, and returns
+// its directory, verification key, the path of its one segment and that
+// segment's lines (each with its newline).
+func closedLog(t testing.TB, n int) (dir string, vk *VerificationKey, path string, lines [][]byte) {
+	t.Helper()
+	dir, vk, l := newLog(t, Options{})
+	for i := range n {
+		mustAppend(t, l, testEvent(i))
+	}
+	mustClose(t, l)
+	path = filepath.Join(dir, loadTestManifest(t, dir).Segments[0].Name)
+	return dir, vk, path, splitLines(must(os.ReadFile(path)))
+}
+
 func splitLines(b []byte) [][]byte {
 	var out [][]byte
 	for len(b) > 0 {
@@ -392,14 +406,7 @@ func newSHA() hash.Hash { return sha256.New() }
 // TestVerifyLongLineLocation: a line longer than the reader's buffer and
 // the line limit is reported at its own line number and offset.
 func TestVerifyLongLineLocation(t *testing.T) {
-	dir, vk, l := newLog(t, Options{})
-	for i := range 4 {
-		mustAppend(t, l, testEvent(i))
-	}
-	mustClose(t, l)
-	m := loadTestManifest(t, dir)
-	path := filepath.Join(dir, m.Segments[0].Name)
-	lines := splitLines(must(os.ReadFile(path)))
+	dir, vk, path, lines := closedLog(t, 4)
 	for _, n := range []int{maxLineBytes + 64<<10, 2*maxLineBytes + 7} {
 		long := append(bytes.Repeat([]byte("y"), n), '\n')
 		b := bytes.Join([][]byte{lines[0], long, lines[1], lines[2], lines[3]}, nil)
