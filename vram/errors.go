@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/seal"
 )
 
@@ -53,9 +54,9 @@ type CapacityError struct {
 // and whether waiting can help.
 func (e *CapacityError) Error() string {
 	msg := fmt.Sprintf("vram: insufficient VRAM on GPU %d: requested %s, only %s available (headroom %s)",
-		e.Device, formatBytes(e.Requested), formatBytes(e.Available), formatBytes(e.Headroom))
+		e.Device, narration.FormatBytes(e.Requested), narration.FormatBytes(e.Available), narration.FormatBytes(e.Headroom))
 	if !e.Retryable() {
-		msg += fmt.Sprintf("; the GPU holds at most %s, so it never fits there", formatBytes(e.Capacity))
+		msg += fmt.Sprintf("; the GPU holds at most %s, so it never fits there", narration.FormatBytes(e.Capacity))
 	}
 	return msg
 }
@@ -66,20 +67,6 @@ func (e *CapacityError) Unwrap() error { return ErrInsufficientVRAM }
 // Retryable reports whether the request may succeed later, once other
 // shards are released: false when it exceeds what the device can ever hold.
 func (e *CapacityError) Retryable() bool { return e.Capacity == 0 || e.Requested <= e.Capacity }
-
-// formatBytes renders a byte count in binary units ("1.5 GiB"), as the
-// CLI's tables do.
-func formatBytes(n int64) string {
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(1024), 0
-	for m := n / 1024; m >= 1024 && exp < 4; m /= 1024 {
-		div *= 1024
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
-}
 
 // Verification failure reasons, as recorded in the audit log.
 const (

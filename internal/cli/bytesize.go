@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/vramseal/vramseal/narration"
 )
 
 // ByteSize is a flag value that accepts plain byte counts and binary or
@@ -55,15 +57,4 @@ func (b *ByteSize) Set(s string) error {
 func (b *ByteSize) Type() string { return "bytes" }
 
 // FormatBytes renders a byte count with a binary unit, e.g. "1.5 GiB".
-func FormatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
-}
+func FormatBytes(n int64) string { return narration.FormatBytes(n) }
