@@ -128,15 +128,20 @@ func (e *Expect) Files() []string {
 // through an [os.Root], so rel and any symlinks on its way must stay inside
 // dir; a non-regular file (device, pipe, directory) is refused.
 func HashFile(dir, rel string) ([32]byte, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("provenance: %w", err)
+	}
+	defer root.Close()
+	return HashFileIn(root, rel)
+}
+
+// HashFileIn is [HashFile] inside an open root.
+func HashFileIn(root *os.Root, rel string) ([32]byte, error) {
 	var sum [32]byte
 	if err := checkPath(rel); err != nil || rel == SingleFile {
 		return sum, fmt.Errorf("%w: %q is not a relative file path", ErrMalformed, printable(rel))
 	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return sum, fmt.Errorf("provenance: %w", err)
-	}
-	defer root.Close()
 	f, err := root.Open(rel)
 	if err != nil {
 		return sum, fmt.Errorf("provenance: %w", err)
@@ -162,8 +167,18 @@ func HashFile(dir, rel string) ([32]byte, error) {
 // tokenizer), which are not sealed. It returns the first error, in the order
 // of rels.
 func (e *Expect) CheckFiles(dir string, rels []string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return fmt.Errorf("provenance: %w", err)
+	}
+	defer root.Close()
+	return e.CheckFilesIn(root, rels)
+}
+
+// CheckFilesIn is [Expect.CheckFiles] inside an open root.
+func (e *Expect) CheckFilesIn(root *os.Root, rels []string) error {
 	for _, rel := range rels {
-		sum, err := HashFile(dir, rel)
+		sum, err := HashFileIn(root, rel)
 		if err != nil {
 			return err
 		}

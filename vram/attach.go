@@ -410,7 +410,7 @@ var ErrInUse = errors.New("vram: shard is attached")
 // with reason [StopRevoked]), and its memory stays allocated, and counted
 // as used, until the last lease ends. Without holders it is [Manager.Release].
 func (m *Manager) ReleaseForce(ctx context.Context, id string) error {
-	return m.release(ctx, id, true)
+	return m.releaseReason(ctx, id, true, "released")
 }
 
 // revoke records and announces the revocation of a shard's leases.

@@ -109,7 +109,18 @@ type IntegrityError struct {
 	ExpectedRoot, ActualRoot seal.Hash
 	// Err is the underlying cause for signature_invalid and device_error.
 	Err error
+	// Tensors names what the changed chunks touch in the shard's tensor
+	// map, in file order: each tensor with its dtype, shape and the byte
+	// range inside it, and non-tensor bytes (header, padding, trailing) as
+	// such, at most [MaxTensorHits] entries; MoreTensors counts the rest.
+	// Empty when the shard has no tensor map.
+	Tensors     []string
+	MoreTensors int
 }
+
+// MaxTensorHits bounds [IntegrityError.Tensors], so that a shard changed
+// everywhere still gives a short report.
+const MaxTensorHits = 8
 
 // Error names the shard, the GPU, the reason and the changed chunks.
 func (e *IntegrityError) Error() string {
@@ -119,6 +130,10 @@ func (e *IntegrityError) Error() string {
 		b.WriteString(": ")
 		b.WriteString(FormatRanges(e.Changed, 4))
 		b.WriteString(" changed")
+	}
+	if len(e.Tensors) > 0 {
+		b.WriteString(", in ")
+		b.WriteString(e.TensorSummary())
 	}
 	if e.Err != nil {
 		b.WriteString(": ")
@@ -133,6 +148,16 @@ func (e *IntegrityError) Unwrap() []error {
 		return []error{ErrIntegrity, e.Err}
 	}
 	return []error{ErrIntegrity}
+}
+
+// TensorSummary renders [IntegrityError.Tensors] on one line:
+// "tensor a (F16 [2 3], bytes 0-11); header (bytes 0-99) (+3 more)".
+func (e *IntegrityError) TensorSummary() string {
+	s := strings.Join(e.Tensors, "; ")
+	if e.MoreTensors > 0 {
+		s += fmt.Sprintf(" (+%d more)", e.MoreTensors)
+	}
+	return s
 }
 
 // FormatRanges renders at most max ranges, e.g. "chunks 17-18, chunk 40 (+2 more)",

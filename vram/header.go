@@ -15,6 +15,9 @@ const (
 	FormatSafetensors = "safetensors"
 	// FormatRaw keeps no tensor map.
 	FormatRaw = "raw"
+	// FormatGGUF takes the tensor map the caller parsed from a GGUF file
+	// ([SealRequest.Tensors]).
+	FormatGGUF = "gguf"
 )
 
 // headerCapture keeps the first bytes of a shard as it streams, for as

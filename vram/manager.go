@@ -116,7 +116,9 @@ type Manager struct {
 	pending map[string]struct{} // IDs being sealed
 	// revoked holds shards released with force whose memory waits for
 	// their last lease to end.
-	revoked    map[*shard]struct{}
+	revoked map[*shard]struct{}
+	// models are the models sealed by SealModel (and those being sealed).
+	models     map[string]*modelState
 	state      State
 	stopReason string
 	// stops counts calls of stop, so that Reset can tell whether a failure
@@ -163,6 +165,9 @@ type shard struct {
 	// is not): a shard that failed verification refuses verify and attach
 	// until it is released, even after a reset. Guarded by Manager.mu.
 	quarantined string
+	// model is the ID of the model the shard belongs to ("" for a shard
+	// sealed on its own).
+	model string
 }
 
 // New checks the VRAM-only policy on every device and the environment and
@@ -217,6 +222,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		shards:   make(map[string]*shard),
 		pending:  make(map[string]struct{}),
 		revoked:  make(map[*shard]struct{}),
+		models:   make(map[string]*modelState),
 		closedCh: make(chan struct{}),
 	}
 	if m.clock == nil {
@@ -447,10 +453,16 @@ func (m *Manager) Shard(id string) (ShardInfo, error) {
 	if !ok {
 		return ShardInfo{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
+	return s.listed(), nil
+}
+
+// listed is s.info with what changes after the seal: the attachments and
+// the quarantine. The caller holds Manager.mu.
+func (s *shard) listed() ShardInfo {
 	info := s.info()
 	info.Attachments = s.leaseInfos()
 	info.Quarantined = s.quarantined
-	return info, nil
+	return info
 }
 
 // Shards returns every resident shard, sorted by ID.
@@ -458,10 +470,7 @@ func (m *Manager) Shards() []ShardInfo {
 	m.mu.Lock()
 	out := make([]ShardInfo, 0, len(m.shards))
 	for _, s := range m.shards {
-		info := s.info()
-		info.Attachments = s.leaseInfos()
-		info.Quarantined = s.quarantined
-		out = append(out, info)
+		out = append(out, s.listed())
 	}
 	m.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Seal.ShardID < out[j].Seal.ShardID })
@@ -472,13 +481,14 @@ func (m *Manager) Shards() []ShardInfo {
 // shard in flight. A shard that consumers hold is not released: the error
 // is an *[InUseError] naming them ([Manager.ReleaseForce] revokes them).
 func (m *Manager) Release(ctx context.Context, id string) error {
-	return m.release(ctx, id, false)
+	return m.releaseReason(ctx, id, false, "released")
 }
 
 // release takes a shard off the list and frees its memory. An attached
 // shard is refused with an *[InUseError], or with force revoked: its
 // memory then waits for the last lease to end.
-func (m *Manager) release(ctx context.Context, id string, force bool) error {
+// The reason is recorded with the deallocation.
+func (m *Manager) releaseReason(ctx context.Context, id string, force bool, reason string) error {
 	start := time.Now()
 	if err := ValidateShardID(id); err != nil {
 		return m.rejected(ctx, start, "release", "", err)
@@ -495,6 +505,7 @@ func (m *Manager) release(ctx context.Context, id string, force bool) error {
 		return &InUseError{ShardID: id, Holders: holders}
 	}
 	delete(m.shards, id)
+	m.dropEmptyModel(s.model)
 	if len(holders) > 0 {
 		s.revoked = true
 		m.revoked[s] = struct{}{}
@@ -504,7 +515,22 @@ func (m *Manager) release(ctx context.Context, id string, force bool) error {
 		return m.revoke(ctx, s, holders, start)
 	}
 	s.busy.Wait()
-	return m.freeBuffer(ctx, s.dev, id, s.buf, s.seal.Size, "released", true, start)
+	return m.freeBuffer(ctx, s.dev, id, s.buf, s.seal.Size, reason, true, start)
+}
+
+// dropEmptyModel forgets a model none of whose shards is resident any
+// more; the caller holds m.mu.
+func (m *Manager) dropEmptyModel(id string) {
+	ms, ok := m.models[id]
+	if !ok || ms.pending {
+		return
+	}
+	for _, sid := range ms.shards {
+		if s, ok := m.shards[sid]; ok && s.model == id {
+			return
+		}
+	}
+	delete(m.models, id)
 }
 
 // freeBuffer frees a shard's allocation, takes its bytes off the device's

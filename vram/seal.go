@@ -14,6 +14,7 @@ import (
 	"github.com/vramseal/vramseal/gpu"
 	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/seal"
+	"github.com/vramseal/vramseal/tensor"
 )
 
 // SealRequest describes a shard to seal.
@@ -38,8 +39,20 @@ type SealRequest struct {
 	// Format says whether the shard has a tensor map: [FormatAuto] (the
 	// zero value: kept when the bytes parse as safetensors),
 	// [FormatSafetensors] (required, else the seal is refused) or
-	// [FormatRaw] (none).
+	// [FormatRaw] (none), or [FormatGGUF] (the map is Tensors).
 	Format string
+	// Tensors is the tensor map of a GGUF shard, parsed by the caller from
+	// the same file ([tensor.ParseGGUF]); required with [FormatGGUF] and
+	// refused otherwise. Its Size must equal Size.
+	Tensors *tensor.Map
+	// Check, when set, is given the flat SHA-256 digest of the bytes that
+	// were copied, before the seal is signed: the digest a publisher
+	// signed is checked against the very bytes that became resident. An
+	// error abandons the seal (the memory is freed) and is returned as is.
+	Check func(digest seal.Hash) error
+
+	// model is the model the shard belongs to (set by [Manager.SealModel]).
+	model string
 }
 
 // Seal copies a shard into device memory and seals it. It validates the
@@ -96,9 +109,21 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	}()
 
 	t0 := time.Now()
-	digest, leaves, tm, err := m.copyAndHash(ctx, d, buf, req.Data, req.Size, req.Format)
+	capture := req.Format
+	if capture == FormatGGUF {
+		capture = FormatRaw
+	}
+	digest, leaves, tm, err := m.copyAndHash(ctx, d, buf, req.Data, req.Size, capture)
 	if err != nil {
 		return ShardInfo{}, err
+	}
+	if req.Format == FormatGGUF {
+		tm = req.Tensors
+	}
+	if req.Check != nil {
+		if err := req.Check(digest); err != nil {
+			return ShardInfo{}, err
+		}
 	}
 	// Nothing writes sealed memory: the allocation becomes read-only,
 	// for vramseal's own mapping too, before the seal is signed.
@@ -110,7 +135,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	}, narration.Str("digest", digest.String()), narration.Int("chunks", int64(len(leaves))))
 	// The stored tree for sampled verification is built in the background,
 	// overlapping the root, the signature and the audit fsync below.
-	sh := &shard{buf: buf, dev: d, treeReady: make(chan struct{}), tensors: tm}
+	sh := &shard{buf: buf, dev: d, treeReady: make(chan struct{}), tensors: tm, model: req.model}
 	go func() {
 		sh.tree, sh.treeErr = newLeafTree(leaves)
 		close(sh.treeReady)
@@ -230,8 +255,15 @@ func (m *Manager) validateSeal(req *SealRequest) error {
 	}
 	switch req.Format {
 	case FormatAuto, FormatSafetensors, FormatRaw:
+		if req.Tensors != nil {
+			return invalid("a tensor map is given only with format %q", FormatGGUF)
+		}
+	case FormatGGUF:
+		if req.Tensors == nil || req.Tensors.Format != FormatGGUF || req.Tensors.Size != req.Size {
+			return invalid("format %q needs the file's GGUF tensor map, of the shard's size", FormatGGUF)
+		}
 	default:
-		return invalid("format %q: want %q, %q or empty", req.Format, FormatSafetensors, FormatRaw)
+		return invalid("format %q: want %q, %q, %q or empty", req.Format, FormatSafetensors, FormatGGUF, FormatRaw)
 	}
 	return nil
 }

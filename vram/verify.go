@@ -134,9 +134,11 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 // execute gate passes while the shard is re-hashed.
 func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError, mode string, dur time.Duration) {
 	m.quarantine(s, ie.Reason)
+	locateTensors(s, ie)
 	m.stop(ie.Error())
 	if ie.Reason == ReasonDigestMismatch && ie.ActualRoot == (seal.Hash{}) {
 		locateAll(ctx, s, ie)
+		locateTensors(s, ie)
 	}
 	ctx = context.WithoutCancel(ctx)
 	fields := []audit.Field{
@@ -145,6 +147,9 @@ func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError
 		audit.String("mode", mode),
 		audit.String("failed_chunks", rangesField(ie.Changed)),
 		audit.Digest("expected_root", ie.ExpectedRoot),
+	}
+	if len(ie.Tensors) > 0 {
+		fields = append(fields, audit.String("tensors", ie.TensorSummary()))
 	}
 	if ie.ActualRoot != (seal.Hash{}) {
 		fields = append(fields, audit.Digest("actual_root", ie.ActualRoot))
@@ -165,9 +170,32 @@ func (m *Manager) verifyFailed(ctx context.Context, s *shard, ie *IntegrityError
 		default:
 			what = fmt.Sprintf("%d ranges changed", len(ie.Changed))
 		}
+		if len(ie.Tensors) > 0 {
+			what += ", in " + ie.TensorSummary()
+		}
 		return fmt.Sprintf("CRITICAL: shard '%s' failed verification on GPU %d: %s", short(ie.ShardID), ie.Device, what)
-	}, narration.Str("reason", ie.Reason), narration.Str("failed_chunks", rangesField(ie.Changed)),
+	}, narration.Str("reason", ie.Reason), narration.Str("failed_chunks", rangesField(ie.Changed)), narration.Str("tensors", ie.TensorSummary()),
 		narration.Str("expected_root", ie.ExpectedRoot.String()), narration.Str("action_taken", ActionWorkerStopped))
+}
+
+// locateTensors names in ie what its changed chunks touch in s's tensor
+// map, at most [MaxTensorHits] entries in all.
+func locateTensors(s *shard, ie *IntegrityError) {
+	ie.Tensors, ie.MoreTensors = nil, 0
+	if s.tensors == nil {
+		return
+	}
+	for _, r := range ie.Changed {
+		hits, more := s.tensors.Lookup(r.Offset, r.Length, MaxTensorHits+1-len(ie.Tensors))
+		for _, h := range hits {
+			if len(ie.Tensors) == MaxTensorHits {
+				ie.MoreTensors++
+				continue
+			}
+			ie.Tensors = append(ie.Tensors, h.String())
+		}
+		ie.MoreTensors += more
+	}
 }
 
 // quarantine marks s as failed, keeping the first reason: it refuses

@@ -52,6 +52,10 @@ type ErrorDetail struct {
 	AvailableBytes int64 `json:"available_bytes,omitempty"`
 	// Chunks names the changed chunk ranges for integrity_failure.
 	Chunks []vram.ChunkRange `json:"chunks,omitempty"`
+	// Tensors names what the changed chunks touch in the shard's tensor
+	// map (bounded; MoreTensors counts the rest), for integrity_failure.
+	Tensors     []string `json:"tensors,omitempty"`
+	MoreTensors int      `json:"more_tensors,omitempty"`
 	// Holders names the attached processes for in_use.
 	Holders []AttachmentJSON `json:"holders,omitempty"`
 }
@@ -90,7 +94,7 @@ func classify(ctx context.Context, err error) (int, ErrorDetail) {
 		d.RequestedBytes, d.AvailableBytes = ce.Requested, ce.Available
 		return http.StatusInsufficientStorage, d
 	case errors.As(err, &ie):
-		d.Code, d.Chunks = CodeIntegrity, ie.Changed
+		d.Code, d.Chunks, d.Tensors, d.MoreTensors = CodeIntegrity, ie.Changed, ie.Tensors, ie.MoreTensors
 		return http.StatusConflict, d
 	case errors.As(err, &qe):
 		d.Code = CodeQuarantined
