@@ -102,7 +102,19 @@ type Layout struct {
 }
 
 // Close releases the layout's directory.
-func (l *Layout) Close() error { return l.root.Close() }
+func (l *Layout) Close() error {
+	if l.root == nil {
+		return nil
+	}
+	return l.root.Close()
+}
+
+// UploadLayout is the layout of a single weight file that arrives as a
+// stream, named name (its base name): the caller sets the file's size,
+// format and Open in the request that [Layout.Request] returns.
+func UploadLayout(name string) *Layout {
+	return &Layout{Name: name, Weights: []File{{Name: name, Resource: provenance.SingleFile}}}
+}
 
 var splitGGUF = regexp.MustCompile(`^(.+)-([0-9]{5})-of-([0-9]{5})\.gguf$`)
 

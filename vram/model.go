@@ -368,8 +368,12 @@ func (m *Manager) rejectModel(ctx context.Context, start time.Time, req ModelReq
 	}
 	file := ""
 	var fe *ModelFileError
-	if errors.As(failed, &fe) {
+	var me *provenance.MismatchError
+	switch {
+	case errors.As(failed, &fe):
 		file = fe.File
+	case errors.As(failed, &me):
+		file = me.File
 	}
 	integrity := provenance.IsIntegrity(failed)
 	sev, level := audit.SeverityHigh, slog.LevelWarn
@@ -398,6 +402,14 @@ func (m *Manager) rejectModel(ctx context.Context, start time.Time, req ModelReq
 		return errors.Join(failed, cleanup)
 	}
 	return failed
+}
+
+// RejectModel records and narrates a model refused before any of its
+// files was sealed (a published digest of a non-weight file that does not
+// match, a signature that does not cover the files), as SealModel records
+// its own failures, and returns err.
+func (m *Manager) RejectModel(ctx context.Context, req ModelRequest, err error) error {
+	return m.rejectModel(ctx, time.Now(), req, nil, err)
 }
 
 // rejectReason classifies a model failure for its audit record.

@@ -9,6 +9,8 @@ import (
 	"strconv"
 
 	"github.com/vramseal/vramseal/narration"
+	"github.com/vramseal/vramseal/provenance"
+	"github.com/vramseal/vramseal/tensor"
 	"github.com/vramseal/vramseal/vram"
 )
 
@@ -25,7 +27,11 @@ const (
 	CodeStopped      = "worker_stopped"
 	// CodeQuarantined: the shard failed a verification and is refused
 	// until it is released (409).
-	CodeQuarantined   = "quarantined"
+	CodeQuarantined = "quarantined"
+	// CodeProvenance is a model whose files do not match what their
+	// publisher signed or listed (a digest mismatch, a bad signature or
+	// key, a file the signature does not cover).
+	CodeProvenance    = "provenance_failed"
 	CodeTooLarge      = "too_large"
 	CodeAuditFailed   = "audit_unavailable"
 	CodeUnavailable   = "unavailable"
@@ -96,6 +102,12 @@ func classify(ctx context.Context, err error) (int, ErrorDetail) {
 	case errors.As(err, &ie):
 		d.Code, d.Chunks, d.Tensors, d.MoreTensors = CodeIntegrity, ie.Changed, ie.Tensors, ie.MoreTensors
 		return http.StatusConflict, d
+	case provenance.IsIntegrity(err):
+		d.Code = CodeProvenance
+		return http.StatusConflict, d
+	case errors.Is(err, provenance.ErrMalformed), errors.Is(err, tensor.ErrMalformed):
+		d.Code = CodeInvalid
+		return http.StatusBadRequest, d
 	case errors.As(err, &qe):
 		d.Code = CodeQuarantined
 		return http.StatusConflict, d

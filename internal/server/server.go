@@ -131,6 +131,11 @@ func New(opts Options) (*Server, error) {
 	api("GET /v1/shards/{id}", s.getShard)
 	api("DELETE /v1/shards/{id}", s.releaseShard)
 	api("POST /v1/shards/{id}/verify", s.verifyShard)
+	api("GET /v1/models", s.listModels)
+	api("POST /v1/models", s.addModel)
+	api("GET /v1/models/{id}", s.getModel)
+	api("DELETE /v1/models/{id}", s.releaseModel)
+	api("POST /v1/models/{id}/verify", s.verifyModel)
 	api("POST /v1/reset", s.reset)
 	api("GET /v1/status", s.status)
 	if opts.FaultHook != nil {
@@ -542,14 +547,37 @@ func (s *Server) loadPath(w http.ResponseWriter, r *http.Request) (vram.ShardInf
 	})
 }
 
-// openModel opens path inside one of the model roots. os.Root refuses
-// any path that escapes its root, by ".." or by symbolic links.
+// openModel opens the regular file at path inside one of the model roots.
 func (s *Server) openModel(path string) (*os.File, error) {
+	root, rel, err := s.locate(path)
+	if err != nil {
+		return nil, err
+	}
+	// Stat first: opening a FIFO or device would block or have side
+	// effects. os.Root resolves both inside the root.
+	st, err := root.Stat(rel)
+	if err == nil && !st.Mode().IsRegular() {
+		return nil, badRequest("%s is not a regular file", strconv.Quote(path))
+	}
+	var f *os.File
+	if err == nil {
+		f, err = root.Open(rel)
+	}
+	if err != nil {
+		return nil, &httpError{http.StatusForbidden, CodeInvalid, fmt.Errorf("path %s is outside the model roots or unreadable", strconv.Quote(path))}
+	}
+	return f, nil
+}
+
+// locate finds path, absolute or relative, inside one of the model roots,
+// and returns that root and the path relative to it. os.Root refuses any
+// path that escapes its root, by ".." or by symbolic links.
+func (s *Server) locate(path string) (*os.Root, string, error) {
 	if len(s.roots) == 0 {
-		return nil, &httpError{http.StatusForbidden, CodeInvalid, errors.New("loading by path is disabled: start the daemon with --model-root")}
+		return nil, "", &httpError{http.StatusForbidden, CodeInvalid, errors.New("loading by path is disabled: start the daemon with --model-root")}
 	}
 	if strings.ContainsRune(path, 0) || len(path) > 4096 {
-		return nil, badRequest("path is not a valid file name")
+		return nil, "", badRequest("path is not a valid file name")
 	}
 	inside := false
 	for i, root := range s.roots {
@@ -562,33 +590,29 @@ func (s *Server) openModel(path string) (*os.File, error) {
 			}
 		}
 		inside = true
-		// Stat first: opening a FIFO or device would block or have side
-		// effects. os.Root resolves both inside the root.
-		st, err := root.Stat(rel)
-		if err == nil && !st.Mode().IsRegular() {
-			return nil, badRequest("%s is not a regular file", strconv.Quote(path))
-		}
-		var f *os.File
+		_, err := root.Stat(rel)
 		if err == nil {
-			f, err = root.Open(rel)
-		}
-		if err == nil {
-			return f, nil
+			return root, rel, nil
 		}
 		if !errors.Is(err, os.ErrNotExist) {
-			return nil, &httpError{http.StatusForbidden, CodeInvalid, fmt.Errorf("path %s is outside the model roots or unreadable", strconv.Quote(path))}
+			return nil, "", &httpError{http.StatusForbidden, CodeInvalid, fmt.Errorf("path %s is outside the model roots or unreadable", strconv.Quote(path))}
 		}
 	}
 	if !inside {
 		// An absolute path under none of the roots is refused like any
 		// other path that leaves them, whether or not the file exists.
-		return nil, &httpError{http.StatusForbidden, CodeInvalid, fmt.Errorf("path %s is outside the model roots", strconv.Quote(path))}
+		return nil, "", &httpError{http.StatusForbidden, CodeInvalid, fmt.Errorf("path %s is outside the model roots", strconv.Quote(path))}
 	}
-	return nil, &httpError{http.StatusNotFound, CodeNotFound, fmt.Errorf("no file %s under the model roots", strconv.Quote(path))}
+	return nil, "", &httpError{http.StatusNotFound, CodeNotFound, fmt.Errorf("no file %s under the model roots", strconv.Quote(path))}
 }
 
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	return decodeJSONLimit(w, r, v, maxJSONBody)
+}
+
+// decodeJSONLimit decodes one JSON object of at most limit bytes, strictly.
+func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -609,14 +633,10 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 // releaseShard releases a shard; one that processes hold is refused with
 // 409 in_use naming them, unless ?force=true revokes their attachments.
 func (s *Server) releaseShard(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	force := false
-	if vs, ok := q["force"]; ok {
-		if len(vs) != 1 || (vs[0] != "true" && vs[0] != "false") {
-			writeError(w, r, badRequest("force must be given once, as true or false"))
-			return
-		}
-		force = vs[0] == "true"
+	force, err := forceParam(r)
+	if err != nil {
+		writeError(w, r, err)
+		return
 	}
 	release := s.m.Release
 	if force {
@@ -627,6 +647,18 @@ func (s *Server) releaseShard(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"released": r.PathValue("id")})
+}
+
+// forceParam reads ?force=true|false, given at most once.
+func forceParam(r *http.Request) (bool, error) {
+	vs, ok := r.URL.Query()["force"]
+	if !ok {
+		return false, nil
+	}
+	if len(vs) != 1 || (vs[0] != "true" && vs[0] != "false") {
+		return false, badRequest("force must be given once, as true or false")
+	}
+	return vs[0] == "true", nil
 }
 
 // VerifyRequest is the JSON body of POST /v1/shards/{id}/verify.
@@ -648,27 +680,9 @@ type VerifyJSON struct {
 }
 
 func (s *Server) verifyShard(w http.ResponseWriter, r *http.Request) {
-	var req VerifyRequest
-	if r.ContentLength != 0 {
-		if err := decodeJSON(w, r, &req); err != nil {
-			writeError(w, r, err)
-			return
-		}
-	}
-	mode := vram.Sampled(vram.DefaultSamples)
-	switch req.Mode {
-	case "", "sampled":
-		if req.Samples < 0 {
-			writeError(w, r, badRequest("samples must be positive"))
-			return
-		}
-		if req.Samples > 0 {
-			mode = vram.Sampled(req.Samples)
-		}
-	case "full":
-		mode = vram.Full
-	default:
-		writeError(w, r, badRequest("mode %s: use full or sampled", strconv.Quote(req.Mode)))
+	mode, err := verifyMode(w, r)
+	if err != nil {
+		writeError(w, r, err)
 		return
 	}
 	res, err := s.m.Verify(r.Context(), r.PathValue("id"), mode)
@@ -680,8 +694,36 @@ func (s *Server) verifyShard(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.verifyDuration.WithLabelValues(res.Mode).Observe(res.Duration.Seconds())
-	writeJSON(w, http.StatusOK, VerifyJSON{res.ShardID, res.Mode, res.ChunksChecked, res.Chunks, res.DetectionProbability,
-		float64(res.Duration) / float64(time.Millisecond)})
+	writeJSON(w, http.StatusOK, verifyJSON(res))
+}
+
+func verifyJSON(res vram.VerifyResult) VerifyJSON {
+	return VerifyJSON{res.ShardID, res.Mode, res.ChunksChecked, res.Chunks, res.DetectionProbability,
+		float64(res.Duration) / float64(time.Millisecond)}
+}
+
+// verifyMode reads the optional [VerifyRequest] body.
+func verifyMode(w http.ResponseWriter, r *http.Request) (vram.VerifyMode, error) {
+	var req VerifyRequest
+	if r.ContentLength != 0 {
+		if err := decodeJSON(w, r, &req); err != nil {
+			return vram.VerifyMode{}, err
+		}
+	}
+	switch req.Mode {
+	case "", "sampled":
+		if req.Samples < 0 {
+			return vram.VerifyMode{}, badRequest("samples must be positive")
+		}
+		if req.Samples > 0 {
+			return vram.Sampled(req.Samples), nil
+		}
+		return vram.Sampled(vram.DefaultSamples), nil
+	case "full":
+		return vram.Full, nil
+	default:
+		return vram.VerifyMode{}, badRequest("mode %s: use full or sampled", strconv.Quote(req.Mode))
+	}
 }
 
 // ResetRequest is the JSON body of POST /v1/reset.
