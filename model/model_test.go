@@ -381,6 +381,16 @@ func TestGGUFTensorMapNamesCorruptedTensor(t *testing.T) {
 		t.Errorf("tensors = %q, error %q: want %s named", ie.Tensors, err, tt.Name)
 	}
 	e.events(t)
+	var recorded string
+	err = audit.Query(context.Background(), e.dir, audit.Filter{}, audit.ReadOptions{}, func(r *audit.Record) error {
+		if f, ok := r.Field("tensors"); ok && r.Type == vram.EventVerificationFailed {
+			recorded = f.StringValue()
+		}
+		return nil
+	})
+	if err != nil || !strings.Contains(recorded, tt.Name) {
+		t.Errorf("seal_verification_failed tensors = %q (%v), want %s", recorded, err, tt.Name)
+	}
 }
 
 func TestSplitGGUF(t *testing.T) {

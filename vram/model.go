@@ -349,7 +349,7 @@ func (m *Manager) recordModel(ctx context.Context, req ModelRequest, infos []Sha
 		audit.String("shards", shards.String()),
 		audit.String("files", files.String()),
 		audit.String("provenance", provenanceMethod(p)),
-		audit.String("provenance_verified", strconv.FormatBool(p.Verified)),
+		audit.Bool("provenance_verified", p.Verified),
 		audit.String("key_fingerprint", p.KeyFingerprint),
 		audit.String("statement_digest", p.StatementDigest),
 		audit.String("signed_name", p.SignedName),

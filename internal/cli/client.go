@@ -49,6 +49,8 @@ type client struct {
 	base  *url.URL
 	token string
 	http  *http.Client
+	// header is sent with every request (set by a command before it calls).
+	header http.Header
 }
 
 func (f *clientFlags) client() (*client, error) {
@@ -103,6 +105,9 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 	if body != nil {
 		req.ContentLength = size
 		req.Header.Set("Content-Type", contentType)
+	}
+	for k, vs := range c.header {
+		req.Header[k] = vs
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)

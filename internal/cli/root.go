@@ -25,7 +25,7 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	// Each subcommand lives in its own file; add it here.
-	root.AddCommand(newDigestCmd(), newSealCmd(), newServeCmd(), newShardCmd(), newCapacityCmd(), newResetCmd(), newDevicesCmd(), newAuditCmd())
+	root.AddCommand(newDigestCmd(), newSealCmd(), newServeCmd(), newShardCmd(), newModelCmd(), newCapacityCmd(), newResetCmd(), newDevicesCmd(), newAuditCmd())
 	usageErrors(root)
 	jsonFlags(root)
 	return root

@@ -200,12 +200,28 @@ func newShardLsCmd() *cobra.Command {
 	return cmd
 }
 
+// verifyFlags are the flags of "shard verify" and "model verify".
+type verifyFlags struct {
+	cf      clientFlags
+	full    bool
+	samples int
+}
+
+func (v *verifyFlags) register(cmd *cobra.Command) {
+	v.cf.register(cmd)
+	cmd.Flags().BoolVar(&v.full, "full", false, "check every chunk")
+	cmd.Flags().IntVar(&v.samples, "samples", 0, "chunks to check per shard in sampled mode (default 16)")
+}
+
+func (v *verifyFlags) request() server.VerifyRequest {
+	if v.full {
+		return server.VerifyRequest{Mode: "full"}
+	}
+	return server.VerifyRequest{Mode: "sampled", Samples: v.samples}
+}
+
 func newShardVerifyCmd() *cobra.Command {
-	var (
-		cf      clientFlags
-		full    bool
-		samples int
-	)
+	var v verifyFlags
 	cmd := &cobra.Command{
 		Use:   "verify ID",
 		Short: "Re-verify a shard from device memory (the execute gate)",
@@ -219,13 +235,9 @@ failed (the worker is now stopped) or the worker was already stopped.`,
 			if err != nil {
 				return err
 			}
-			req := server.VerifyRequest{Mode: "sampled", Samples: samples}
-			if full {
-				req = server.VerifyRequest{Mode: "full"}
-			}
 			var res server.VerifyJSON
-			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
-				return c.postJSON(ctx, path, req, &res)
+			return v.cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
+				return c.postJSON(ctx, path, v.request(), &res)
 			}, func(w io.Writer) error {
 				_, err := fmt.Fprintf(w, "verified %s (%s): %d of %d chunks in %.3f ms; detects one changed chunk with p=%.4g\n",
 					res.ShardID, res.Mode, res.ChunksChecked, res.Chunks, res.DurationMS, res.DetectionProbability)
@@ -233,28 +245,32 @@ failed (the worker is now stopped) or the worker was already stopped.`,
 			})
 		},
 	}
-	cf.register(cmd)
-	cmd.Flags().BoolVar(&full, "full", false, "check every chunk")
-	cmd.Flags().IntVar(&samples, "samples", 0, "chunks to check in sampled mode (default 16)")
+	v.register(cmd)
 	return cmd
 }
 
 func newShardRmCmd() *cobra.Command {
+	cmd := newReleaseCmd("shard", shardPath, `Release frees a shard's VRAM. A shard that inference processes are attached
+to is not released (exit status 5): the error names them (pid, uid). With
+--force the shard leaves the list at once, every attached process is sent a
+stop, and the memory is freed when the last of them detaches.`)
+	cmd.Short, cmd.Aliases = "Release a shard's VRAM", []string{"release"}
+	return cmd
+}
+
+// newReleaseCmd is "shard rm" or "model rm": a DELETE of the ID's path,
+// with --force to revoke attachments.
+func newReleaseCmd(kind string, path func(id, suffix string) (string, error), long string) *cobra.Command {
 	var (
 		cf    clientFlags
 		force bool
 	)
 	cmd := &cobra.Command{
-		Use:     "rm ID",
-		Aliases: []string{"release"},
-		Short:   "Release a shard's VRAM",
-		Long: `Release frees a shard's VRAM. A shard that inference processes are attached
-to is not released (exit status 5): the error names them (pid, uid). With
---force the shard leaves the list at once, every attached process is sent a
-stop, and the memory is freed when the last of them detaches.`,
+		Use:  "rm ID",
+		Long: long,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := shardPath(args[0], "")
+			p, err := path(args[0], "")
 			if err != nil {
 				return err
 			}
@@ -263,14 +279,18 @@ stop, and the memory is freed when the last of them detaches.`,
 				q.Set("force", "true")
 			}
 			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
-				return c.do(ctx, http.MethodDelete, path, q, "", nil, 0, nil)
+				return c.do(ctx, http.MethodDelete, p, q, "", nil, 0, nil)
 			}, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "released %s\n", args[0])
+				what := "released "
+				if kind == "model" {
+					what += "model "
+				}
+				_, err := fmt.Fprintf(w, "%s%s\n", what, args[0])
 				return err
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&force, "force", false, "revoke the attachments of processes that hold the shard")
+	cmd.Flags().BoolVar(&force, "force", false, "revoke the attachments of processes that hold the "+kind)
 	cf.register(cmd)
 	return cmd
 }

@@ -21,6 +21,12 @@ import (
 // uploads capped at maxUpload, and returns its URL and a token file.
 func startDaemon(t *testing.T, capacity, maxUpload int64) (addr, tokenFile string) {
 	t.Helper()
+	return startDaemonWith(t, capacity, func(o *server.Options) { o.MaxUploadBytes = maxUpload })
+}
+
+// startDaemonWith is startDaemon with the server's options set by opt.
+func startDaemonWith(t *testing.T, capacity int64, opt func(*server.Options)) (addr, tokenFile string) {
+	t.Helper()
 	devs, err := sim.New(sim.Options{Devices: 1, Capacity: capacity})
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +40,9 @@ func startDaemon(t *testing.T, capacity, maxUpload int64) (addr, tokenFile strin
 		t.Fatal(err)
 	}
 	const token = "cli-test-token-0123456789"
-	s, err := server.New(server.Options{Manager: m, Token: token, MaxUploadBytes: maxUpload})
+	opts := server.Options{Manager: m, Token: token}
+	opt(&opts)
+	s, err := server.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
