@@ -27,12 +27,15 @@ const (
 
 // Format identifiers checked by [VerifyBundle].
 const (
-	mediaTypeV01  = "application/vnd.dev.sigstore.bundle+json;version=0.1"
-	mediaTypeV02  = "application/vnd.dev.sigstore.bundle+json;version=0.2"
-	mediaTypeV03  = "application/vnd.dev.sigstore.bundle.v0.3+json"
-	payloadType   = "application/vnd.in-toto+json"
-	statementType = "https://in-toto.io/Statement/v1"
-	predicateType = "https://model_signing/signature/v1.0"
+	mediaTypeV01 = "application/vnd.dev.sigstore.bundle+json;version=0.1"
+	mediaTypeV02 = "application/vnd.dev.sigstore.bundle+json;version=0.2"
+	// MediaTypeV03 is the Sigstore bundle version model_signing writes.
+	MediaTypeV03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
+	// PayloadType is the DSSE payload type of an in-toto statement.
+	PayloadType = "application/vnd.in-toto+json"
+	// StatementType and PredicateType identify a model-signing statement.
+	StatementType = "https://in-toto.io/Statement/v1"
+	PredicateType = "https://model_signing/signature/v1.0"
 	methodFiles   = "files"
 	hashSHA256    = "sha256"
 )
@@ -112,7 +115,7 @@ func VerifyBundle(bundle []byte, key *PublicKey) (*Statement, error) {
 		return nil, malformed("%v", err)
 	}
 	switch b.MediaType {
-	case mediaTypeV01, mediaTypeV02, mediaTypeV03:
+	case mediaTypeV01, mediaTypeV02, MediaTypeV03:
 	default:
 		return nil, malformed("media type %q is not a Sigstore bundle v0.1 to v0.3", printable(b.MediaType))
 	}
@@ -120,8 +123,8 @@ func VerifyBundle(bundle []byte, key *PublicKey) (*Statement, error) {
 	if env == nil {
 		return nil, malformed("no dsseEnvelope")
 	}
-	if env.PayloadType != payloadType {
-		return nil, malformed("payload type %q, want %q", printable(env.PayloadType), payloadType)
+	if env.PayloadType != PayloadType {
+		return nil, malformed("payload type %q, want %q", printable(env.PayloadType), PayloadType)
 	}
 	if env.Payload == nil {
 		return nil, malformed("no payload")
@@ -133,7 +136,7 @@ func VerifyBundle(bundle []byte, key *PublicKey) (*Statement, error) {
 	if len(env.Signatures) == 0 || len(env.Signatures) > maxSignatures {
 		return nil, malformed("%d signatures, want 1 to %d", len(env.Signatures), maxSignatures)
 	}
-	msg := pae(env.PayloadType, payload)
+	msg := PAE(env.PayloadType, payload)
 	ok := false
 	for i, s := range env.Signatures {
 		sig, err := decodeBase64(s.Sig)
@@ -156,10 +159,10 @@ func VerifyBundle(bundle []byte, key *PublicKey) (*Statement, error) {
 	return st, nil
 }
 
-// pae is the DSSE v1 pre-authentication encoding of a payload: "DSSEv1",
+// PAE is the DSSE v1 pre-authentication encoding of a payload: "DSSEv1",
 // then the length in decimal and the bytes of the payload type and of the
 // payload, all separated by single spaces.
-func pae(typ string, payload []byte) []byte {
+func PAE(typ string, payload []byte) []byte {
 	var b bytes.Buffer
 	b.WriteString("DSSEv1 ")
 	b.WriteString(strconv.Itoa(len(typ)))
@@ -205,11 +208,11 @@ func parseStatement(payload []byte) (*Statement, error) {
 	if err := strictUnmarshal(payload, &s); err != nil {
 		return nil, malformed("statement: %v", err)
 	}
-	if s.Type != statementType {
-		return nil, malformed("statement type %q, want %q", printable(s.Type), statementType)
+	if s.Type != StatementType {
+		return nil, malformed("statement type %q, want %q", printable(s.Type), StatementType)
 	}
-	if s.PredicateType != predicateType {
-		return nil, malformed("predicate type %q, want %q", printable(s.PredicateType), predicateType)
+	if s.PredicateType != PredicateType {
+		return nil, malformed("predicate type %q, want %q", printable(s.PredicateType), PredicateType)
 	}
 	if len(s.Subject) != 1 {
 		return nil, malformed("%d subjects, want 1", len(s.Subject))
@@ -258,15 +261,15 @@ func parseStatement(payload []byte) (*Statement, error) {
 	if _, ok := files[SingleFile]; ok && len(files) != 1 {
 		return nil, malformed("resource %q beside other resources", SingleFile)
 	}
-	if got := subjectDigest(files); got != subjDigest {
+	if got := SubjectDigest(files); got != subjDigest {
 		return nil, malformed("subject digest %x does not match the resources (%x)", subjDigest, got)
 	}
 	return &Statement{Name: subj.Name, Method: methodFiles, Files: files}, nil
 }
 
-// subjectDigest is model_signing's digest of a "files" manifest: SHA-256 of
+// SubjectDigest is model_signing's digest of a "files" manifest: SHA-256 of
 // the concatenated 32-byte file digests in byte order of their names.
-func subjectDigest(files Digests) [32]byte {
+func SubjectDigest(files Digests) [32]byte {
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)
