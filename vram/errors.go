@@ -34,6 +34,9 @@ var (
 	// be recorded and the audit log is fail-closed: the operation was
 	// refused (or undone). It is retryable once the log is repaired.
 	ErrAuditFailed = errors.New("vram: audit event not recorded")
+	// ErrNotStopped is returned by [Manager.Reset] of a running worker:
+	// nothing is reset and nothing is recorded.
+	ErrNotStopped = errors.New("vram: the worker is running: there is nothing to reset")
 	// ErrClosed is returned after [Manager.Close].
 	ErrClosed = errors.New("vram: manager closed")
 )

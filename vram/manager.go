@@ -366,13 +366,18 @@ func (m *Manager) stop(reason string) {
 }
 
 // Reset returns a stopped manager to Running. The reason is required: it
-// is what the operator did about the failure.
+// is what the operator did about the failure. A running manager is left
+// alone: Reset returns [ErrNotStopped] and records nothing. Quarantined
+// shards stay refused after a reset ([Manager.Quarantined] lists them).
 func (m *Manager) Reset(ctx context.Context, reason string) error {
 	start := time.Now()
 	if err := validateText("reset reason", reason, 1024, true); err != nil {
 		return m.rejected(ctx, start, "reset", m.opts.WorkerID, err)
 	}
 	was, why := m.State()
+	if was == Running {
+		return ErrNotStopped
+	}
 	m.mu.Lock()
 	gen := m.stops
 	m.mu.Unlock()
@@ -396,10 +401,29 @@ func (m *Manager) Reset(ctx context.Context, reason string) error {
 	m.stopReason = ""
 	m.laterFailures = 0
 	m.mu.Unlock()
+	quarantined := m.Quarantined()
 	m.narrate(ctx, slog.LevelWarn, ActionReset, m.opts.WorkerID, noDevice, time.Since(start), "", nil, func() string {
+		if len(quarantined) > 0 {
+			return fmt.Sprintf("Operator reset worker from %s to running; %d quarantined shard(s) stay refused", was, len(quarantined))
+		}
 		return fmt.Sprintf("Operator reset worker from %s to running", was)
-	}, narration.Str("reason", reason))
+	}, narration.Str("reason", reason), narration.Str("quarantined", strings.Join(quarantined, ",")))
 	return nil
+}
+
+// Quarantined returns, sorted, the IDs of the resident shards that failed
+// verification and refuse verify and attach until they are released.
+func (m *Manager) Quarantined() []string {
+	m.mu.Lock()
+	out := []string{}
+	for id, s := range m.shards {
+		if s.quarantined != "" {
+			out = append(out, id)
+		}
+	}
+	m.mu.Unlock()
+	sort.Strings(out)
+	return out
 }
 
 // gate returns an error when the manager is closed or stopped: the execute

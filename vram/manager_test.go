@@ -637,23 +637,50 @@ func (b *blockingAuditor) Append(ctx context.Context, e audit.Event) (audit.Rece
 
 func TestResetDoesNotHideConcurrentFailure(t *testing.T) {
 	ba := &blockingAuditor{entered: make(chan struct{}), release: make(chan struct{})}
-	m, devs := newTestManager(t, 1, 1<<20, func(o *Options) { o.Audit = ba })
-	sealBytes(t, m, "s", 0, randomBytes(11, 8*testChunk))
+	m, _ := newTestManager(t, 1, 1<<20, func(o *Options) { o.Audit = ba })
+	m.stop("the failure the operator dealt with")
 	done := make(chan error, 1)
 	go func() { done <- m.Reset(context.Background(), "routine reset") }()
 	<-ba.entered
-	// While the reset is being recorded, a verification finds corruption.
-	buf, _, _ := m.Buffer("s")
-	devs[0].FlipBits(buf, 5, 1)
-	if _, err := m.Verify(context.Background(), "s", Full); !errors.Is(err, ErrIntegrity) {
-		t.Fatalf("Verify = %v", err)
-	}
+	// While the reset is being recorded, another failure stops the worker.
+	m.stop("a new failure: chunk 0 changed")
 	close(ba.release)
 	if err := <-done; !errors.Is(err, ErrStopped) {
 		t.Errorf("Reset during a new failure = %v, want ErrStopped", err)
 	}
-	if st, reason := m.State(); st != Stopped || !strings.Contains(reason, "chunk 0") {
-		t.Errorf("State = %v %q, want stopped by the new failure", st, reason)
+	if st, reason := m.State(); st != Stopped || !strings.Contains(reason, "1 later failures") {
+		t.Errorf("State = %v %q, want still stopped, with the new failure counted", st, reason)
+	}
+}
+
+func TestResetOfRunningWorkerIsANoOp(t *testing.T) {
+	o := newObserved(t, audit.FailClosed, 1<<20)
+	before := len(o.records(t))
+	if err := o.m.Reset(context.Background(), "nothing happened"); !errors.Is(err, ErrNotStopped) {
+		t.Fatalf("Reset of a running worker = %v, want ErrNotStopped", err)
+	}
+	if after := len(o.records(t)); after != before {
+		t.Errorf("a no-op reset recorded %d audit events", after-before)
+	}
+}
+
+func TestResetNamesQuarantinedShards(t *testing.T) {
+	m, devs := newTestManager(t, 1, 1<<20)
+	sealBytes(t, m, "bad", 0, randomBytes(3, 4*testChunk))
+	sealBytes(t, m, "good", 0, randomBytes(4, 4*testChunk))
+	buf, _, _ := m.Buffer("bad")
+	devs[0].FlipBits(buf, 5, 1)
+	if _, err := m.Verify(context.Background(), "bad", Full); !errors.Is(err, ErrIntegrity) {
+		t.Fatalf("Verify = %v", err)
+	}
+	if err := m.Reset(context.Background(), "looked at it"); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Quarantined(); len(got) != 1 || got[0] != "bad" {
+		t.Errorf("Quarantined = %v, want [bad]", got)
+	}
+	if _, err := m.Verify(context.Background(), "good", Full); err != nil {
+		t.Errorf("the good shard after reset: %v", err)
 	}
 }
 

@@ -356,17 +356,27 @@ func newResetCmd() *cobra.Command {
 			if strings.TrimSpace(reason) == "" {
 				return &ExitError{Code: 2, Err: fmt.Errorf("--reason is required: say what was done about the failure")}
 			}
+			var res server.ResetJSON
 			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
-				return c.postJSON(ctx, "/v1/reset", server.ResetRequest{Reason: reason}, nil)
-			}, func(w io.Writer) error {
-				_, err := fmt.Fprintln(w, "worker reset: running")
-				return err
-			})
+				return c.postJSON(ctx, "/v1/reset", server.ResetRequest{Reason: reason}, &res)
+			}, func(w io.Writer) error { return printReset(w, res) })
 		},
 	}
 	cf.register(cmd)
 	cmd.Flags().StringVar(&reason, "reason", "", "what the operator did (required)")
 	return cmd
+}
+
+func printReset(w io.Writer, res server.ResetJSON) error {
+	if !res.Reset {
+		fmt.Fprintln(w, "the worker is already running: nothing was reset")
+	} else {
+		fmt.Fprintln(w, "worker reset: running")
+	}
+	if n := len(res.Quarantined); n > 0 {
+		fmt.Fprintf(w, "%d quarantined shard(s) stay refused until released (shard rm, then seal again): %s\n", n, strings.Join(res.Quarantined, ", "))
+	}
+	return nil
 }
 
 func newDevicesCmd() *cobra.Command {

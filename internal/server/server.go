@@ -741,11 +741,25 @@ func (s *Server) reset(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, badRequest("reason is empty: say what was done about the failure"))
 		return
 	}
-	if err := s.m.Reset(r.Context(), req.Reason); err != nil {
+	err := s.m.Reset(r.Context(), req.Reason)
+	switch {
+	case errors.Is(err, vram.ErrNotStopped):
+		writeJSON(w, http.StatusOK, ResetJSON{WorkerState: "running", Reset: false, Message: "the worker is running: there is nothing to reset", Quarantined: s.m.Quarantined()})
+	case err != nil:
 		writeError(w, r, err)
-		return
+	default:
+		writeJSON(w, http.StatusOK, ResetJSON{WorkerState: "running", Reset: true, Quarantined: s.m.Quarantined()})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"worker_state": "running"})
+}
+
+// ResetJSON answers POST /v1/reset. Reset is false when the worker was
+// already running (nothing was done or recorded). Quarantined lists the
+// shards that stay refused until they are released.
+type ResetJSON struct {
+	WorkerState string   `json:"worker_state"`
+	Reset       bool     `json:"reset"`
+	Message     string   `json:"message,omitempty"`
+	Quarantined []string `json:"quarantined"`
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
