@@ -30,7 +30,7 @@ func BenchmarkEmitJSON(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		n.Emit(ctx, narration.Event{
+		n.Emit(ctx, &narration.Event{
 			Time:          benchTime,
 			Level:         slog.LevelInfo,
 			Actor:         "vram-residency",
@@ -75,7 +75,7 @@ func BenchmarkEmitDisabled(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		n.Emit(ctx, narration.Event{
+		n.Emit(ctx, &narration.Event{
 			Time:          benchTime,
 			Level:         slog.LevelDebug,
 			Actor:         "vram-residency",
@@ -157,7 +157,7 @@ func benchEmitSlog(b *testing.B, h slog.Handler) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		n.Emit(ctx, narration.Event{
+		n.Emit(ctx, &narration.Event{
 			Time:          benchTime,
 			Level:         slog.LevelInfo,
 			Actor:         "vram-residency",

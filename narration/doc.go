@@ -10,11 +10,12 @@
 //
 // # Events
 //
-// An [Event] has a fixed schema and is passed by value. A [Narrator] filters
-// it by level and action before anything else happens ([Narrator.Enabled]),
-// then fills what the event leaves empty: the time from its clock, the actor
-// from its options, the correlation ID and the trace context from the
-// context. It scrubs secrets from the human sentence and the error text
+// An [Event] has a fixed schema and is handed to [Narrator.Emit] by pointer;
+// Emit neither changes nor keeps it. A [Narrator] filters it by level and
+// action before anything else happens ([Narrator.Enabled]), then fills what
+// the event leaves empty: the time from its clock, the actor from its
+// options, the correlation ID and the trace context from the context. It
+// scrubs secrets from the human sentence and the error text
 // ([Scrub]), cuts the human sentence to [MaxHumanRunes] runes, and hands the
 // event to each sink. No sink and no test capture ever sees the event
 // before scrubbing. A nil *Narrator discards everything.

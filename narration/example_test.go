@@ -17,7 +17,7 @@ func Example() {
 	})
 	ctx := narration.WithCorrelationID(context.Background(), "req-xyz")
 	if n.Enabled(slog.LevelInfo, "seal") {
-		n.Emit(ctx, narration.Event{
+		n.Emit(ctx, &narration.Event{
 			Level:    slog.LevelInfo,
 			Action:   "seal",
 			Target:   "shard-abc123",

@@ -149,11 +149,11 @@ func TestSlogSinkPassesContext(t *testing.T) {
 		narration.NewSlogSink(ctxHandler{slog.NewJSONHandler(&b, nil), &got}),
 	}})
 	ctx := context.WithValue(context.Background(), ctxKey{}, "v")
-	n.Emit(ctx, narration.Event{Action: "seal"})
+	n.Emit(ctx, &narration.Event{Action: "seal"})
 	if got == nil || got.Value(ctxKey{}) != "v" {
 		t.Errorf("handler got context %v, want the one given to Emit", got)
 	}
-	n.Emit(narration.WithCorrelationID(ctx, "r"), narration.Event{Level: slog.LevelDebug}) // disabled in handler
+	n.Emit(narration.WithCorrelationID(ctx, "r"), &narration.Event{Level: slog.LevelDebug}) // disabled in handler
 	if strings.Count(b.String(), "\n") != 1 {
 		t.Errorf("disabled level reached the handler:\n%s", b.String())
 	}
@@ -203,7 +203,7 @@ func (b *bridge) Handle(ctx context.Context, r slog.Record) error {
 		return true
 	})
 	copy(e.Attrs[:], attrs)
-	b.n.Emit(ctx, e)
+	b.n.Emit(ctx, &e)
 	return nil
 }
 

@@ -74,7 +74,7 @@ func (m *Manager) narrate(ctx context.Context, level slog.Level, action, target 
 		e.Error = err.Error()
 	}
 	copy(e.Attrs[:], attrs)
-	n.Emit(ctx, e)
+	n.Emit(ctx, &e)
 }
 
 // shortIDLen is the longest shard ID written whole into a human sentence.

@@ -39,10 +39,10 @@ func fails(t *testing.T, fn func(tb testing.TB)) string {
 func emitAll(n *narration.Narrator) {
 	a := narration.WithCorrelationID(context.Background(), "req-a")
 	b := narration.WithCorrelationID(context.Background(), "req-b")
-	n.Emit(a, narration.Event{Action: "seal", Target: "s1", WorkerID: "w0", Attrs: narration.Attrs{narration.Bytes("bytes", 1024)}})
-	n.Emit(b, narration.Event{Action: "seal", Target: "s2"})
-	n.Emit(a, narration.Event{Level: slog.LevelWarn, Action: "verify", Target: "s1"})
-	n.Emit(a, narration.Event{Action: "release", Target: "s1"})
+	n.Emit(a, &narration.Event{Action: "seal", Target: "s1", WorkerID: "w0", Attrs: narration.Attrs{narration.Bytes("bytes", 1024)}})
+	n.Emit(b, &narration.Event{Action: "seal", Target: "s2"})
+	n.Emit(a, &narration.Event{Level: slog.LevelWarn, Action: "verify", Target: "s1"})
+	n.Emit(a, &narration.Event{Action: "release", Target: "s1"})
 }
 
 func TestAssertionsPass(t *testing.T) {
@@ -119,7 +119,7 @@ func TestLeakThroughEveryPath(t *testing.T) {
 func TestCaptureIsRedacted(t *testing.T) {
 	t.Parallel()
 	rec, n := narrationtest.Capture(t)
-	n.Emit(context.Background(), narration.Event{Action: "add", Human: "Uses password=hunter2", Error: "Bearer abcdefghijklmnop"})
+	n.Emit(context.Background(), &narration.Event{Action: "add", Human: "Uses password=hunter2", Error: "Bearer abcdefghijklmnop"})
 	rec.RequireNoLeak("hunter2", "abcdefghijklmnop")
 }
 
@@ -127,7 +127,7 @@ func TestRecorderStopsAfterTest(t *testing.T) {
 	var rec *narrationtest.Recorder
 	var n *narration.Narrator
 	t.Run("inner", func(t *testing.T) { rec, n = narrationtest.Capture(t) })
-	n.Emit(context.Background(), narration.Event{Action: "late"})
+	n.Emit(context.Background(), &narration.Event{Action: "late"})
 	if got := len(rec.Events()); got != 0 {
 		t.Errorf("recorded %d events after the test ended, want 0", got)
 	}
