@@ -23,7 +23,7 @@ func goldenEvents() []narration.Event {
 	return []narration.Event{
 		{
 			Time: t0, Level: slog.LevelInfo, Actor: "vram-residency", Action: "seal", Target: "shard-abc123",
-			Human:         "Sealed model shard 'shard-abc123' in 1 MB VRAM on GPU 0 (2 ms)",
+			Human:         "Sealed model shard 'shard-abc123' in 1.0 MiB VRAM on GPU 0 (2ms)",
 			CorrelationID: "req-xyz", Duration: 2 * time.Millisecond, Device: narration.GPU(0, ""), WorkerID: "worker-gpu-0",
 		},
 		{

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/narration/narrationtest"
@@ -133,5 +134,33 @@ func TestRecorderStopsAfterTest(t *testing.T) {
 	}
 	if got := n.Stats().SinkErrors; got != 1 {
 		t.Errorf("Stats().SinkErrors = %d, want 1", got)
+	}
+}
+
+func TestField(t *testing.T) {
+	e := narration.Event{
+		Level: slog.LevelWarn, Duration: 850 * time.Microsecond, Device: narration.GPU(1, "GPU-x"),
+		Attrs: narration.Attrs{narration.Bytes("shard_bytes", 1<<26), narration.Dur("hash", 40*time.Millisecond),
+			narration.Bool("sampled", true), narration.Str("mode", "full")},
+	}
+	tests := []struct {
+		key, want string
+		ok        bool
+	}{
+		{"level", "WARN", true},
+		{"duration_ms", "0.85", true},
+		{"gpu", "1", true},
+		{"gpu_uuid", "GPU-x", true},
+		{"shard_bytes", "67108864", true},
+		{"hash", "40", true},
+		{"sampled", "true", true},
+		{"mode", "full", true},
+		{"device_index", "", false},
+		{"target", "", false},
+	}
+	for _, tt := range tests {
+		if got, ok := narrationtest.Field(e, tt.key); got != tt.want || ok != tt.ok {
+			t.Errorf("Field(%q) = %q, %v, want %q, %v", tt.key, got, ok, tt.want, tt.ok)
+		}
 	}
 }
