@@ -13,8 +13,9 @@ import (
 // ellipsis and counts the cut in [Stats.Truncations].
 const MaxHumanRunes = 100
 
-// Event is one narrated operation. It has a fixed schema and is passed by
-// value so that building one costs no allocation.
+// Event is one narrated operation. It has a fixed schema of plain values, so
+// that building one costs no allocation, and it is large (over 400 bytes), so
+// [Narrator.Emit] takes it by pointer; [Sink.Handle] gets a copy.
 //
 // Empty string fields, a zero Duration, an unset Device and attributes with an
 // empty key are left out of every output.
