@@ -57,5 +57,5 @@ func ExampleRecord_AppendText() {
 	}
 	fmt.Println(string(r.AppendText(nil)))
 	// Output:
-	// 2026-01-02T03:04:05.000Z info     shard_loaded seq=7 path="\x1b[2Jevil\u202etxt" size=1.0 GiB
+	// 2026-01-02T03:04:05.000Z info     shard_loaded seq=7 path="\x1b[2Jevil\u202etxt" size=1.0GiB
 }

@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/vramseal/vramseal/internal/units"
 )
 
 // FieldMatch selects records whose field Key has the text Value (see
@@ -290,19 +294,37 @@ func (r *Record) AppendText(dst []byte) []byte {
 		dst = append(dst, ' ')
 		dst = appendSafe(dst, f.Key)
 		dst = append(dst, '=')
-		switch f.kind {
-		case KindBytes:
-			dst = append(dst, humanBytes(f.num)...)
-		case KindDigest:
-			dst = append(dst, "sha256:"...)
-			dst = appendHex(dst, f.dig[:8])
-			dst = append(dst, "..."...)
-		default:
-			dst = appendSafe(dst, f.Text())
-		}
+		dst = f.AppendHuman(dst)
 	}
 	return dst
 }
+
+// AppendHuman appends f's value for people, in the formats that all of
+// vramseal's text output uses: a byte count in binary units with no space
+// ("1.5GiB"); an integer whose key ends in "_us", which holds microseconds
+// by the naming rule of vramseal's records, as a duration ("850µs",
+// "12.3ms", "1.52s"); a digest as its first 8 bytes
+// ("sha256:0123456789abcdef..."); anything else as [Field.Text], quoted
+// with Go escapes unless it is plain ASCII text, so that no control
+// character or escape sequence reaches a terminal and no tab or newline
+// splits a column. Filters and the JSON output use the exact values.
+func (f Field) AppendHuman(dst []byte) []byte {
+	switch {
+	case f.kind == KindBytes:
+		return units.AppendBytes(dst, f.num)
+	case f.kind == KindInt && strings.HasSuffix(f.Key, "_us") && -maxMicros <= f.num && f.num <= maxMicros:
+		return units.AppendDuration(dst, time.Duration(f.num)*time.Microsecond)
+	case f.kind == KindDigest:
+		dst = append(dst, "sha256:"...)
+		dst = appendHex(dst, f.dig[:8])
+		return append(dst, "..."...)
+	}
+	return appendSafe(dst, f.Text())
+}
+
+// maxMicros is the largest count of microseconds a [time.Duration] holds
+// (about 292 years); a larger "_us" field is written as a plain integer.
+const maxMicros = math.MaxInt64 / int64(time.Microsecond)
 
 // appendSafe appends s bare if it is non-empty plain ASCII text, else
 // quoted by strconv.Quote, which escapes every control, format (bidi) and
@@ -318,17 +340,4 @@ func appendSafe(dst []byte, s string) []byte {
 		return append(dst, s...)
 	}
 	return strconv.AppendQuote(dst, s)
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -89,7 +90,7 @@ func TestTailEscapes(t *testing.T) {
 			t.Errorf("rendering %q contains raw %q", s, bad)
 		}
 	}
-	for _, want := range []string{`\x1b[31mred`, `\u202e`, "size=3.0 GiB"} {
+	for _, want := range []string{`\x1b[31mred`, `\u202e`, "size=3.0GiB"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("rendering %q lacks %q", s, want)
 		}
@@ -404,4 +405,35 @@ func TestVerifyWhileWriting(t *testing.T) {
 	<-done
 	mustClose(t, l)
 	mustVerify(t, dir, vk)
+}
+
+func TestFieldAppendHuman(t *testing.T) {
+	var dig [32]byte
+	for i := range dig {
+		dig[i] = byte(i)
+	}
+	tests := []struct {
+		f    Field
+		want string
+	}{
+		{Bytes("size", 3<<29), "1.5GiB"},
+		{Bytes("size", 512), "512B"},
+		{Int("duration_us", 0), "0s"},
+		{Int("duration_us", 1), "1µs"},
+		{Int("duration_us", 850), "850µs"},
+		{Int("held_us", 1_520_000), "1.52s"},
+		{Int("held_us", 184_000_000), "3m04s"},
+		{Int("duration_us", math.MaxInt64), "9223372036854775807"}, // beyond a time.Duration
+		{Int("chunks", 850), "850"},
+		{Int("status", -1), "-1"},
+		{Bool("sampled", true), "true"},
+		{String("note", "two words\tx"), `"two words\tx"`},
+		{String("mode", "full"), "full"},
+		{Digest("digest", dig), "sha256:0001020304050607..."},
+	}
+	for _, tt := range tests {
+		if got := string(tt.f.AppendHuman(nil)); got != tt.want {
+			t.Errorf("%s.AppendHuman() = %q, want %q", tt.f.Key, got, tt.want)
+		}
+	}
 }

@@ -13,7 +13,7 @@ Feature: VRAM capacity
     And shard "too-big" is not resident
     And 12 MB of VRAM is in use on GPU 0
     And the audit log records a "vram_allocation_failed" event with shard_id "too-big" and reason "insufficient_vram"
-    And the "allocate_failed" narration says "VRAM allocation failed on GPU 0: requested 8 MB, only 4 MB available"
+    And the "allocate_failed" narration says "VRAM allocation failed on GPU 0: requested 8.0 MiB, only 4.0 MiB available"
     And shard "resident" verifies
 
   Scenario: A shard that exactly fills the remaining VRAM fits

@@ -262,7 +262,7 @@ var sizeTerm = regexp.MustCompile(`^(\d+)\s*(bytes?|KB|MB|GB)$`)
 
 // parseSize reads sizes such as "1MB", "16 MB", "1 byte", "16 MB + 1 byte"
 // or "16 MB - 1 byte". KB, MB and GB are binary (1 MB = 1,048,576 bytes),
-// as the manager's sentences use them.
+// as MiB is in the manager's sentences.
 func parseSize(s string) (int64, error) {
 	var total int64
 	for _, part := range splitTerms(s) {

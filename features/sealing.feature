@@ -19,7 +19,7 @@ Feature: Sealing model shards into GPU memory
     And 1 MB of VRAM is in use on GPU 0
     And the audit log records a "vram_allocated" event for shard "llama-7b-part-0"
     And the audit log records a "vram_sealed" event with shard_id "llama-7b-part-0" and model_ref "meta-llama/Llama-2-7b@main"
-    And the "seal" narration says "Sealed model shard 'llama-7b-part-0' in 1 MB VRAM on GPU 0"
+    And the "seal" narration says "Sealed model shard 'llama-7b-part-0' in 1.0 MiB VRAM on GPU 0"
 
   Scenario: A shard whose size is not a whole number of chunks keeps a short last chunk
     When I seal shard "odd-size" of model "example/model@main" with 1 MB + 1 byte of data on GPU 0

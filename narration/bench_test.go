@@ -18,7 +18,7 @@ import (
 // fields in the same run. TestBenchmarkRatios (with -bench-ratios) prints the
 // ratios the performance targets are stated in.
 
-const benchHuman = "Sealed model shard 'shard-abc123' in 1 MB VRAM on GPU 0 (2 ms)"
+const benchHuman = "Sealed model shard 'shard-abc123' in 1.0 MiB VRAM on GPU 0 (2ms)"
 
 var benchTime = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 
@@ -30,7 +30,7 @@ func BenchmarkEmitJSON(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		n.Emit(ctx, narration.Event{
+		n.Emit(ctx, &narration.Event{
 			Time:          benchTime,
 			Level:         slog.LevelInfo,
 			Actor:         "vram-residency",
@@ -59,7 +59,7 @@ func BenchmarkZerologJSON(b *testing.B) {
 			Str("human", benchHuman).
 			Str("correlation_id", "req-xyz").
 			Float64("duration_ms", 2).
-			Int("device_index", 0).
+			Int("gpu", 0).
 			Str("worker_id", "worker-gpu-0").
 			Msg("")
 	}
@@ -75,7 +75,7 @@ func BenchmarkEmitDisabled(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		n.Emit(ctx, narration.Event{
+		n.Emit(ctx, &narration.Event{
 			Time:          benchTime,
 			Level:         slog.LevelDebug,
 			Actor:         "vram-residency",
@@ -103,7 +103,7 @@ func BenchmarkZerologDisabled(b *testing.B) {
 			Str("human", benchHuman).
 			Str("correlation_id", "req-xyz").
 			Float64("duration_ms", 2).
-			Int("device_index", 0).
+			Int("gpu", 0).
 			Str("worker_id", "worker-gpu-0").
 			Msg("")
 	}
@@ -157,7 +157,7 @@ func benchEmitSlog(b *testing.B, h slog.Handler) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		n.Emit(ctx, narration.Event{
+		n.Emit(ctx, &narration.Event{
 			Time:          benchTime,
 			Level:         slog.LevelInfo,
 			Actor:         "vram-residency",
@@ -191,7 +191,7 @@ func benchSlogLogAttrs(b *testing.B, h slog.Handler) {
 			slog.String("target", "shard-abc123"),
 			slog.String("correlation_id", "req-xyz"),
 			slog.Duration("duration", 2*time.Millisecond),
-			slog.Int("device_index", 0),
+			slog.Int("gpu", 0),
 			slog.String("worker_id", "worker-gpu-0"),
 		)
 	}

@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/mattn/go-isatty"
+
+	"github.com/vramseal/vramseal/internal/units"
 )
 
 // ConsoleOptions configures a [ConsoleSink]. The zero value writes plain text.
@@ -114,14 +116,14 @@ func (s *ConsoleSink) Handle(_ context.Context, e Event) error {
 	b = appendKV(b, mark, "span_id", e.SpanID)
 	if e.Device.Set {
 		b = appendSep(b, mark)
-		b = append(b, "device=GPU"...)
+		b = append(b, "gpu="...)
 		b = strconv.AppendInt(b, int64(e.Device.Index), 10)
-		b = appendKV(b, mark, "device_uuid", e.Device.UUID)
+		b = appendKV(b, mark, "gpu_uuid", e.Device.UUID)
 	}
 	if e.Duration != 0 {
 		b = appendSep(b, mark)
-		b = append(b, "duration_ms="...)
-		b = appendMillis(b, e.Duration)
+		b = append(b, "duration="...)
+		b = units.AppendDuration(b, e.Duration)
 	}
 	b = appendKV(b, mark, "error_kind", e.ErrorKind)
 	b = appendKV(b, mark, "error", e.Error)

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
+
+	"github.com/vramseal/vramseal/internal/units"
 )
 
 // MaxHumanRunes is the longest human sentence, in runes, that a sink sees.
@@ -11,8 +13,9 @@ import (
 // ellipsis and counts the cut in [Stats.Truncations].
 const MaxHumanRunes = 100
 
-// Event is one narrated operation. It has a fixed schema and is passed by
-// value so that building one costs no allocation.
+// Event is one narrated operation. It has a fixed schema of plain values, so
+// that building one costs no allocation, and it is large (over 400 bytes), so
+// [Narrator.Emit] takes it by pointer; [Sink.Handle] gets a copy.
 //
 // Empty string fields, a zero Duration, an unset Device and attributes with an
 // empty key are left out of every output.
@@ -135,20 +138,24 @@ func (a Attr) Bool() bool { return a.num != 0 }
 // Duration returns the value of an attribute of kind [KindDuration].
 func (a Attr) Duration() time.Duration { return time.Duration(a.num) }
 
-// String formats the value as the console sink writes it: integers and byte
-// counts in decimal, durations in milliseconds, booleans as true or false.
+// String formats the value as the console sink writes it: integers in
+// decimal, byte counts in binary units with no space ("1.5GiB", see
+// [FormatBytes]), durations as [FormatDuration] writes them, booleans as
+// true or false.
 func (a Attr) String() string { return string(a.appendValue(nil)) }
 
 func (a Attr) appendValue(b []byte) []byte {
 	switch a.kind {
-	case KindInt, KindBytes:
+	case KindInt:
 		return strconv.AppendInt(b, int64(a.num), 10)
+	case KindBytes:
+		return units.AppendBytes(b, int64(a.num))
 	case KindString:
 		return append(b, a.str...)
 	case KindBool:
 		return strconv.AppendBool(b, a.num != 0)
 	case KindDuration:
-		return appendMillis(b, time.Duration(a.num))
+		return units.AppendDuration(b, time.Duration(a.num))
 	}
 	return b
 }
@@ -166,12 +173,6 @@ func (a Attr) Value() slog.Value {
 		return slog.DurationValue(time.Duration(a.num))
 	}
 	return slog.Value{}
-}
-
-// appendMillis appends d in milliseconds, with as many fraction digits as
-// needed and none for whole milliseconds ("2", "2.5").
-func appendMillis(b []byte, d time.Duration) []byte {
-	return strconv.AppendFloat(b, float64(d)/float64(time.Millisecond), 'f', -1, 64)
 }
 
 // levelString is slog.Level.String without its allocation for the four

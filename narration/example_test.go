@@ -17,11 +17,11 @@ func Example() {
 	})
 	ctx := narration.WithCorrelationID(context.Background(), "req-xyz")
 	if n.Enabled(slog.LevelInfo, "seal") {
-		n.Emit(ctx, narration.Event{
+		n.Emit(ctx, &narration.Event{
 			Level:    slog.LevelInfo,
 			Action:   "seal",
 			Target:   "shard-abc123",
-			Human:    "Sealed model shard 'shard-abc123' in 1 MB VRAM on GPU 0 (2 ms)",
+			Human:    "Sealed model shard 'shard-abc123' in 1.0 MiB VRAM on GPU 0 (2ms)",
 			Duration: 2 * time.Millisecond,
 			Device:   narration.GPU(0, ""),
 			WorkerID: "worker-gpu-0",
@@ -29,8 +29,8 @@ func Example() {
 	}
 	// Output:
 	// 2026-11-26T10:00:00Z INFO vram-residency seal shard-abc123
-	//   Sealed model shard 'shard-abc123' in 1 MB VRAM on GPU 0 (2 ms)
-	//   worker_id=worker-gpu-0 correlation_id=req-xyz device=GPU0 duration_ms=2
+	//   Sealed model shard 'shard-abc123' in 1.0 MiB VRAM on GPU 0 (2ms)
+	//   worker_id=worker-gpu-0 correlation_id=req-xyz gpu=0 duration=2ms
 }
 
 func ExampleScrub() {

@@ -66,8 +66,8 @@ func (s *JSONSink) handle(e *Event) error {
 		z = z.Float64("duration_ms", float64(e.Duration)/float64(time.Millisecond))
 	}
 	if e.Device.Set {
-		z = z.Int("device_index", e.Device.Index)
-		z = jsonStr(z, "device_uuid", e.Device.UUID)
+		z = z.Int("gpu", e.Device.Index)
+		z = jsonStr(z, "gpu_uuid", e.Device.UUID)
 	}
 	z = jsonStr(z, "worker_id", e.WorkerID)
 	z = jsonStr(z, "error_kind", e.ErrorKind)

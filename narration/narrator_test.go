@@ -25,7 +25,7 @@ func TestNilNarrator(t *testing.T) {
 	if n.Enabled(slog.LevelError, "seal") {
 		t.Errorf("nil Narrator: Enabled = true, want false")
 	}
-	n.Emit(context.Background(), narration.Event{Level: slog.LevelError, Action: "seal"})
+	n.Emit(context.Background(), &narration.Event{Level: slog.LevelError, Action: "seal"})
 	if got := n.Stats(); got != (narration.Stats{}) {
 		t.Errorf("nil Narrator: Stats() = %+v, want zero", got)
 	}
@@ -54,7 +54,7 @@ func TestFiltering(t *testing.T) {
 		if got := n.Enabled(tt.level, tt.action); got != tt.want {
 			t.Errorf("Enabled(%v, %q) = %v, want %v", tt.level, tt.action, got, tt.want)
 		}
-		n.Emit(context.Background(), narration.Event{Level: tt.level, Action: tt.action})
+		n.Emit(context.Background(), &narration.Event{Level: tt.level, Action: tt.action})
 	}
 	if got := len(rec.Events()); got != 2 {
 		t.Errorf("captured %d events, want 2", got)
@@ -85,11 +85,11 @@ func TestEmitCompletesEvent(t *testing.T) {
 	tc := narration.TraceContext{TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", SpanID: "00f067aa0ba902b7", Sampled: true}
 	ctx := narration.WithTrace(narration.WithCorrelationID(context.Background(), "req-xyz"), tc)
 
-	n.Emit(ctx, narration.Event{Action: "seal", Target: "shard-1"})
-	n.Emit(ctx, narration.Event{Action: "verify", Actor: "cli", CorrelationID: "own", TraceID: "t", SpanID: "s",
+	n.Emit(ctx, &narration.Event{Action: "seal", Target: "shard-1"})
+	n.Emit(ctx, &narration.Event{Action: "verify", Actor: "cli", CorrelationID: "own", TraceID: "t", SpanID: "s",
 		Time: t0.Add(time.Second)})
 	//lint:ignore SA1012 a nil context must be tolerated
-	n.Emit(nil, narration.Event{Action: "release"})
+	n.Emit(nil, &narration.Event{Action: "release"})
 
 	got := rec.Events()
 	want := []narration.Event{
@@ -103,6 +103,23 @@ func TestEmitCompletesEvent(t *testing.T) {
 	}
 	if s := n.Stats(); s.Emitted != 3 {
 		t.Errorf("Stats().Emitted = %d, want 3", s.Emitted)
+	}
+}
+
+// TestEmitLeavesEventAlone checks that Emit completes and scrubs a copy:
+// the caller's event is unchanged and can be emitted again.
+func TestEmitLeavesEventAlone(t *testing.T) {
+	rec, n := narrationtest.CaptureOptions(t, narration.Options{Clock: fixedClock, Actor: "vram-residency"})
+	e := narration.Event{Action: "add", Human: "Uses password=hunter2"}
+	want := e
+	n.Emit(narration.WithCorrelationID(context.Background(), "req-1"), &e)
+	if diff := cmp.Diff(want, e, cmp.AllowUnexported(narration.Attr{})); diff != "" {
+		t.Errorf("event after Emit (-before +after):\n%s", diff)
+	}
+	n.Emit(context.Background(), nil)
+	got := rec.Events()
+	if len(got) != 1 || got[0].Actor != "vram-residency" || got[0].CorrelationID != "req-1" || got[0].Human == e.Human {
+		t.Errorf("captured %+v, want one completed and scrubbed event", got)
 	}
 }
 
@@ -121,7 +138,7 @@ func TestTruncation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec, n := narrationtest.Capture(t)
-			n.Emit(context.Background(), narration.Event{Human: tt.human})
+			n.Emit(context.Background(), &narration.Event{Human: tt.human})
 			got := rec.RequireOne(narrationtest.Match{}).Human
 			if got != tt.want {
 				t.Errorf("Emit(Human: %q): Human = %q, want %q", tt.human, got, tt.want)
@@ -138,7 +155,7 @@ func TestTruncation(t *testing.T) {
 
 func TestEmitRedacts(t *testing.T) {
 	rec, n := narrationtest.Capture(t)
-	n.Emit(context.Background(), narration.Event{
+	n.Emit(context.Background(), &narration.Event{
 		Action: "add",
 		Human:  "Adds shard from https://bob:hunter2@models.example/x with token=abc%2Fdef",
 		Error:  `fetch: 401 {"api_key":"sk-live-123"} Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig`,
@@ -168,7 +185,7 @@ func TestSinkErrorsAreCounted(t *testing.T) {
 	n := narration.New(narration.Options{Sinks: []narration.Sink{
 		failSink{}, narration.NewJSONSink(failWriter{}), narration.NewConsoleSink(failWriter{}, narration.ConsoleOptions{}), rec,
 	}})
-	n.Emit(context.Background(), narration.Event{Level: slog.LevelError, Action: "seal"})
+	n.Emit(context.Background(), &narration.Event{Level: slog.LevelError, Action: "seal"})
 	if got := n.Stats().SinkErrors; got != 3 {
 		t.Errorf("Stats().SinkErrors = %d, want 3", got)
 	}
@@ -191,7 +208,7 @@ func TestConcurrentEmit(t *testing.T) {
 		wg.Go(func() {
 			ctx := narration.WithCorrelationID(context.Background(), narration.NewCorrelationID())
 			for i := range each {
-				n.Emit(ctx, narration.Event{Action: "verify", Human: "Verifies token=x", Attrs: narration.Attrs{narration.Int("i", int64(i)), narration.Int("w", int64(w))}})
+				n.Emit(ctx, &narration.Event{Action: "verify", Human: "Verifies token=x", Attrs: narration.Attrs{narration.Int("i", int64(i)), narration.Int("w", int64(w))}})
 			}
 		})
 	}

@@ -23,7 +23,7 @@ func goldenEvents() []narration.Event {
 	return []narration.Event{
 		{
 			Time: t0, Level: slog.LevelInfo, Actor: "vram-residency", Action: "seal", Target: "shard-abc123",
-			Human:         "Sealed model shard 'shard-abc123' in 1 MB VRAM on GPU 0 (2 ms)",
+			Human:         "Sealed model shard 'shard-abc123' in 1.0 MiB VRAM on GPU 0 (2ms)",
 			CorrelationID: "req-xyz", Duration: 2 * time.Millisecond, Device: narration.GPU(0, ""), WorkerID: "worker-gpu-0",
 		},
 		{
@@ -149,11 +149,11 @@ func TestSlogSinkPassesContext(t *testing.T) {
 		narration.NewSlogSink(ctxHandler{slog.NewJSONHandler(&b, nil), &got}),
 	}})
 	ctx := context.WithValue(context.Background(), ctxKey{}, "v")
-	n.Emit(ctx, narration.Event{Action: "seal"})
+	n.Emit(ctx, &narration.Event{Action: "seal"})
 	if got == nil || got.Value(ctxKey{}) != "v" {
 		t.Errorf("handler got context %v, want the one given to Emit", got)
 	}
-	n.Emit(narration.WithCorrelationID(ctx, "r"), narration.Event{Level: slog.LevelDebug}) // disabled in handler
+	n.Emit(narration.WithCorrelationID(ctx, "r"), &narration.Event{Level: slog.LevelDebug}) // disabled in handler
 	if strings.Count(b.String(), "\n") != 1 {
 		t.Errorf("disabled level reached the handler:\n%s", b.String())
 	}
@@ -203,7 +203,7 @@ func (b *bridge) Handle(ctx context.Context, r slog.Record) error {
 		return true
 	})
 	copy(e.Attrs[:], attrs)
-	b.n.Emit(ctx, e)
+	b.n.Emit(ctx, &e)
 	return nil
 }
 

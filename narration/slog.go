@@ -42,8 +42,8 @@ func (s SlogSink) Handle(ctx context.Context, e Event) error {
 		as = append(as, slog.Duration("duration", e.Duration))
 	}
 	if e.Device.Set {
-		as = append(as, slog.Int("device_index", e.Device.Index))
-		as = slogStr(as, "device_uuid", e.Device.UUID)
+		as = append(as, slog.Int("gpu", e.Device.Index))
+		as = slogStr(as, "gpu_uuid", e.Device.UUID)
 	}
 	as = slogStr(as, "worker_id", e.WorkerID)
 	as = slogStr(as, "error_kind", e.ErrorKind)

@@ -240,7 +240,7 @@ func (m *Manager) Attach(ctx context.Context, id string, h Holder) (*Lease, gpu.
 		return nil, gpu.Share{}, err
 	}
 	m.narrate(ctx, slog.LevelInfo, ActionAttach, id, s.dev.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("Attached shard '%s' read-only to pid %d (uid %d), %s of VRAM on GPU %d", short(id), h.PID, h.UID, mb(s.seal.Size), s.dev.index)
+		return fmt.Sprintf("Attached shard '%s' read-only to pid %d (uid %d), %s of VRAM on GPU %d", short(id), h.PID, h.UID, narration.FormatBytes(s.seal.Size), s.dev.index)
 	}, narration.Str("lease_id", lid), narration.Int("pid", int64(h.PID)), narration.Int("uid", int64(h.UID)),
 		narration.Str("access", "read"), narration.Str("share_kind", share.Kind))
 	return l, share, nil
@@ -291,7 +291,7 @@ func (l *Lease) Detach(ctx context.Context, reason string) error {
 	)
 	err := m.record(ctx, audit.Event{Type: EventDetached, Severity: audit.SeverityMedium, Fields: fields})
 	m.narrate(ctx, slog.LevelInfo, ActionDetach, s.seal.ShardID, s.dev.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("Detached shard '%s' from pid %d (%s) after %s", short(s.seal.ShardID), l.holder.PID, strings.ReplaceAll(reason, "_", " "), ms(held))
+		return fmt.Sprintf("Detached shard '%s' from pid %d (%s) after %s", short(s.seal.ShardID), l.holder.PID, strings.ReplaceAll(reason, "_", " "), narration.FormatDuration(held))
 	}, narration.Str("lease_id", l.id), narration.Int("pid", int64(l.holder.PID)), narration.Str("reason", reason))
 	if last {
 		m.freeRevoked(ctx, s)
@@ -432,7 +432,7 @@ func (m *Manager) revoke(ctx context.Context, s *shard, holders []LeaseInfo, sta
 	m.notify(StopNotice{ShardID: id, Reason: StopRevoked, Leases: ids,
 		Message: fmt.Sprintf("shard %q was released by an operator; stop using its memory and detach", id)})
 	m.narrate(ctx, slog.LevelWarn, ActionRevoke, id, s.dev.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("Revoked shard '%s' from %d attached process(es); %s stays allocated until they detach", short(id), len(holders), mb(s.seal.Size))
+		return fmt.Sprintf("Revoked shard '%s' from %d attached process(es); %s stays allocated until they detach", short(id), len(holders), narration.FormatBytes(s.seal.Size))
 	}, narration.Int("leases", int64(len(holders))))
 	return err
 }

@@ -41,7 +41,7 @@ func (m *Manager) Capacity(ctx context.Context, device int) (Capacity, error) {
 		return Capacity{}, err
 	}
 	m.narrate(ctx, slog.LevelDebug, ActionCapacityQuery, fmt.Sprintf("GPU%d", device), d.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("GPU %d has %s VRAM available: %s free of %s, %s sealed", device, mb(c.AvailableBytes), mb(c.FreeBytes), mb(c.TotalBytes), mb(c.UsedBytes))
+		return fmt.Sprintf("GPU %d has %s VRAM available: %s free of %s, %s sealed", device, narration.FormatBytes(c.AvailableBytes), narration.FormatBytes(c.FreeBytes), narration.FormatBytes(c.TotalBytes), narration.FormatBytes(c.UsedBytes))
 	}, narration.Bytes("available_bytes", c.AvailableBytes), narration.Bytes("used_bytes", c.UsedBytes))
 	return c, nil
 }

@@ -260,11 +260,11 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		m.devices = append(m.devices, &deviceState{index: i, dev: d, info: info})
 		total += info.TotalBytes
 		m.narrate(ctx, slog.LevelInfo, ActionDeviceInit, fmt.Sprintf("GPU%d", i), info, time.Since(t0), "", nil, func() string {
-			return fmt.Sprintf("Initialized GPU %d (%s) with %s VRAM via the %s driver", i, info.Name, mb(clampInt64(info.TotalBytes)), info.Driver)
+			return fmt.Sprintf("Initialized GPU %d (%s) with %s VRAM via the %s driver", i, info.Name, narration.FormatBytes(clampInt64(info.TotalBytes)), info.Driver)
 		}, narration.Str("driver", info.Driver), narration.Bytes("vram_bytes", clampInt64(info.TotalBytes)))
 	}
 	m.narrate(ctx, slog.LevelInfo, ActionInit, opts.WorkerID, noDevice, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("Started VRAM residency manager with %d GPU(s) and %s total VRAM", len(m.devices), mb(clampInt64(total)))
+		return fmt.Sprintf("Started VRAM residency manager with %d GPU(s) and %s total VRAM", len(m.devices), narration.FormatBytes(clampInt64(total)))
 	}, narration.Int("devices", int64(len(m.devices))), narration.Bytes("total_vram_bytes", clampInt64(total)), narration.Str("key_id", m.key.ID()))
 	return m, nil
 }
@@ -586,7 +586,7 @@ func (m *Manager) freeBuffer(ctx context.Context, d *deviceState, id string, buf
 		audit.String("reason", reason),
 	}})
 	m.narrate(ctx, slog.LevelInfo, ActionDeallocate, id, d.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("Released shard '%s': freed %s VRAM on GPU %d", short(id), mb(size), d.index)
+		return fmt.Sprintf("Released shard '%s': freed %s VRAM on GPU %d", short(id), narration.FormatBytes(size), d.index)
 	}, narration.Bytes("freed_bytes", size), narration.Bytes("remaining_used", remaining), narration.Str("reason", reason))
 	// The memory is free whatever the audit log says; report a fail-closed
 	// failure so the caller knows the record is missing.

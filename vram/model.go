@@ -310,7 +310,7 @@ func (m *Manager) SealModel(ctx context.Context, req ModelRequest) (ModelInfo, e
 	dur := time.Since(start)
 	m.narrate(ctx, slog.LevelInfo, ActionModelSeal, req.ID, noDevice, dur, "", nil, func() string {
 		return fmt.Sprintf("Sealed model '%s': %d shards, %s VRAM on %s (%s; provenance: %s)",
-			req.ID, len(ids), mb(mi.SizeBytes()), gpuList(devs), ms(dur), provenanceText(req.Provenance))
+			req.ID, len(ids), narration.FormatBytes(mi.SizeBytes()), gpuList(devs), narration.FormatDuration(dur), provenanceText(req.Provenance))
 	}, narration.Int("shards", int64(len(ids))), narration.Bytes("vram_bytes", mi.SizeBytes()),
 		narration.Str("provenance", req.Provenance.Method), narration.Str("key_fingerprint", req.Provenance.KeyFingerprint))
 	return mi, nil

@@ -2,7 +2,6 @@ package vram
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -36,26 +35,6 @@ const (
 // Actor is the narration actor of the residency manager.
 const Actor = "vram-residency"
 
-// mb renders bytes as whole mebibytes for human sentences ("1024 MB"),
-// or in KB below 1 MiB so small shards do not read "0 MB".
-func mb(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%d MB", n>>20)
-	case n >= 1<<10:
-		return fmt.Sprintf("%d KB", n>>10)
-	default:
-		return fmt.Sprintf("%d bytes", n)
-	}
-}
-
-func ms(d time.Duration) string {
-	if d < time.Millisecond {
-		return fmt.Sprintf("%d us", d.Microseconds())
-	}
-	return fmt.Sprintf("%d ms", d.Milliseconds())
-}
-
 // narrate emits one event when the narrator wants it. Sentences are built
 // only for enabled events.
 func (m *Manager) narrate(ctx context.Context, level slog.Level, action, target string, dev gpu.Info, dur time.Duration, errKind string, err error, human func() string, attrs ...narration.Attr) {
@@ -74,7 +53,7 @@ func (m *Manager) narrate(ctx context.Context, level slog.Level, action, target 
 		e.Error = err.Error()
 	}
 	copy(e.Attrs[:], attrs)
-	n.Emit(ctx, e)
+	n.Emit(ctx, &e)
 }
 
 // shortIDLen is the longest shard ID written whole into a human sentence.

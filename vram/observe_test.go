@@ -131,7 +131,7 @@ func withCorrelation(id string) context.Context {
 
 func TestObservabilityStartup(t *testing.T) {
 	o := newObserved(t, audit.FailClosed, 1<<20)
-	o.rec.RequireOne(narrationtest.Match{Action: ActionDeviceInit, Target: "GPU0", Fields: map[string]string{"driver": "sim", "device_index": "0"}})
+	o.rec.RequireOne(narrationtest.Match{Action: ActionDeviceInit, Target: "GPU0", Fields: map[string]string{"driver": "sim", "gpu": "0"}})
 	o.rec.RequireOne(narrationtest.Match{Action: ActionInit, Fields: map[string]string{"devices": "1", "total_vram_bytes": "1048576"}})
 	if recs := o.records(t); len(recs) != 0 {
 		t.Errorf("start-up wrote %d audit records, want none", len(recs))
@@ -226,7 +226,7 @@ func TestObservabilityAllocationFailure(t *testing.T) {
 		t.Errorf("vram_allocation_failed fields = %v", r.Fields)
 	}
 	e := o.rec.ByCorrelationID(cid).RequireOne(narrationtest.Match{Action: ActionAllocateFailed, Target: "big"})
-	if want := "VRAM allocation failed on GPU 0: requested 128 KB, only 64 KB available"; e.Human != want {
+	if want := "VRAM allocation failed on GPU 0: requested 128.0 KiB, only 64.0 KiB available"; e.Human != want {
 		t.Errorf("human = %q, want %q", e.Human, want)
 	}
 	o.rec.RequireNone(narrationtest.Match{Action: ActionSeal})

@@ -110,7 +110,7 @@ func (m *Manager) Scrub(ctx context.Context, opts ScrubOptions) error {
 		m.scrub.lastPass.Store(time.Now().UnixNano())
 		dur := time.Since(start)
 		m.narrate(ctx, slog.LevelInfo, ActionScrub, m.opts.WorkerID, noDevice, dur, "", nil, func() string {
-			return fmt.Sprintf("Scrubbed %d shard(s), %s of VRAM: every chunk matches its seal (%s)", shards, mb(bytes), ms(dur))
+			return fmt.Sprintf("Scrubbed %d shard(s), %s of VRAM: every chunk matches its seal (%s)", shards, narration.FormatBytes(bytes), narration.FormatDuration(dur))
 		}, narration.Int("shards", shards), narration.Bytes("scrubbed_bytes", bytes))
 		if err := m.sleep(ctx, opts.Interval); err != nil {
 			return err

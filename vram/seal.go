@@ -131,7 +131,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 		return ShardInfo{}, err
 	}
 	m.narrate(ctx, slog.LevelDebug, ActionDigest, id, d.info, time.Since(t0), "", nil, func() string {
-		return fmt.Sprintf("Computed SHA-256 digest and %d chunk hashes of shard '%s' (%s)", len(leaves), short(id), mb(req.Size))
+		return fmt.Sprintf("Computed SHA-256 digest and %d chunk hashes of shard '%s' (%s)", len(leaves), short(id), narration.FormatBytes(req.Size))
 	}, narration.Str("digest", digest.String()), narration.Int("chunks", int64(len(leaves))))
 	// The stored tree for sampled verification is built in the background,
 	// overlapping the root, the signature and the audit fsync below.
@@ -189,7 +189,7 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	committed = true
 	m.mu.Unlock()
 	m.narrate(ctx, slog.LevelInfo, ActionSeal, id, d.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("Sealed model shard '%s' in %s VRAM on GPU %d (%s)", short(id), mb(s.Size), d.index, ms(time.Since(start)))
+		return fmt.Sprintf("Sealed model shard '%s' in %s VRAM on GPU %d (%s)", short(id), narration.FormatBytes(s.Size), d.index, narration.FormatDuration(time.Since(start)))
 	}, narration.Str("model_ref", s.ModelRef), narration.Bytes("vram_bytes", s.Size), narration.Str("digest", s.Digest.String()))
 	return sh.info(), nil
 }
@@ -340,7 +340,7 @@ func (m *Manager) allocate(ctx context.Context, d *deviceState, id string, size 
 		return nil, err
 	}
 	m.narrate(ctx, slog.LevelInfo, ActionAllocate, id, d.info, time.Since(start), "", nil, func() string {
-		return fmt.Sprintf("Allocated %s VRAM on GPU %d for shard '%s' (%s left)", mb(size), d.index, short(id), mb(avail-size))
+		return fmt.Sprintf("Allocated %s VRAM on GPU %d for shard '%s' (%s left)", narration.FormatBytes(size), d.index, short(id), narration.FormatBytes(avail-size))
 	}, narration.Bytes("requested_bytes", size), narration.Bytes("available_bytes", avail-size))
 	return buf, nil
 }
@@ -377,7 +377,7 @@ func (m *Manager) allocationFailed(ctx context.Context, start time.Time, d *devi
 		err = errors.Join(err, rerr)
 	}
 	m.narrate(ctx, slog.LevelWarn, ActionAllocateFailed, id, d.info, time.Since(start), reason, err, func() string {
-		return fmt.Sprintf("VRAM allocation failed on GPU %d: requested %s, only %s available", d.index, mb(size), mb(avail))
+		return fmt.Sprintf("VRAM allocation failed on GPU %d: requested %s, only %s available", d.index, narration.FormatBytes(size), narration.FormatBytes(avail))
 	}, narration.Bytes("requested_bytes", size), narration.Bytes("available_bytes", avail))
 	return err
 }

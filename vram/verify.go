@@ -114,7 +114,7 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 		return VerifyResult{}, err
 	}
 	m.narrate(ctx, slog.LevelInfo, ActionVerify, id, s.dev.info, res.Duration, "", nil, func() string {
-		return fmt.Sprintf("Verified shard '%s' on GPU %d: %d of %d chunks match (%s)", short(id), s.dev.index, res.ChunksChecked, res.Chunks, ms(res.Duration))
+		return fmt.Sprintf("Verified shard '%s' on GPU %d: %d of %d chunks match (%s)", short(id), s.dev.index, res.ChunksChecked, res.Chunks, narration.FormatDuration(res.Duration))
 	}, narration.Str("mode", res.Mode), narration.Int("chunks_checked", res.ChunksChecked))
 	return res, nil
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -319,9 +318,11 @@ run audit verify for that.`,
 // tableRow renders r as one row of the query table, each cell holding
 // exactly its value: time, severity, type, sequence number, correlation ID
 // (empty if none), then the worker and the fields as space-separated
-// key=value pairs. Every string goes through appendCell, so no cell holds a
-// space, tab, newline or any other character that would move the columns
-// or that a terminal would interpret.
+// key=value pairs, the values as [audit.Field.AppendHuman] writes them
+// (sizes and "_us" durations in units). Every string goes through
+// appendCell or AppendHuman, which quote alike, so no cell holds a tab,
+// newline or any other character that would move the columns or that a
+// terminal would interpret.
 func tableRow(dst []byte, r *audit.Record) []byte {
 	dst = r.Time.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
 	dst = append(dst, '\t')
@@ -346,18 +347,7 @@ func tableRow(dst []byte, r *audit.Record) []byte {
 		sep = " "
 		dst = appendCell(dst, f.Key)
 		dst = append(dst, '=')
-		switch f.Kind() {
-		case audit.KindBytes:
-			// "1.5GiB", not "1.5 GiB": no space inside a value.
-			dst = append(dst, strings.ReplaceAll(FormatBytes(f.Int64()), " ", "")...)
-		case audit.KindDigest:
-			d := f.DigestValue()
-			dst = append(dst, "sha256:"...)
-			dst = hex.AppendEncode(dst, d[:8])
-			dst = append(dst, "..."...)
-		default:
-			dst = appendCell(dst, f.Text())
-		}
+		dst = f.AppendHuman(dst)
 	}
 	return append(dst, '\n')
 }

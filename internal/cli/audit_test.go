@@ -341,7 +341,7 @@ func TestAuditQueryTable(t *testing.T) {
 		{Type: "shard_sealed", Severity: audit.SeverityCritical, CorrelationID: "req 1\t\x1b[31mred",
 			Fields: []audit.Field{audit.String("note", "two words\tand\x1b[2Jclear"), audit.Bytes("size", 3<<29), audit.Int("n", 7)}},
 		{Type: "shard_released", Severity: audit.SeverityInfo, CorrelationID: "b",
-			Fields: []audit.Field{audit.String("note", ""), audit.String("shard_id", "llama-tp0")}},
+			Fields: []audit.Field{audit.String("note", ""), audit.String("shard_id", "llama-tp0"), audit.Int("duration_us", 850)}},
 		{Type: "shard_sealed", Severity: audit.SeverityHigh},
 	}
 	for _, e := range events {
@@ -364,7 +364,7 @@ func TestAuditQueryTable(t *testing.T) {
 	}
 	want := [][]string{
 		{times[0], "critical", "shard_sealed", seqs[0], `"req 1\t\x1b[31mred"`, `note="two words\tand\x1b[2Jclear" size=1.5GiB n=7`},
-		{times[1], "info", "shard_released", seqs[1], "b", `note="" shard_id=llama-tp0`},
+		{times[1], "info", "shard_released", seqs[1], "b", `note="" shard_id=llama-tp0 duration_us=850µs`},
 		{times[2], "high", "shard_sealed", seqs[2], "", ""},
 	}
 

@@ -5,14 +5,14 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/vramseal/vramseal/narration"
+	"github.com/vramseal/vramseal/internal/units"
 )
 
 // ByteSize is a flag value that accepts plain byte counts and binary or
 // decimal units: 65536, 64KiB, 1MiB, 8GiB, 1GB.
 type ByteSize int64
 
-var units = []struct {
+var sizeSuffixes = []struct {
 	suffix string
 	mult   int64
 }{
@@ -25,7 +25,7 @@ var units = []struct {
 func ParseByteSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	mult := int64(1)
-	for _, u := range units {
+	for _, u := range sizeSuffixes {
 		if strings.HasSuffix(t, u.suffix) {
 			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
 			break
@@ -56,5 +56,6 @@ func (b *ByteSize) Set(s string) error {
 // Type names the flag type in help output.
 func (b *ByteSize) Type() string { return "bytes" }
 
-// FormatBytes renders a byte count with a binary unit, e.g. "1.5 GiB".
-func FormatBytes(n int64) string { return narration.FormatBytes(n) }
+// FormatBytes renders a byte count with a binary unit, e.g. "1.5 GiB"
+// (see [units.FormatBytes]).
+func FormatBytes(n int64) string { return units.FormatBytes(n) }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/vramseal/vramseal/internal/server"
+	"github.com/vramseal/vramseal/internal/units"
 	"github.com/vramseal/vramseal/provenance"
 	"github.com/vramseal/vramseal/vram"
 )
@@ -270,8 +271,8 @@ touch (exit status 4; the worker is then stopped).`,
 					checked += s.ChunksChecked
 					chunks += s.Chunks
 				}
-				_, err := fmt.Fprintf(w, "verified model %s (%s): %d shards, %d of %d chunks in %.3f ms\n",
-					res.ModelID, res.Mode, len(res.Shards), checked, chunks, res.DurationMS)
+				_, err := fmt.Fprintf(w, "verified model %s (%s): %d shards, %d of %d chunks in %s\n",
+					res.ModelID, res.Mode, len(res.Shards), checked, chunks, units.FormatDuration(msDuration(res.DurationMS)))
 				return err
 			})
 		},

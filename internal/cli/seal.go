@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/vramseal/vramseal/gpu"
+	"github.com/vramseal/vramseal/internal/units"
 	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/seal"
 	"github.com/vramseal/vramseal/vram"
@@ -148,7 +149,7 @@ func printSealed(w io.Writer, asJSON bool, sh vram.ShardInfo, checks []vram.Veri
 	fmt.Fprintf(tw, "worker\t%s\n", s.WorkerID)
 	for _, c := range checks {
 		fmt.Fprintf(tw, "verify %s\tok: %d chunks in %s (detects one bad chunk with p=%.4g)\n",
-			c.Mode, c.ChunksChecked, c.Duration.Round(time.Microsecond), c.DetectionProbability)
+			c.Mode, c.ChunksChecked, units.FormatDuration(c.Duration), c.DetectionProbability)
 	}
 	return tw.Flush()
 }

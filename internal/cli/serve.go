@@ -480,7 +480,7 @@ func openDevices(ctx context.Context, cfg serveConfig, n *narration.Narrator) ([
 			return nil, nil, "", err
 		}
 		if why != "" {
-			n.Emit(ctx, narration.Event{Level: slog.LevelWarn, Action: "device_fallback", Target: "sim",
+			n.Emit(ctx, &narration.Event{Level: slog.LevelWarn, Action: "device_fallback", Target: "sim",
 				Human: "No usable NVIDIA GPU; running on the SIMULATED device (weights stay in host memory)", Error: why})
 		}
 		out := make([]gpu.Device, len(devs))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 	"github.com/vramseal/vramseal/internal/server"
+	"github.com/vramseal/vramseal/internal/units"
 	"github.com/vramseal/vramseal/vram"
 )
 
@@ -239,8 +241,8 @@ failed (the worker is now stopped) or the worker was already stopped.`,
 			return v.cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
 				return c.postJSON(ctx, path, v.request(), &res)
 			}, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "verified %s (%s): %d of %d chunks in %.3f ms; detects one changed chunk with p=%.4g\n",
-					res.ShardID, res.Mode, res.ChunksChecked, res.Chunks, res.DurationMS, res.DetectionProbability)
+				_, err := fmt.Fprintf(w, "verified %s (%s): %d of %d chunks in %s; detects one changed chunk with p=%.4g\n",
+					res.ShardID, res.Mode, res.ChunksChecked, res.Chunks, units.FormatDuration(msDuration(res.DurationMS)), res.DetectionProbability)
 				return err
 			})
 		},
@@ -431,4 +433,10 @@ func shardPath(id, suffix string) (string, error) {
 
 func planError(p *server.PlanJSON) error {
 	return &ExitError{Code: 3, Err: fmt.Errorf("a shard of %s does not fit on any GPU now", FormatBytes(p.RequestedBytes))}
+}
+
+// msDuration converts milliseconds as the daemon's JSON gives them to a
+// duration, to the nearest nanosecond.
+func msDuration(ms float64) time.Duration {
+	return time.Duration(math.Round(ms * float64(time.Millisecond)))
 }

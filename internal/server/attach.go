@@ -208,7 +208,7 @@ func (s *AttachServer) narrate(ctx context.Context, level slog.Level, action, ta
 		e.Error = err.Error()
 	}
 	copy(e.Attrs[:], attrs)
-	n.Emit(ctx, e)
+	n.Emit(ctx, &e)
 }
 
 func (s *AttachServer) allowed(uid, gid uint32) bool {

@@ -108,7 +108,7 @@ func (c *attachConn) write() {
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					c.s.narrate(c.ctx, slog.LevelWarn, ActionAttachSlow, strconv.Itoa(int(c.holder.PID)), time.Since(c.start), "slow_client", err,
-						fmt.Sprintf("Disconnected pid %d: a frame took over %v to write", c.holder.PID, c.s.opts.WriteTimeout))
+						fmt.Sprintf("Disconnected pid %d: a frame took over %s to write", c.holder.PID, narration.FormatDuration(c.s.opts.WriteTimeout)))
 				}
 				c.abort()
 				return

@@ -16,9 +16,11 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vramseal/vramseal/narration"
 )
@@ -150,9 +152,11 @@ func (m Match) String() string {
 }
 
 // Field returns the value of e under an output key of the JSON format (see
-// package narration), formatted as the console sink formats it: "level" is
-// "INFO", "duration_ms" is "2", "device_index" is "0", attribute values as
-// [narration.Attr.String]. The bool is false when e does not have the field.
+// package narration), as exact as the JSON output and without quotes:
+// "level" is "INFO", "duration_ms" is "2" or "0.85", "gpu" is "0"; integer
+// and byte-count attributes in decimal, duration attributes in milliseconds,
+// string and boolean attributes as [narration.Attr.String] writes them. The
+// bool is false when e does not have the field.
 func Field(e narration.Event, key string) (string, bool) {
 	str := func(s string) (string, bool) { return s, s != "" }
 	switch key {
@@ -175,10 +179,10 @@ func Field(e narration.Event, key string) (string, bool) {
 	case "span_id":
 		return str(e.SpanID)
 	case "duration_ms":
-		return narration.Dur(key, e.Duration).String(), e.Duration != 0
-	case "device_index":
-		return fmt.Sprint(e.Device.Index), e.Device.Set
-	case "device_uuid":
+		return millis(e.Duration), e.Duration != 0
+	case "gpu":
+		return strconv.Itoa(e.Device.Index), e.Device.Set
+	case "gpu_uuid":
 		return str(e.Device.UUID)
 	case "worker_id":
 		return str(e.WorkerID)
@@ -188,11 +192,22 @@ func Field(e narration.Event, key string) (string, bool) {
 		return str(e.Error)
 	}
 	for _, a := range e.Attrs {
-		if a.Key == key {
-			return a.String(), true
+		if a.Key != key {
+			continue
 		}
+		switch a.Kind() {
+		case narration.KindInt, narration.KindBytes:
+			return strconv.FormatInt(a.Int64(), 10), true
+		case narration.KindDuration:
+			return millis(a.Duration()), true
+		}
+		return a.String(), true
 	}
 	return "", false
+}
+
+func millis(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', -1, 64)
 }
 
 // Filter returns the captured events that match m.

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/narration/narrationtest"
@@ -39,10 +40,10 @@ func fails(t *testing.T, fn func(tb testing.TB)) string {
 func emitAll(n *narration.Narrator) {
 	a := narration.WithCorrelationID(context.Background(), "req-a")
 	b := narration.WithCorrelationID(context.Background(), "req-b")
-	n.Emit(a, narration.Event{Action: "seal", Target: "s1", WorkerID: "w0", Attrs: narration.Attrs{narration.Bytes("bytes", 1024)}})
-	n.Emit(b, narration.Event{Action: "seal", Target: "s2"})
-	n.Emit(a, narration.Event{Level: slog.LevelWarn, Action: "verify", Target: "s1"})
-	n.Emit(a, narration.Event{Action: "release", Target: "s1"})
+	n.Emit(a, &narration.Event{Action: "seal", Target: "s1", WorkerID: "w0", Attrs: narration.Attrs{narration.Bytes("bytes", 1024)}})
+	n.Emit(b, &narration.Event{Action: "seal", Target: "s2"})
+	n.Emit(a, &narration.Event{Level: slog.LevelWarn, Action: "verify", Target: "s1"})
+	n.Emit(a, &narration.Event{Action: "release", Target: "s1"})
 }
 
 func TestAssertionsPass(t *testing.T) {
@@ -119,7 +120,7 @@ func TestLeakThroughEveryPath(t *testing.T) {
 func TestCaptureIsRedacted(t *testing.T) {
 	t.Parallel()
 	rec, n := narrationtest.Capture(t)
-	n.Emit(context.Background(), narration.Event{Action: "add", Human: "Uses password=hunter2", Error: "Bearer abcdefghijklmnop"})
+	n.Emit(context.Background(), &narration.Event{Action: "add", Human: "Uses password=hunter2", Error: "Bearer abcdefghijklmnop"})
 	rec.RequireNoLeak("hunter2", "abcdefghijklmnop")
 }
 
@@ -127,11 +128,39 @@ func TestRecorderStopsAfterTest(t *testing.T) {
 	var rec *narrationtest.Recorder
 	var n *narration.Narrator
 	t.Run("inner", func(t *testing.T) { rec, n = narrationtest.Capture(t) })
-	n.Emit(context.Background(), narration.Event{Action: "late"})
+	n.Emit(context.Background(), &narration.Event{Action: "late"})
 	if got := len(rec.Events()); got != 0 {
 		t.Errorf("recorded %d events after the test ended, want 0", got)
 	}
 	if got := n.Stats().SinkErrors; got != 1 {
 		t.Errorf("Stats().SinkErrors = %d, want 1", got)
+	}
+}
+
+func TestField(t *testing.T) {
+	e := narration.Event{
+		Level: slog.LevelWarn, Duration: 850 * time.Microsecond, Device: narration.GPU(1, "GPU-x"),
+		Attrs: narration.Attrs{narration.Bytes("shard_bytes", 1<<26), narration.Dur("hash", 40*time.Millisecond),
+			narration.Bool("sampled", true), narration.Str("mode", "full")},
+	}
+	tests := []struct {
+		key, want string
+		ok        bool
+	}{
+		{"level", "WARN", true},
+		{"duration_ms", "0.85", true},
+		{"gpu", "1", true},
+		{"gpu_uuid", "GPU-x", true},
+		{"shard_bytes", "67108864", true},
+		{"hash", "40", true},
+		{"sampled", "true", true},
+		{"mode", "full", true},
+		{"device_index", "", false},
+		{"target", "", false},
+	}
+	for _, tt := range tests {
+		if got, ok := narrationtest.Field(e, tt.key); got != tt.want || ok != tt.ok {
+			t.Errorf("Field(%q) = %q, %v, want %q, %v", tt.key, got, ok, tt.want, tt.ok)
+		}
 	}
 }
