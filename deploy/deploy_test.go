@@ -1,5 +1,5 @@
 // Package deploy holds the deployment files (Prometheus rules, the Grafana
-// dashboard, and later unit files); its tests check them against the daemon.
+// dashboard, the systemd unit); its tests check them against the daemon.
 package deploy
 
 import (
