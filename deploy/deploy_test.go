@@ -1,5 +1,6 @@
 // Package deploy holds the deployment files (Prometheus rules, the Grafana
-// dashboard, the systemd unit); its tests check them against the daemon.
+// dashboard, the systemd unit, the Kubernetes manifest); its tests check
+// them against the daemon.
 package deploy
 
 import (
@@ -87,7 +88,8 @@ func TestRulesExpressionsParse(t *testing.T) {
 // metric the rules and the dashboard select is one a live scrape exports
 // (histograms through their _bucket, _sum and _count series), every other
 // name is a recording rule, Prometheus's up (rules only) or a documented
-// dcgm-exporter metric (dashboard only); and promtool check metrics is
+// dcgm-exporter metric (dashboard only); the probe paths of the Kubernetes
+// manifest answer 200 without the token; and promtool check metrics is
 // clean on the scrape.
 func TestQueriesNameExportedMetrics(t *testing.T) {
 	if testing.Short() {
@@ -135,6 +137,16 @@ func TestQueriesNameExportedMetrics(t *testing.T) {
 		t.Errorf("the dashboard names metrics the daemon does not export (and dcgm-exporter metrics deploy/grafana/README.md does not document): %s", strings.Join(missing, ", "))
 	}
 
+	for _, path := range probePaths(t) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s without the token = HTTP %d, want 200: a probe of the Kubernetes manifest fails", path, resp.StatusCode)
+		}
+	}
 	runPromtoolStdin(t, exportedText(t, base+"/metrics", tok))
 }
 
