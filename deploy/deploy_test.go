@@ -1,6 +1,6 @@
-// Package deploy holds the deployment files (Prometheus rules, the Grafana
-// dashboard, the systemd unit, the Kubernetes manifest); its tests check
-// them against the daemon.
+// Package deploy holds the deployment files: Prometheus rules, the Grafana
+// dashboard, the systemd unit and the Kubernetes manifest (the Dockerfile
+// is at the repository's root). Its tests check them against the daemon.
 package deploy
 
 import (
