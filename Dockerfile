@@ -5,7 +5,10 @@
 #   docker build -t vramseal .
 #   docker run --runtime=nvidia --gpus all -p 7788:7788 \
 #     -v vramseal-data:/var/lib/vramseal \
-#     -v /etc/vramseal/token:/run/secrets/vramseal/token:ro vramseal
+#     -v "$PWD/token:/run/secrets/vramseal/token:ro" vramseal
+#
+# The token file (at least 16 random characters) must be readable by the
+# image's user, uid 65532, and by no one else.
 #
 # The binary is built without cgo, but it is not static: the CUDA driver is
 # loaded at run time with dlopen (github.com/ebitengine/purego), so the
