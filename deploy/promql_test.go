@@ -13,11 +13,14 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// promqlSkip matches the parts of a PromQL expression that name no metric:
-// strings, label matchers, range and subquery brackets, and the label
-// lists of grouping and vector-matching clauses.
-var promqlSkip = regexp.MustCompile("\"(?:[^\"\\\\]|\\\\.)*\"|'(?:[^'\\\\]|\\\\.)*'|`[^`]*`" +
-	`|\{[^}]*\}|\[[^\]]*\]|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
+// promqlStrings matches PromQL's string literals; promqlSkip, once they
+// are gone, the other parts of an expression that name no metric: label
+// matchers, range and subquery brackets, and the label lists of grouping
+// and vector-matching clauses.
+var (
+	promqlStrings = regexp.MustCompile("\"(?:[^\"\\\\]|\\\\.)*\"|'(?:[^'\\\\]|\\\\.)*'|`[^`]*`")
+	promqlSkip    = regexp.MustCompile(`\{[^}]*\}|\[[^\]]*\]|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
+)
 
 // promqlKeywords are the identifiers PromQL reserves outside function calls.
 var promqlKeywords = map[string]bool{
@@ -30,7 +33,7 @@ var promqlKeywords = map[string]bool{
 // name of a function or aggregation (followed by a parenthesis). It does
 // not parse PromQL (promtool does that); it finds names to check.
 func metricNames(expr string) []string {
-	s := promqlSkip.ReplaceAllString(expr, " ")
+	s := promqlSkip.ReplaceAllString(promqlStrings.ReplaceAllString(expr, `""`), " ")
 	var names []string
 	for i := 0; i < len(s); {
 		c := s[i]
@@ -77,6 +80,7 @@ func TestMetricNames(t *testing.T) {
 		{`time() - vramseal_scrub_last_pass_timestamp_seconds > 3 * 3600 and bool 1e3`, []string{"vramseal_scrub_last_pass_timestamp_seconds"}},
 		{`sum without (gpu) (a) / ignoring (x) b unless c or d`, []string{"a", "b", "c", "d"}},
 		{`count(x{l="sum(y)"})`, []string{"x"}},
+		{`x{l="}", m=~"a\"b"} + y`, []string{"x", "y"}},
 	} {
 		got := metricNames(tt.expr)
 		if strings.Join(got, ",") != strings.Join(tt.want, ",") {
