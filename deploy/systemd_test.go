@@ -75,7 +75,7 @@ func TestSystemdUnit(t *testing.T) {
 	if len(set["DeviceAllow"]) == 0 {
 		t.Errorf("%s: no DeviceAllow: the daemon would see no GPU", unitPath)
 	}
-	nvidia := regexp.MustCompile(`^(/dev/nvidia[\w/-]*|char-nvidia[\w-]*) [rwm]+$`)
+	nvidia := regexp.MustCompile(`^(/dev/nvidia[\w/-]*|char-nvidia[\w*-]*) [rwm]+$`)
 	for _, d := range set["DeviceAllow"] {
 		if !nvidia.MatchString(d) {
 			t.Errorf("%s: DeviceAllow=%s: want only the NVIDIA device nodes", unitPath, d)
