@@ -1,5 +1,6 @@
-// Package deploy holds the deployment files (Prometheus rules, and later
-// dashboards and unit files); its tests check them against the daemon.
+// Package deploy holds the deployment files: Prometheus rules, the Grafana
+// dashboard, the systemd unit and the Kubernetes manifest (the Dockerfile
+// is at the repository's root). Its tests check them against the daemon.
 package deploy
 
 import (
@@ -10,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -76,36 +76,50 @@ func TestEveryAlertHasATest(t *testing.T) {
 	}
 }
 
-// metricRE finds the daemon's metric names in PromQL: vramseal_ followed
-// by name characters. Recording rules are named vramseal:..., which this
-// does not match.
-var metricRE = regexp.MustCompile(`\bvramseal_[a-zA-Z0-9_]+`)
+// TestRulesExpressionsParse parses every rule's expression on its own,
+// through the same check as the dashboard's queries.
+func TestRulesExpressionsParse(t *testing.T) {
+	exprs, _ := readRules(t)
+	checkRulesParse(t, exprs)
+}
 
-// TestRulesNameExportedMetrics scrapes a live daemon and checks that every
-// vramseal_ metric the rules use is one it exports (histograms through
-// their _bucket, _sum and _count series).
-func TestRulesNameExportedMetrics(t *testing.T) {
+// TestQueriesNameExportedMetrics starts a daemon with a bearer token, as
+// the deployment files run it, and checks against it: every vramseal_
+// metric the rules and the dashboard select is one a live scrape exports
+// (histograms through their _bucket, _sum and _count series), every other
+// name is a recording rule, Prometheus's up (rules only) or a documented
+// dcgm-exporter metric (dashboard only); the probe paths of the Kubernetes
+// manifest answer 200 without the token; and promtool check metrics is
+// clean on the scrape.
+func TestQueriesNameExportedMetrics(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts the daemon")
 	}
 	bin := daemontest.Build(t, "../cmd/vramseal")
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte(strings.Repeat("deploy-test-", 4)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	d := daemontest.Start(t, bin, "serve", "--listen", "127.0.0.1:0", "--device", "sim", "--sim-capacity", "64MiB",
-		"--data-dir", t.TempDir(), "--scrub-rate", "1GiB", "--scrub-interval", "100ms")
+		"--data-dir", t.TempDir(), "--token-file", token, "--scrub-rate", "1GiB", "--scrub-interval", "100ms")
+	base := "http://" + d.Addr
 	// Series with labels appear once observed: seal and verify a shard,
 	// and wait for a scrub pass.
 	model := filepath.Join(t.TempDir(), "model.bin")
 	if err := os.WriteFile(model, make([]byte, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := "--addr=http://" + d.Addr
-	for _, args := range [][]string{{"shard", "add", model, "--shard-id", "m0", "--model-ref", "org/m", addr}, {"shard", "verify", "m0", "--full", addr}} {
+	client := []string{"--addr=" + base, "--token-file=" + token}
+	for _, args := range [][]string{{"shard", "add", model, "--shard-id", "m0", "--model-ref", "org/m"}, {"shard", "verify", "m0", "--full"}} {
+		args = append(args, client...)
 		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
 			t.Fatalf("vramseal %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
+	tok := strings.TrimSpace(readFile(t, token))
 	var exported map[string]bool
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		exported = scrape(t, "http://"+d.Addr+"/metrics")
+		exported = scrape(t, base+"/metrics", tok)
 		if exported["vramseal_scrub_last_pass_timestamp_seconds"] || time.Now().After(deadline) {
 			break
 		}
@@ -113,22 +127,27 @@ func TestRulesNameExportedMetrics(t *testing.T) {
 	if len(exported) == 0 {
 		t.Fatal("the daemon's /metrics exports no vramseal_ series")
 	}
-	rules := readFile(t, filepath.Join(rulesDir, "vramseal-rules.yml"))
-	used := map[string]bool{}
-	for _, m := range metricRE.FindAllString(rules, -1) {
-		used[m] = true
-	}
-	var missing []string
-	for m := range used {
-		if !exported[m] {
-			missing = append(missing, m)
-		}
-	}
-	sort.Strings(missing)
-	if len(missing) > 0 {
+
+	rules, recorded := readRules(t)
+	if missing := unknownMetrics(rules, func(m string) bool { return exported[m] || recorded[m] || m == "up" }); len(missing) > 0 {
 		t.Errorf("the rules name metrics the daemon does not export: %s", strings.Join(missing, ", "))
 	}
-	runPromtoolStdin(t, exportedText(t, "http://"+d.Addr+"/metrics"))
+	dcgm := documentedDCGM(t)
+	if missing := unknownMetrics(dashboardQueries(t, readDashboard(t)), func(m string) bool { return exported[m] || dcgm[m] }); len(missing) > 0 {
+		t.Errorf("the dashboard names metrics the daemon does not export (and dcgm-exporter metrics deploy/grafana/README.md does not document): %s", strings.Join(missing, ", "))
+	}
+
+	for _, path := range probePaths(t) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s without the token = HTTP %d, want 200: a probe of the Kubernetes manifest fails", path, resp.StatusCode)
+		}
+	}
+	runPromtoolStdin(t, exportedText(t, base+"/metrics", tok))
 }
 
 // dcgmLabelLint is promtool's complaint about the UUID and modelName
@@ -154,10 +173,16 @@ func runPromtoolStdin(t *testing.T, scrape string) {
 	}
 }
 
-func exportedText(t *testing.T, url string) string {
+// exportedText returns a scrape of url, sent with the bearer token.
+func exportedText(t *testing.T, url, token string) string {
 	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("scrape %s: %v", url, err)
 	}
@@ -174,10 +199,10 @@ func exportedText(t *testing.T, url string) string {
 
 // scrape returns the names of the vramseal_ series in the daemon's
 // exposition (with a histogram's _bucket, _sum and _count as they appear).
-func scrape(t *testing.T, url string) map[string]bool {
+func scrape(t *testing.T, url, token string) map[string]bool {
 	t.Helper()
 	names := map[string]bool{}
-	sc := bufio.NewScanner(strings.NewReader(exportedText(t, url)))
+	sc := bufio.NewScanner(strings.NewReader(exportedText(t, url, token)))
 	for sc.Scan() {
 		line := sc.Text()
 		if line == "" || strings.HasPrefix(line, "#") {
