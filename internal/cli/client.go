@@ -113,6 +113,9 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("request to the daemon stopped: %w", ctx.Err())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the daemon at %s (is `vramseal serve` running?): %w", c.base.Host, err)
 	}

@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
+	"strconv"
 
 	"github.com/spf13/cobra"
 	"github.com/vramseal/vramseal/gpu"
@@ -27,16 +27,18 @@ tree, and the number of chunks. Nothing is loaded onto a GPU.`,
 			if err := checkChunkSize(chunkSize); err != nil {
 				return err
 			}
-			f, err := os.Open(args[0])
+			f, _, err := openInput(args[0])
 			if err != nil {
 				return err
 			}
 			defer f.Close()
 			h := seal.NewHasher(int64(chunkSize))
 			defer h.Close()
+			r, stop := newCtxReader(cmd.Context(), f)
+			defer stop()
 			buf := make([]byte, 4<<20)
-			if _, err := io.CopyBuffer(h, f, buf); err != nil {
-				return fmt.Errorf("read %s: %w", args[0], err)
+			if _, err := io.CopyBuffer(h, r, buf); err != nil {
+				return fmt.Errorf("read %s: %w", strconv.Quote(args[0]), err)
 			}
 			digest, leaves, size := h.Sum()
 			out := digestOutput{

@@ -98,14 +98,14 @@ type ErrorJSON struct {
 	Error struct {
 		// Code is the daemon's error code, or for a local failure the
 		// class of its exit status (invalid_input, insufficient_vram,
-		// integrity, conflict, error).
+		// integrity, conflict, interrupted, error).
 		Code       string `json:"code"`
 		Message    string `json:"message"`
 		ExitStatus int    `json:"exit_status"`
 	} `json:"error"`
 }
 
-var statusCodes = map[int]string{2: "invalid_input", 3: "insufficient_vram", 4: "integrity", 5: "conflict"}
+var statusCodes = map[int]string{2: "invalid_input", 3: "insufficient_vram", 4: "integrity", 5: "conflict", 130: "interrupted"}
 
 func writeErrorJSON(w io.Writer, err error, status int) error {
 	var out ErrorJSON

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -51,6 +52,13 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 			if err := checkChunkSize(chunkSize); err != nil {
 				return err
 			}
+			f, st, err := openInput(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			data, stop := newCtxReader(ctx, f)
+			defer stop()
 			opts := vram.Options{ChunkSize: int64(chunkSize)}
 			if secretFile != "" {
 				k, err := seal.LoadKeyFile(secretFile)
@@ -74,7 +82,14 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 				return err
 			}
 			defer m.Close(ctx)
-			sh, err := m.SealFile(ctx, args[0], vram.SealRequest{ShardID: shardID, ModelRef: modelRef, Device: device})
+			req := vram.SealRequest{ShardID: shardID, ModelRef: modelRef, Device: device, Size: st.Size(), Data: data}
+			if req.ModelRef == "" {
+				req.ModelRef = st.Name()
+			}
+			if strings.HasSuffix(st.Name(), ".safetensors") {
+				req.Format = vram.FormatSafetensors
+			}
+			sh, err := m.Seal(ctx, req)
 			if err != nil {
 				return err
 			}

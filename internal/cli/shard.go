@@ -60,18 +60,11 @@ the daemon's --model-root directories.`,
 				req := server.AddRequest{ShardID: shardID, ModelRef: modelRef, ShardIndex: index, ShardCount: count, Device: gpu, Path: path}
 				do = func(ctx context.Context, c *client) ([]byte, error) { return c.postJSON(ctx, "/v1/shards", req, &sh) }
 			} else {
-				f, err := os.Open(args[0])
+				f, st, err := openInput(args[0])
 				if err != nil {
 					return err
 				}
 				defer f.Close()
-				st, err := f.Stat()
-				if err != nil {
-					return err
-				}
-				if !st.Mode().IsRegular() {
-					return &ExitError{Code: 2, Err: fmt.Errorf("%s is not a regular file", strconv.Quote(args[0]))}
-				}
 				if st.Size() == 0 {
 					return &ExitError{Code: 2, Err: fmt.Errorf("%s is empty: a shard holds at least one byte", strconv.Quote(args[0]))}
 				}
