@@ -49,7 +49,7 @@ later cannot rewrite earlier epochs.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "created audit log %s in %s\nverification key written to %s: move it off this machine\n",
-				vk.LogID(), args[0], keyFile)
+				vk.LogID(), safeText(args[0]), safeText(keyFile))
 			return nil
 		},
 	}
@@ -66,8 +66,9 @@ later cannot rewrite earlier epochs.`,
 // error says what is left.
 func initAudit(dir, keyFile string, writeKey func(f *os.File, data []byte) error) (*audit.VerificationKey, error) {
 	f, err := createPrivate(keyFile)
+	qdir, qkey := safeText(dir), safeText(keyFile)
 	if err != nil {
-		err = fmt.Errorf("audit init: verification key: %w", err)
+		err = fmt.Errorf("audit init: verification key: %w", quotePathError(err))
 		if errors.Is(err, fs.ErrExist) {
 			// A key file is never overwritten; naming one that exists is bad input.
 			return nil, &ExitError{Code: 2, Err: err}
@@ -91,15 +92,15 @@ func initAudit(dir, keyFile string, writeKey func(f *os.File, data []byte) error
 	if uerr := undoInit(dir, existed); uerr != nil {
 		if _, err := os.Stat(keyFile); err == nil {
 			return nil, fmt.Errorf("audit init: write verification key %s: %w; removing the new audit log in %s failed too (%v): "+
-				"keep %s, it may be the only copy of the key of log %s", keyFile, werr, dir, uerr, keyFile, vk.LogID())
+				"keep %s, it may be the only copy of the key of log %s", qkey, werr, qdir, uerr, qkey, vk.LogID())
 		}
 		return nil, fmt.Errorf("audit init: write verification key %s: %w; removing the new audit log in %s failed too (%v): "+
-			"its key is lost, so it can never be verified: delete it by hand and run init again", keyFile, werr, dir, uerr)
+			"its key is lost, so it can never be verified: delete it by hand and run init again", qkey, werr, qdir, uerr)
 	}
 	if err := os.Remove(keyFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s, but not the key file: %v", keyFile, werr, dir, err)
+		return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s, but not the key file: %v", qkey, werr, qdir, err)
 	}
-	return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s: nothing was created", keyFile, werr, dir)
+	return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s: nothing was created", qkey, werr, qdir)
 }
 
 // writeKeyFile writes the verification key to the new file f, makes it
@@ -146,7 +147,7 @@ func readKey(path string) (*audit.VerificationKey, error) {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, quotePathError(err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
@@ -154,11 +155,11 @@ func readKey(path string) (*audit.VerificationKey, error) {
 		return nil, err
 	}
 	if len(b) > maxKeyFileBytes {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s: larger than %d bytes: not a verification key", path, maxKeyFileBytes)}
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s: larger than %d bytes: not a verification key", safeText(path), maxKeyFileBytes)}
 	}
 	vk, err := audit.ParseVerificationKey(b)
 	if err != nil {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s: %w", path, err)}
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s: %w", safeText(path), err)}
 	}
 	return vk, nil
 }
@@ -193,14 +194,14 @@ Exit status:
 			rep, err := audit.Verify(cmd.Context(), args[0], audit.VerifyOptions{Key: vk})
 			var ve *audit.VerifyError
 			if errors.As(err, &ve) {
-				fmt.Fprintf(out, "FAIL: %s\n  file:    %s\n", ve.Problem, ve.File)
+				fmt.Fprintf(out, "FAIL: %s\n  file:    %s\n", ve.Problem, safeText(ve.File))
 				if ve.Line > 0 {
 					fmt.Fprintf(out, "  line:    %d (offset %d)\n", ve.Line, ve.Offset)
 				}
 				if ve.Seq > 0 {
 					fmt.Fprintf(out, "  seq:     %d\n", ve.Seq)
 				}
-				fmt.Fprintf(out, "  detail:  %v\n", ve.Err)
+				fmt.Fprintf(out, "  detail:  %s\n", terminalLine(fmt.Sprint(ve.Err)))
 				fmt.Fprintf(out, "checked before the failure: %d records in %d segments\n", rep.Records, rep.Segments)
 				return &ExitError{Code: exitVerifyFailed, Err: err}
 			}
@@ -208,7 +209,7 @@ Exit status:
 				// Either the wrong key or a log replaced wholesale: a
 				// verification failure either way, never "bad input" that a
 				// monitoring script might shrug off.
-				fmt.Fprintf(out, "FAIL: the log in %s is not the log of this verification key\n", args[0])
+				fmt.Fprintf(out, "FAIL: the log in %s is not the log of this verification key\n", safeText(args[0]))
 				return &ExitError{Code: exitVerifyFailed, Err: err}
 			}
 			if err != nil {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 
 	"github.com/spf13/cobra"
 	"github.com/vramseal/vramseal/gpu"
@@ -38,7 +37,7 @@ tree, and the number of chunks. Nothing is loaded onto a GPU.`,
 			defer stop()
 			buf := make([]byte, 4<<20)
 			if _, err := io.CopyBuffer(h, r, buf); err != nil {
-				return fmt.Errorf("read %s: %w", strconv.Quote(args[0]), err)
+				return fmt.Errorf("read %s: %w", safeText(args[0]), err)
 			}
 			digest, leaves, size := h.Sum()
 			out := digestOutput{
@@ -51,7 +50,7 @@ tree, and the number of chunks. Nothing is loaded onto a GPU.`,
 				return enc.Encode(out)
 			}
 			fmt.Fprintf(w, "file:       %s\nsize:       %d bytes (%s)\nchunk size: %s\nchunks:     %d\ndigest:     sha256:%s\ntree root:  %s\n",
-				out.File, out.Size, FormatBytes(out.Size), FormatBytes(out.ChunkSize), out.Chunks, out.Digest, out.Root)
+				safeText(out.File), out.Size, FormatBytes(out.Size), FormatBytes(out.ChunkSize), out.Chunks, out.Digest, out.Root)
 			return nil
 		},
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strconv"
 	"syscall"
 	"time"
 )
@@ -29,7 +28,7 @@ func openInput(path string) (*os.File, fs.FileInfo, error) {
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
-		return nil, nil, &ExitError{Code: 2, Err: fmt.Errorf("%s is %s, not a regular file", strconv.Quote(path), fileKind(st.Mode()))}
+		return nil, nil, &ExitError{Code: 2, Err: fmt.Errorf("%s is %s, not a regular file", safeText(path), fileKind(st.Mode()))}
 	}
 	return f, st, nil
 }
@@ -51,13 +50,13 @@ func fileKind(m fs.FileMode) string {
 	return "a special file"
 }
 
-// quotePathError rewrites the path of an *fs.PathError in Go quoted form,
-// so a file name with control characters never reaches the terminal raw;
+// quotePathError rewrites the path of an *fs.PathError with [safeText], so
+// a file name with control characters never reaches the terminal raw;
 // errors.Is still sees the cause.
 func quotePathError(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
-		return &fs.PathError{Op: pe.Op, Path: strconv.Quote(pe.Path), Err: pe.Err}
+		return &fs.PathError{Op: pe.Op, Path: safeText(pe.Path), Err: pe.Err}
 	}
 	return err
 }

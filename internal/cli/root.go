@@ -84,7 +84,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	status := ExitCode(err)
-	fmt.Fprintln(stderr, "vramseal:", err)
+	fmt.Fprintln(stderr, "vramseal:", terminalLine(err.Error()))
 	if cmd != nil {
 		if f := cmd.Flags().Lookup("json"); f != nil && f.Value.String() == "true" {
 			_ = writeErrorJSON(stdout, err, status)

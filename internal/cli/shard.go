@@ -66,7 +66,7 @@ the daemon's --model-root directories.`,
 				}
 				defer f.Close()
 				if st.Size() == 0 {
-					return &ExitError{Code: 2, Err: fmt.Errorf("%s is empty: a shard holds at least one byte", strconv.Quote(args[0]))}
+					return &ExitError{Code: 2, Err: fmt.Errorf("%s is empty: a shard holds at least one byte", safeText(args[0]))}
 				}
 				if modelRef == "" {
 					modelRef = st.Name()
@@ -151,7 +151,7 @@ func printShardTable(w io.Writer, shards []server.ShardJSON) error {
 	for _, sh := range shards {
 		s := sh.Seal
 		d := s.Digest.String()
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\tsha256:%s…\t%s\t%s\n", s.ShardID, s.ModelRef, s.DeviceIndex, FormatBytes(s.Size),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\tsha256:%s…\t%s\t%s\n", safeText(s.ShardID), safeText(s.ModelRef), s.DeviceIndex, FormatBytes(s.Size),
 			sh.Chunks, d[:16], s.SealedAt.Format(time.RFC3339), attachedColumn(sh.Attachments))
 	}
 	return tw.Flush()
@@ -385,7 +385,7 @@ func printDevices(w io.Writer, devices []server.DeviceJSON) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "GPU\tNAME\tUUID\tDRIVER\tTOTAL\tFREE\tON-DEVICE HASH")
 	for _, d := range devices {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%v\n", d.Index, d.Name, d.UUID, d.Driver,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%v\n", d.Index, safeText(d.Name), safeText(d.UUID), safeText(d.Driver),
 			FormatBytes(int64(d.TotalBytes)), FormatBytes(int64(d.FreeBytes)), d.HashesOnDevice)
 	}
 	return tw.Flush()
