@@ -64,11 +64,11 @@ func (f *clientFlags) client() (*client, error) {
 	}
 	c := &client{base: u, http: &http.Client{Timeout: f.timeout, Transport: &narration.RoundTripper{}}}
 	if f.tokenFile != "" {
-		b, err := os.ReadFile(f.tokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("read token: %w", err)
+		// A client's token file is not checked for its mode: refusing it
+		// would not make the token secret again, and the daemon's is.
+		if c.token, err = readTokenFile("--token-file", f.tokenFile, false); err != nil {
+			return nil, err
 		}
-		c.token = strings.TrimSpace(string(b))
 	}
 	return c, nil
 }

@@ -203,13 +203,9 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	}
 	var token string
 	if cfg.tokenFile != "" {
-		b, err := os.ReadFile(cfg.tokenFile)
-		if err != nil {
-			return fmt.Errorf("read --token-file: %w", err)
-		}
-		token = strings.TrimSpace(string(b))
-		if len(token) < 16 {
-			return &ExitError{Code: 2, Err: fmt.Errorf("--token-file holds %d characters; use at least 16 random ones", len(token))}
+		var err error
+		if token, err = readTokenFile("--token-file", cfg.tokenFile, true); err != nil {
+			return err
 		}
 	}
 	if !isLoopback(cfg.listen) && token == "" {
