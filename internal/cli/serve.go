@@ -58,10 +58,14 @@ type serveConfig struct {
 	attachUIDs   []uint
 	attachGIDs   []uint
 	attachConns  int
+	uploadIdle   time.Duration
+	uploadRate   ByteSize
+	uploadGrace  time.Duration
+	uploadLimit  time.Duration
 }
 
 func newServeCmd() *cobra.Command {
-	cfg := serveConfig{simCapacity: 8 << 30, chunkSize: seal.DefaultChunkSize}
+	cfg := serveConfig{simCapacity: 8 << 30, chunkSize: seal.DefaultChunkSize, uploadRate: server.DefaultUploadMinRate}
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the residency daemon: hold sealed shards in VRAM and serve the HTTP API",
@@ -111,6 +115,10 @@ machine, since whoever holds it can check, and forge, old records.`,
 	f.UintSliceVar(&cfg.attachUIDs, "attach-allow-uid", nil, "uid allowed to attach (repeatable; default: the daemon's own uid)")
 	f.UintSliceVar(&cfg.attachGIDs, "attach-allow-gid", nil, "gid allowed to attach (repeatable)")
 	f.IntVar(&cfg.attachConns, "attach-max-connections", 1024, "most attach connections open at once; more are refused")
+	f.DurationVar(&cfg.uploadIdle, "upload-idle-timeout", server.DefaultUploadIdleTimeout, "abort an upload that sends nothing for this long, and free its VRAM")
+	f.Var(&cfg.uploadRate, "upload-min-rate", "abort an upload whose average rate falls below this many bytes per second after --upload-rate-grace, and free its VRAM; 0 turns the rule off")
+	f.DurationVar(&cfg.uploadGrace, "upload-rate-grace", server.DefaultUploadRateGrace, "how long an upload runs before --upload-min-rate applies")
+	f.DurationVar(&cfg.uploadLimit, "upload-timeout", 0, "longest any upload may take; 0: no fixed limit beyond what --upload-min-rate implies (grace, or size/rate when longer)")
 	f.BoolVar(&cfg.testFaults, "enable-test-faults", false, "serve POST /v1/test/corrupt to flip bits in simulated device memory (tests only)")
 	_ = f.MarkHidden("enable-test-faults")
 	return cmd
@@ -217,6 +225,10 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	if cfg.simDevices < 1 || cfg.simDevices > 64 {
 		return &ExitError{Code: 2, Err: fmt.Errorf("--sim-devices %d: must be between 1 and 64", cfg.simDevices)}
 	}
+	if cfg.uploadIdle <= 0 || cfg.uploadGrace <= 0 || cfg.uploadLimit < 0 || cfg.uploadRate < 0 {
+		return &ExitError{Code: 2, Err: fmt.Errorf("--upload-idle-timeout %v, --upload-rate-grace %v, --upload-timeout %v and --upload-min-rate %d: the durations must be positive (the timeout may be 0), the rate not negative",
+			cfg.uploadIdle, cfg.uploadGrace, cfg.uploadLimit, int64(cfg.uploadRate))}
+	}
 	if cfg.scrubRate < 0 || cfg.scrubEvery <= 0 {
 		return &ExitError{Code: 2, Err: fmt.Errorf("--scrub-rate %d and --scrub-interval %v: the rate must not be negative, the interval must be positive", int64(cfg.scrubRate), cfg.scrubEvery)}
 	}
@@ -266,8 +278,12 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		close(scrubDone)
 	}
 	defer func() { stopScrub(); <-scrubDone }()
+	if cfg.uploadRate == 0 {
+		cfg.uploadRate = -1 // the flag's 0 is the Options' "off"
+	}
 	opts := server.Options{
-		Manager: m, Token: token, ModelRoots: cfg.modelRoots, Narrator: narrator,
+		Manager: m, Token: token, ModelRoots: cfg.modelRoots, Narrator: narrator, Audit: log,
+		UploadIdleTimeout: cfg.uploadIdle, UploadMinRate: int64(cfg.uploadRate), UploadRateGrace: cfg.uploadGrace, UploadTimeout: cfg.uploadLimit,
 		Ready: server.AuditReady(log.Health),
 		Health: func() map[string]any {
 			h, st := log.Health(), log.Stats()
