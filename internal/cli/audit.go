@@ -22,7 +22,10 @@ import (
 // newAuditCmd returns `vramseal audit`: init, verify, query, tail, prune.
 func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "audit",
+		Use: "audit",
+		Example: `  vramseal audit init /var/lib/vramseal/audit --verification-key ./audit.key
+  vramseal audit verify /var/lib/vramseal/audit --verification-key ./audit.key
+  vramseal audit tail -f /var/lib/vramseal/audit`,
 		Short: "Create, verify and read the tamper-evident audit log",
 	}
 	cmd.AddCommand(newAuditInitCmd(), newAuditVerifyCmd(), newAuditQueryCmd(), newAuditTailCmd(), newAuditPruneCmd())
@@ -32,7 +35,9 @@ func newAuditCmd() *cobra.Command {
 func newAuditInitCmd() *cobra.Command {
 	var keyFile string
 	cmd := &cobra.Command{
-		Use:   "init DIR --verification-key FILE",
+		Use: "init DIR --verification-key FILE",
+		Example: `  # before the first serve, to hold the key yourself from the start:
+  vramseal audit init vramseal-data/audit --verification-key ~/audit-verification.key`,
 		Short: "Create an audit log and its verification key",
 		Long: `Create the audit log directory DIR (mode 0700) with a fresh random key.
 The verification key is written to FILE (mode 0600, must not exist): move it
@@ -171,7 +176,9 @@ const exitVerifyFailed = 4
 func newAuditVerifyCmd() *cobra.Command {
 	var keyFile string
 	cmd := &cobra.Command{
-		Use:   "verify DIR [--verification-key FILE]",
+		Use: "verify DIR [--verification-key FILE]",
+		Example: `  vramseal audit verify vramseal-data/audit --verification-key ~/audit-verification.key
+  vramseal audit verify vramseal-data/audit    # links, epochs, checksums; no MACs`,
 		Short: "Verify every record, link, epoch, checksum and the manifest",
 		Long: `Verify the audit log in DIR, streaming. With the verification key every
 MAC is checked too; without it, everything else, and the output says so.
@@ -243,7 +250,9 @@ func newAuditQueryCmd() *cobra.Command {
 		until, cid, format  string
 	)
 	cmd := &cobra.Command{
-		Use:   "query DIR",
+		Use: "query DIR",
+		Example: `  vramseal audit query vramseal-data/audit --type seal_verification_failed --since 24h
+  vramseal audit query vramseal-data/audit --field shard_id=llama-tp0 --format table`,
 		Short: "Select records by type, severity, time, field or correlation ID",
 		Long: `Stream the records of the audit log in DIR that match every given filter.
 --format ndjson (default) prints the records' exact lines (still verifiable);
@@ -410,7 +419,9 @@ func newAuditTailCmd() *cobra.Command {
 		jsonl  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "tail [-f] [-n N] DIR",
+		Use: "tail [-f] [-n N] DIR",
+		Example: `  vramseal audit tail vramseal-data/audit
+  vramseal audit tail -f -n 0 vramseal-data/audit`,
 		Short: "Show the newest records for people (escaped)",
 		Long: `Show the last N records of the audit log in DIR, one line each, and with -f
 keep showing new ones. Control characters, ANSI escapes and bidirectional
@@ -442,7 +453,9 @@ overrides in values are shown escaped, never interpreted by the terminal.`,
 func newAuditPruneCmd() *cobra.Command {
 	var retain string
 	cmd := &cobra.Command{
-		Use:   "prune DIR --retain 2555d",
+		Use: "prune DIR --retain 2555d",
+		Example: `  # with the daemon stopped (it holds the log's lock):
+  vramseal audit prune vramseal-data/audit --retain 2555d`,
 		Short: "Delete closed, checked segments older than the retention period",
 		Long: `Delete the closed segments of the audit log in DIR whose newest record is
 older than --retain (days such as 2555d, or a Go duration). Each is checked

@@ -27,14 +27,26 @@ type clientFlags struct {
 	tokenFile string
 	asJSON    bool
 	timeout   time.Duration
+	// long marks a command whose time grows with the shard (an upload):
+	// its --timeout has no default limit. Set it before register.
+	long bool
 }
+
+// DefaultTimeout bounds a client command that is not long (see
+// clientFlags.long) unless --timeout says otherwise, so a daemon that
+// accepts connections but never answers does not hang the terminal.
+const DefaultTimeout = time.Minute
 
 func (f *clientFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.addr, "addr", envOr("VRAMSEAL_ADDR", "http://"+DefaultListen), "daemon URL (env VRAMSEAL_ADDR)")
 	fl.StringVar(&f.tokenFile, "token-file", os.Getenv("VRAMSEAL_TOKEN_FILE"), "file holding the daemon's bearer token (env VRAMSEAL_TOKEN_FILE)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the daemon's JSON")
-	fl.DurationVar(&f.timeout, "timeout", 0, "give up after this long (0: no limit)")
+	def := DefaultTimeout
+	if f.long {
+		def = 0
+	}
+	fl.DurationVar(&f.timeout, "timeout", def, "give up after this long (0: no limit)")
 }
 
 func envOr(name, def string) string {

@@ -16,7 +16,9 @@ func newDigestCmd() *cobra.Command {
 		asJSON    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "digest FILE",
+		Use: "digest FILE",
+		Example: `  vramseal digest model.safetensors
+  vramseal digest model.bin --chunk-size 1MiB --json`,
 		Short: "Print a file's flat SHA-256 digest, chunk tree root and chunk count",
 		Long: `Digest reads FILE once and prints what a seal of it would record: the flat
 SHA-256 digest (what model catalogs publish), the RFC 6962 root of the chunk

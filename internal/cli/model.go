@@ -65,6 +65,8 @@ integrity failure (exit status 4) and nothing stays resident.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return o.run(cmd, args[0]) },
 	}
+	// Sealing a model takes as long as its files are large.
+	o.cf.long = true
 	o.cf.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.id, "model-id", "", "model ID; its shards are ID-0, ID-1, … (default: from the directory or file name)")
@@ -224,7 +226,9 @@ func newModelLsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "List the models resident on the daemon",
-		Args:  cobra.NoArgs,
+		Example: `  vramseal model ls
+  vramseal model ls --json | jq -r '.models[].model_id'`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out struct {
 				Models []server.ModelJSON `json:"models"`
@@ -252,6 +256,8 @@ func newModelVerifyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify ID",
 		Short: "Re-verify every shard of a model from device memory",
+		Example: `  vramseal model verify llama-3-8b
+  vramseal model verify llama-3-8b --full`,
 		Long: `Verify checks each shard of the model as "shard verify" does, in order, and
 stops at the first failure, which names the changed chunks and the tensors they
 touch (exit status 4; the worker is then stopped).`,
@@ -261,6 +267,7 @@ touch (exit status 4; the worker is then stopped).`,
 			if err != nil {
 				return err
 			}
+			v.fullUnbounded(cmd)
 			var res server.ModelVerifyJSON
 			return v.cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
 				return c.postJSON(ctx, path, v.request(), &res)
@@ -284,5 +291,7 @@ func newModelRmCmd() *cobra.Command {
 	cmd := newReleaseCmd("model", modelPath, `Rm releases every shard of the model. When inference processes are attached to
 any of them, nothing is released (exit status 5) unless --force revokes them.`)
 	cmd.Short = "Release every shard of a model"
+	cmd.Example = `  vramseal model rm llama-3-8b
+  vramseal model rm llama-3-8b --force`
 	return cmd
 }

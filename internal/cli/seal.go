@@ -31,7 +31,9 @@ func newSealCmd() *cobra.Command {
 		cudaLibrary string
 	)
 	cmd := &cobra.Command{
-		Use:   "seal FILE",
+		Use: "seal FILE",
+		Example: `  vramseal seal model.safetensors
+  vramseal seal model.bin --device sim --sim-capacity 16GiB --json`,
 		Short: "Seal a model file into VRAM, verify it, print the handle, release it",
 		Long: `Seal copies FILE into GPU memory (an NVIDIA GPU with --device cuda, or auto
 when one is usable; the simulated device otherwise), seals it (flat SHA-256

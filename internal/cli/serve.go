@@ -67,7 +67,10 @@ type serveConfig struct {
 func newServeCmd() *cobra.Command {
 	cfg := serveConfig{simCapacity: 8 << 30, chunkSize: seal.DefaultChunkSize, uploadRate: server.DefaultUploadMinRate}
 	cmd := &cobra.Command{
-		Use:   "serve",
+		Use: "serve",
+		Example: `  vramseal serve
+  vramseal serve --device sim --sim-capacity 16GiB --model-root /models
+  vramseal serve --listen 0.0.0.0:7788 --token-file /etc/vramseal/token --scrub-rate 1GiB`,
 		Short: "Run the residency daemon: hold sealed shards in VRAM and serve the HTTP API",
 		Long: `Serve runs the vramseal daemon. It keeps model shards resident in GPU memory
 under a cryptographic seal, verifies them on request (the execute gate),

@@ -21,10 +21,13 @@ import (
 
 func newShardCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "shard",
+		Use: "shard",
+		Example: `  vramseal shard add model.safetensors --shard-id llama-tp0
+  vramseal shard ls
+  vramseal shard verify llama-tp0 --full`,
 		Short: "Add, list, verify and release shards held by the daemon",
 	}
-	cmd.AddCommand(newShardAddCmd(), newShardLsCmd(), newShardVerifyCmd(), newShardRmCmd())
+	cmd.AddCommand(newShardAddCmd(), newShardLsCmd(), newShardGetCmd(), newShardVerifyCmd(), newShardRmCmd())
 	return cmd
 }
 
@@ -36,7 +39,10 @@ func newShardAddCmd() *cobra.Command {
 		byPath, noProgress bool
 	)
 	cmd := &cobra.Command{
-		Use:   "add FILE",
+		Use: "add FILE",
+		Example: `  vramseal shard add model.safetensors --shard-id llama-tp0 --model-ref org/llama-3-8b
+  vramseal shard add part-1.bin --shard-index 1 --shard-count 2 --gpu 1
+  vramseal shard add /models/llama/model.safetensors --by-path`,
 		Short: "Seal a model file into VRAM on the daemon",
 		Long: `Add streams FILE to the daemon, which copies it into GPU memory and seals it.
 With --by-path the daemon reads FILE itself; FILE must then lie under one of
@@ -95,6 +101,7 @@ the daemon's --model-root directories.`,
 			return cf.call(cmd, do, func(w io.Writer) error { return printShardTable(w, []server.ShardJSON{sh}) })
 		},
 	}
+	cf.long = true
 	cf.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&shardID, "shard-id", "", "shard ID (default: generated)")
@@ -145,14 +152,110 @@ func (p *progress) draw() {
 
 func (p *progress) finish() { fmt.Fprintln(p.w) }
 
+// printShardTable prints shards one a line, like `ollama ps`: ID, model,
+// tensor-parallel rank, GPU and backend, size, status, the last
+// verification that passed, age, and the attached processes when any
+// shard has some. An empty list says so.
 func printShardTable(w io.Writer, shards []server.ShardJSON) error {
+	return printShardTableAt(w, shards, time.Now())
+}
+
+// printShardTableAt is printShardTable with ages counted to now.
+func printShardTableAt(w io.Writer, shards []server.ShardJSON, now time.Time) error {
+	if len(shards) == 0 {
+		_, err := fmt.Fprintln(w, "no shards are resident (add one with `vramseal shard add FILE`)")
+		return err
+	}
+	attached := false
+	for _, sh := range shards {
+		attached = attached || len(sh.Attachments) > 0
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SHARD\tMODEL\tGPU\tSIZE\tCHUNKS\tDIGEST\tSEALED AT\tATTACHED")
+	fmt.Fprint(tw, "SHARD\tMODEL\tTP RANK\tGPU\tBACKEND\tSIZE\tSTATUS\tVERIFIED\tAGE")
+	if attached {
+		fmt.Fprint(tw, "\tATTACHED")
+	}
+	fmt.Fprintln(tw)
 	for _, sh := range shards {
 		s := sh.Seal
-		d := s.Digest.String()
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\tsha256:%s…\t%s\t%s\n", safeText(s.ShardID), safeText(s.ModelRef), s.DeviceIndex, FormatBytes(s.Size),
-			sh.Chunks, d[:16], s.SealedAt.Format(time.RFC3339), attachedColumn(sh.Attachments))
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\t%s\t%s\t%s\t%s", safeText(s.ShardID), safeText(s.ModelRef), s.ShardIndex, s.ShardCount,
+			s.DeviceIndex, orDash(safeText(sh.Backend)), FormatBytes(s.Size), safeText(shardStatus(sh)), lastVerified(sh.LastVerified, now), age(now.Sub(s.SealedAt)))
+		if attached {
+			fmt.Fprintf(tw, "\t%s", attachedColumn(sh.Attachments))
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
+}
+
+func shardStatus(sh server.ShardJSON) string {
+	if sh.Status == "" {
+		return "ok"
+	}
+	return sh.Status
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// lastVerified renders a shard's last passed verification as its mode
+// and age ("sampled 12s ago"), or "never".
+func lastVerified(v *server.LastVerifiedJSON, now time.Time) string {
+	if v == nil {
+		return "never"
+	}
+	return safeText(v.Mode) + " " + age(now.Sub(v.At)) + " ago"
+}
+
+// age renders a duration the way `ps` and `ollama ps` do: the largest
+// whole unit (45s, 12m, 3h, 9d).
+func age(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return "0s"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+}
+
+// printShard prints one shard's details, one field a line.
+func printShard(w io.Writer, sh server.ShardJSON, now time.Time) error {
+	s := sh.Seal
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "shard\t%s\n", safeText(s.ShardID))
+	fmt.Fprintf(tw, "model\t%s\n", safeText(s.ModelRef))
+	fmt.Fprintf(tw, "tp rank\t%d of %d\n", s.ShardIndex, s.ShardCount)
+	fmt.Fprintf(tw, "gpu\t%d (%s, %s)\n", s.DeviceIndex, safeText(s.DeviceUUID), orDash(safeText(sh.Backend)))
+	fmt.Fprintf(tw, "size\t%d bytes (%s)\n", s.Size, FormatBytes(s.Size))
+	fmt.Fprintf(tw, "chunks\t%d of %s\n", sh.Chunks, FormatBytes(s.ChunkSize))
+	fmt.Fprintf(tw, "status\t%s\n", safeText(shardStatus(sh)))
+	if sh.Quarantined != "" {
+		fmt.Fprintf(tw, "quarantined\t%s (release it with `vramseal shard rm %s`)\n", safeText(sh.Quarantined), safeText(s.ShardID))
+	}
+	fmt.Fprintf(tw, "last verified\t%s\n", lastVerified(sh.LastVerified, now))
+	fmt.Fprintf(tw, "digest\tsha256:%s\n", s.Digest)
+	fmt.Fprintf(tw, "tree root\t%s\n", s.Root)
+	fmt.Fprintf(tw, "sealed at\t%s (%s ago)\n", s.SealedAt.Format(time.RFC3339), age(now.Sub(s.SealedAt)))
+	fmt.Fprintf(tw, "key id\t%s\n", safeText(s.KeyID))
+	fmt.Fprintf(tw, "worker\t%s\n", safeText(s.WorkerID))
+	if len(sh.Attachments) == 0 {
+		fmt.Fprintf(tw, "attached\tnone\n")
+	}
+	for _, a := range sh.Attachments {
+		revoked := ""
+		if a.Revoked {
+			revoked = ", revoked"
+		}
+		fmt.Fprintf(tw, "attached\tpid %d (uid %d, %s) since %s%s\n", a.PID, a.UID, safeText(a.Executable), a.AttachedAt.Format(time.RFC3339), revoked)
 	}
 	return tw.Flush()
 }
@@ -177,7 +280,9 @@ func attachedColumn(as []server.AttachmentJSON) string {
 func newShardLsCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
-		Use:   "ls",
+		Use: "ls",
+		Example: `  vramseal shard ls
+  vramseal shard ls --json | jq -r '.shards[].seal.shard_id'`,
 		Short: "List the shards resident on the daemon",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -187,6 +292,29 @@ func newShardLsCmd() *cobra.Command {
 			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
 				return c.getJSON(ctx, "/v1/shards", nil, &out)
 			}, func(w io.Writer) error { return printShardTable(w, out.Shards) })
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func newShardGetCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "get ID",
+		Short: "Show one shard's seal, status, last verification and attachments",
+		Example: `  vramseal shard get llama-tp0
+  vramseal shard get llama-tp0 --json | jq .seal.tree_root`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := shardPath(args[0], "")
+			if err != nil {
+				return err
+			}
+			var sh server.ShardJSON
+			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
+				return c.getJSON(ctx, path, nil, &sh)
+			}, func(w io.Writer) error { return printShard(w, sh, time.Now()) })
 		},
 	}
 	cf.register(cmd)
@@ -206,6 +334,15 @@ func (v *verifyFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&v.samples, "samples", 0, "chunks to check per shard in sampled mode (default 16)")
 }
 
+// fullUnbounded lifts the default --timeout of a --full verification: a
+// full pass takes as long as the shard (or model) is large. Call it before
+// the request.
+func (v *verifyFlags) fullUnbounded(cmd *cobra.Command) {
+	if v.full && !cmd.Flags().Changed("timeout") {
+		v.cf.timeout = 0
+	}
+}
+
 func (v *verifyFlags) request() server.VerifyRequest {
 	if v.full {
 		return server.VerifyRequest{Mode: "full"}
@@ -216,7 +353,9 @@ func (v *verifyFlags) request() server.VerifyRequest {
 func newShardVerifyCmd() *cobra.Command {
 	var v verifyFlags
 	cmd := &cobra.Command{
-		Use:   "verify ID",
+		Use: "verify ID",
+		Example: `  vramseal shard verify llama-tp0
+  vramseal shard verify llama-tp0 --full`,
 		Short: "Re-verify a shard from device memory (the execute gate)",
 		Long: `Verify asks the daemon to recompute the shard's chunk hashes from GPU memory
 and compare them with its seal: sampled (16 unpredictable chunks) by default,
@@ -228,6 +367,7 @@ failed (the worker is now stopped) or the worker was already stopped.`,
 			if err != nil {
 				return err
 			}
+			v.fullUnbounded(cmd)
 			var res server.VerifyJSON
 			return v.cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
 				return c.postJSON(ctx, path, v.request(), &res)
@@ -248,6 +388,8 @@ to is not released (exit status 5): the error names them (pid, uid). With
 --force the shard leaves the list at once, every attached process is sent a
 stop, and the memory is freed when the last of them detaches.`)
 	cmd.Short, cmd.Aliases = "Release a shard's VRAM", []string{"release"}
+	cmd.Example = `  vramseal shard rm llama-tp0
+  vramseal shard rm llama-tp0 --force`
 	return cmd
 }
 
@@ -294,7 +436,9 @@ func newCapacityCmd() *cobra.Command {
 		plan ByteSize
 	)
 	cmd := &cobra.Command{
-		Use:   "capacity",
+		Use: "capacity",
+		Example: `  vramseal capacity
+  vramseal capacity --plan 14GiB`,
 		Short: "Show VRAM per GPU, and with --plan whether a shard of that size fits",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -342,9 +486,10 @@ func newResetCmd() *cobra.Command {
 		reason string
 	)
 	cmd := &cobra.Command{
-		Use:   "reset --reason TEXT",
-		Short: "Return a stopped worker to running after an operator has dealt with the failure",
-		Args:  cobra.NoArgs,
+		Use:     "reset --reason TEXT",
+		Example: `  vramseal reset --reason "released the corrupt shard llama-tp0 (ticket 42)"`,
+		Short:   "Return a stopped worker to running after an operator has dealt with the failure",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if strings.TrimSpace(reason) == "" {
 				return &ExitError{Code: 2, Err: fmt.Errorf("--reason is required: say what was done about the failure")}
@@ -365,7 +510,9 @@ func newResetCmd() *cobra.Command {
 func newDevicesCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
-		Use:   "devices",
+		Use: "devices",
+		Example: `  vramseal devices
+  vramseal devices --json`,
 		Short: "List the daemon's GPUs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -394,10 +394,23 @@ type ShardJSON struct {
 	Seal        seal.Seal        `json:"seal"`
 	Chunks      int64            `json:"chunks"`
 	Attachments []AttachmentJSON `json:"attachments"`
-	// Status is "ok", or "corrupt" for a shard quarantined after a failed
-	// verification or scrub (Quarantined then names the failure).
+	// Status is "ok"; "verifying" while a verification of the shard runs;
+	// or "corrupt" for a shard quarantined after a failed verification or
+	// scrub (Quarantined then names the failure).
 	Status      string `json:"status"`
 	Quarantined string `json:"quarantined,omitempty"`
+	// LastVerified is the last verification that passed (absent when none
+	// has yet).
+	LastVerified *LastVerifiedJSON `json:"last_verified,omitempty"`
+	// Backend is the driver of the shard's GPU: "sim" or "cuda".
+	Backend string `json:"backend"`
+}
+
+// LastVerifiedJSON is a shard's last successful verification: its mode
+// ("full", "sampled" or "scrub") and when it ended.
+type LastVerifiedJSON struct {
+	Mode string    `json:"mode"`
+	At   time.Time `json:"at"`
 }
 
 // AttachmentJSON is one consumer process attached to a shard.
@@ -423,9 +436,15 @@ func attachmentsJSON(ls []vram.LeaseInfo) []AttachmentJSON {
 }
 
 func shardJSON(sh vram.ShardInfo) ShardJSON {
-	j := ShardJSON{Seal: sh.Seal, Chunks: sh.Chunks, Attachments: attachmentsJSON(sh.Attachments), Status: "ok"}
-	if sh.Quarantined != "" {
+	j := ShardJSON{Seal: sh.Seal, Chunks: sh.Chunks, Attachments: attachmentsJSON(sh.Attachments), Status: "ok", Backend: sh.Backend}
+	switch {
+	case sh.Quarantined != "":
 		j.Status, j.Quarantined = "corrupt", sh.Quarantined
+	case sh.Verifying:
+		j.Status = "verifying"
+	}
+	if sh.LastVerifiedMode != "" {
+		j.LastVerified = &LastVerifiedJSON{Mode: sh.LastVerifiedMode, At: sh.LastVerifiedAt}
 	}
 	return j
 }
