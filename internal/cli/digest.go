@@ -12,8 +12,9 @@ import (
 
 func newDigestCmd() *cobra.Command {
 	var (
-		chunkSize ByteSize = seal.DefaultChunkSize
-		asJSON    bool
+		chunkSize  ByteSize = seal.DefaultChunkSize
+		asJSON     bool
+		noProgress bool
 	)
 	cmd := &cobra.Command{
 		Use: "digest FILE",
@@ -28,7 +29,7 @@ tree, and the number of chunks. Nothing is loaded onto a GPU.`,
 			if err := checkChunkSize(chunkSize); err != nil {
 				return err
 			}
-			f, _, err := openInput(args[0])
+			f, st, err := openInput(args[0])
 			if err != nil {
 				return err
 			}
@@ -37,8 +38,11 @@ tree, and the number of chunks. Nothing is loaded onto a GPU.`,
 			defer h.Close()
 			r, stop := newCtxReader(cmd.Context(), f)
 			defer stop()
+			bar, endBar := startProgress(cmd.ErrOrStderr(), args[0], st.Size(), asJSON, noProgress)
 			buf := make([]byte, 4<<20)
-			if _, err := io.CopyBuffer(h, r, buf); err != nil {
+			_, err = io.CopyBuffer(h, io.TeeReader(r, bar), buf)
+			endBar()
+			if err != nil {
 				return fmt.Errorf("read %s: %w", safeText(args[0]), err)
 			}
 			digest, leaves, size := h.Sum()
@@ -58,6 +62,7 @@ tree, and the number of chunks. Nothing is loaded onto a GPU.`,
 	}
 	cmd.Flags().Var(&chunkSize, "chunk-size", "chunk tree leaf size (e.g. 64KiB, 1MiB)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "never draw a progress bar")
 	return cmd
 }
 

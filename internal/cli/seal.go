@@ -29,6 +29,7 @@ func newSealCmd() *cobra.Command {
 		asJSON      bool
 		backend     string
 		cudaLibrary string
+		noProgress  bool
 	)
 	cmd := &cobra.Command{
 		Use: "seal FILE",
@@ -61,6 +62,9 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 			defer f.Close()
 			data, stop := newCtxReader(ctx, f)
 			defer stop()
+			bar, endBar := startProgress(cmd.ErrOrStderr(), args[0], st.Size(), asJSON, noProgress)
+			defer endBar()
+			data = io.TeeReader(data, bar)
 			opts := vram.Options{ChunkSize: int64(chunkSize)}
 			if secretFile != "" {
 				k, err := seal.LoadKeyFile(secretFile)
@@ -92,6 +96,7 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 				req.Format = vram.FormatSafetensors
 			}
 			sh, err := m.Seal(ctx, req)
+			endBar()
 			if err != nil {
 				return err
 			}
@@ -121,6 +126,7 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 	f.StringVar(&secretFile, "secret-file", "", "worker secret file (0600, at least 32 bytes) for the seal key")
 	f.IntVar(&samples, "samples", vram.DefaultSamples, "chunks checked by the sampled verification")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.BoolVar(&noProgress, "no-progress", false, "never draw a progress bar")
 	return cmd
 }
 

@@ -6,14 +6,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 	"github.com/vramseal/vramseal/internal/server"
 	"github.com/vramseal/vramseal/vram"
@@ -88,13 +86,11 @@ the daemon's --model-root directories.`,
 					q.Set("shard_index", strconv.Itoa(index))
 					q.Set("shard_count", strconv.Itoa(count))
 				}
-				var body io.Reader = f
-				if !noProgress && st.Size() >= 64<<20 && isTerminal(cmd.ErrOrStderr()) {
-					p := &progress{w: cmd.ErrOrStderr(), total: st.Size(), start: time.Now()}
-					body = io.TeeReader(f, p)
-					defer p.finish()
-				}
 				do = func(ctx context.Context, c *client) ([]byte, error) {
+					// The bar ends when the daemon answers, before the table.
+					bar, stop := startProgress(cmd.ErrOrStderr(), args[0], st.Size(), cf.asJSON, noProgress)
+					defer stop()
+					body := io.TeeReader(f, bar)
 					return c.do(ctx, http.MethodPost, "/v1/shards", q, "application/octet-stream", body, st.Size(), &sh)
 				}
 			}
@@ -113,44 +109,6 @@ the daemon's --model-root directories.`,
 	f.BoolVar(&noProgress, "no-progress", false, "never draw a progress bar")
 	return cmd
 }
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
-}
-
-// progress draws an upload progress bar on a terminal.
-type progress struct {
-	w           io.Writer
-	total, done int64
-	start, last time.Time
-}
-
-func (p *progress) Write(b []byte) (int, error) {
-	p.done += int64(len(b))
-	if now := time.Now(); now.Sub(p.last) > 200*time.Millisecond || p.done == p.total {
-		p.last = now
-		p.draw()
-	}
-	return len(b), nil
-}
-
-func (p *progress) draw() {
-	const width = 30
-	frac := float64(p.done) / float64(max(p.total, 1))
-	n := int(frac * width)
-	bar := make([]byte, width)
-	for i := range bar {
-		bar[i] = ' '
-		if i < n {
-			bar[i] = '='
-		}
-	}
-	rate := float64(p.done) / max(time.Since(p.start).Seconds(), 1e-3)
-	fmt.Fprintf(p.w, "\r[%s] %5.1f%% %s of %s, %s/s ", bar, 100*frac, FormatBytes(p.done), FormatBytes(p.total), FormatBytes(int64(rate)))
-}
-
-func (p *progress) finish() { fmt.Fprintln(p.w) }
 
 // printShardTable prints shards one a line, like `ollama ps`: ID, model,
 // tensor-parallel rank, GPU and backend, size, status, the last
