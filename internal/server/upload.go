@@ -178,24 +178,15 @@ func (s *Server) uploadAborted(ctx context.Context, shardID string, e *UploadAbo
 				audit.Bytes("min_rate_bytes", e.MinRate),
 				audit.Int("timeout_us", e.Timeout.Microseconds()),
 			}})
-		if err != nil {
-			s.narrate(ctx, slog.LevelError, "audit_failed", EventUploadAborted, "audit", err, "Audit event upload_aborted was not recorded")
+		if err != nil && s.opts.Narrator.Enabled(slog.LevelError, "audit_failed") {
+			s.opts.Narrator.Emit(ctx, narration.Event{Level: slog.LevelError, Actor: "api", Action: "audit_failed", Target: EventUploadAborted,
+				ErrorKind: "audit", Error: err.Error(), Human: "Audit event upload_aborted was not recorded"})
 		}
 	}
-	human := fmt.Sprintf("Aborted an upload (%s) after %s of %s; freed its VRAM", e.Reason, narration.FormatBytes(e.Received), narration.FormatBytes(e.Expected))
-	s.narrate(ctx, slog.LevelWarn, ActionUploadAborted, shardID, CodeUploadTooSlow, e, human,
-		narration.Str("reason", e.Reason), narration.Bytes("received_bytes", e.Received), narration.Bytes("expected_bytes", e.Expected))
-}
-
-func (s *Server) narrate(ctx context.Context, level slog.Level, action, target, errKind string, err error, human string, attrs ...narration.Attr) {
-	n := s.opts.Narrator
-	if !n.Enabled(level, action) {
-		return
+	if n := s.opts.Narrator; n.Enabled(slog.LevelWarn, ActionUploadAborted) {
+		ev := narration.Event{Level: slog.LevelWarn, Actor: "api", Action: ActionUploadAborted, Target: shardID, ErrorKind: CodeUploadTooSlow, Error: e.Error(),
+			Human: fmt.Sprintf("Aborted an upload (%s) after %s of %s; freed its VRAM", e.Reason, narration.FormatBytes(e.Received), narration.FormatBytes(e.Expected))}
+		copy(ev.Attrs[:], []narration.Attr{narration.Str("reason", e.Reason), narration.Bytes("received_bytes", e.Received), narration.Bytes("expected_bytes", e.Expected)})
+		n.Emit(ctx, ev)
 	}
-	e := narration.Event{Level: level, Actor: "api", Action: action, Target: target, Human: human, ErrorKind: errKind}
-	if err != nil {
-		e.Error = err.Error()
-	}
-	copy(e.Attrs[:], attrs)
-	n.Emit(ctx, e)
 }
