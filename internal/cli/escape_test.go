@@ -56,6 +56,8 @@ func TestNoRawControlsOnTerminal(t *testing.T) {
 		{"seal missing", []string{"seal", "--device", "sim", missing}},
 		{"shard add missing", append([]string{"shard", "add", missing}, c...)},
 		{"shard ls", append([]string{"shard", "ls"}, c...)},
+		{"model add missing", append([]string{"model", "add", missing}, c...)},
+		{"model add bad signature file", append([]string{"model", "add", model, "--signature", missing, "--public-key", missing}, c...)},
 		{"audit init ok", []string{"audit", "init", filepath.Join(dir, "log-"+hostile), "--verification-key", key}},
 		{"audit init key exists", []string{"audit", "init", filepath.Join(dir, "log2"), "--verification-key", key}},
 		{"audit verify missing", []string{"audit", "verify", missing}},

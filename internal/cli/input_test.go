@@ -27,6 +27,7 @@ func TestNonRegularInputRefused(t *testing.T) {
 		{"digest", fifo},
 		{"seal", "--device", "sim", "--sim-capacity", "1MiB", fifo},
 		{"shard", "add", fifo, "--addr", "127.0.0.1:1"},
+		{"model", "add", dir, "--signature", fifo, "--public-key", fifo, "--addr", "127.0.0.1:1"},
 		{"digest", dir},
 	} {
 		t.Run(args[0], func(t *testing.T) {

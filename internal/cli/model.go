@@ -35,7 +35,9 @@ type modelAddFlags struct {
 	id, ref                string
 	gpus                   []int
 	sha, digests, sig, key string
-	byPath                 bool
+	byPath, noProgress     bool
+	// stderr is where an upload's progress bar goes.
+	stderr io.Writer
 }
 
 func newModelAddCmd() *cobra.Command {
@@ -76,6 +78,7 @@ integrity failure (exit status 4) and nothing stays resident.`,
 	f.StringVar(&o.digests, "expect-digests", "", "sha256sum file listing the digests the files must have")
 	f.StringVar(&o.sig, "signature", "", "OpenSSF model-signing signature (Sigstore bundle) of the model")
 	f.StringVar(&o.key, "public-key", "", "the publisher's public key (PEM) that verifies --signature")
+	f.BoolVar(&o.noProgress, "no-progress", false, "never draw a progress bar")
 	f.BoolVar(&o.byPath, "by-path", false, "let the daemon read a single file from its model roots instead of uploading it")
 	return cmd
 }
@@ -85,25 +88,19 @@ func readSmall(flag, path string, limit int64) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
-	f, err := os.Open(path)
+	f, st, err := openInput(path)
 	if err != nil {
 		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--%s: %w", flag, err)}
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--%s: %s is not a regular file", flag, strconv.QuoteToGraphic(path))}
-	}
 	if st.Size() > limit {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--%s: %s is %s, the limit is %s", flag, strconv.QuoteToGraphic(path), FormatBytes(st.Size()), FormatBytes(limit))}
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--%s: %s is %s, the limit is %s", flag, safeText(path), FormatBytes(st.Size()), FormatBytes(limit))}
 	}
 	return io.ReadAll(io.LimitReader(f, limit))
 }
 
 func (o *modelAddFlags) run(cmd *cobra.Command, path string) error {
+	o.stderr = cmd.ErrOrStderr()
 	if o.id != "" {
 		if err := vram.ValidateShardID(o.id); err != nil {
 			return &ExitError{Code: 2, Err: fmt.Errorf("--model-id: %w", err)}
@@ -126,7 +123,7 @@ func (o *modelAddFlags) run(cmd *cobra.Command, path string) error {
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return &ExitError{Code: 2, Err: fmt.Errorf("model %s: %w", strconv.QuoteToGraphic(path), err)}
+		return &ExitError{Code: 2, Err: fmt.Errorf("model %s: %w", safeText(path), err)}
 	}
 	var mj server.ModelJSON
 	var do func(ctx context.Context, c *client) ([]byte, error)
@@ -149,7 +146,7 @@ func (o *modelAddFlags) run(cmd *cobra.Command, path string) error {
 			ExpectDigests: string(digests), Signature: string(bundle), PublicKey: string(key)}
 		do = func(ctx context.Context, c *client) ([]byte, error) { return c.postJSON(ctx, "/v1/models", req, &mj) }
 	default:
-		return &ExitError{Code: 2, Err: fmt.Errorf("model %s is not a directory or a regular file", strconv.QuoteToGraphic(path))}
+		return &ExitError{Code: 2, Err: fmt.Errorf("model %s is not a directory or a regular file", safeText(path))}
 	}
 	return o.cf.call(cmd, do, func(w io.Writer) error {
 		if err := printModelTable(w, []server.ModelJSON{mj}); err != nil {
@@ -163,7 +160,7 @@ func (o *modelAddFlags) run(cmd *cobra.Command, path string) error {
 // upload prepares the upload of a single safetensors file.
 func (o *modelAddFlags) upload(path string, st os.FileInfo, bundle, key []byte, out *server.ModelJSON) (func(ctx context.Context, c *client) ([]byte, error), error) {
 	if st.Size() == 0 {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s is empty: a weight file holds at least one byte", strconv.QuoteToGraphic(path))}
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s is empty: a weight file holds at least one byte", safeText(path))}
 	}
 	q := url.Values{"file_name": {st.Name()}}
 	for k, v := range map[string]string{"model_id": o.id, "model_ref": o.ref, "expect_sha256": o.sha} {
@@ -180,13 +177,16 @@ func (o *modelAddFlags) upload(path string, st os.FileInfo, bundle, key []byte, 
 		hdr.Set(server.HeaderPublicKey, base64.StdEncoding.EncodeToString(key))
 	}
 	return func(ctx context.Context, c *client) ([]byte, error) {
-		f, err := os.Open(path)
+		f, _, err := openInput(path)
 		if err != nil {
 			return nil, err
 		}
 		defer f.Close()
 		c.header = hdr
-		return c.do(ctx, http.MethodPost, "/v1/models", q, "application/octet-stream", f, st.Size(), out)
+		// The bar ends when the daemon answers, before the tables.
+		bar, stop := startProgress(o.stderr, path, st.Size(), o.cf.asJSON, o.noProgress)
+		defer stop()
+		return c.do(ctx, http.MethodPost, "/v1/models", q, "application/octet-stream", io.TeeReader(f, bar), st.Size(), out)
 	}, nil
 }
 
