@@ -257,7 +257,7 @@ func (s *Server) uploadModel(w http.ResponseWriter, r *http.Request) (vram.Model
 		return io.NopCloser(body), nil
 	}
 	mi, err := s.m.SealModel(r.Context(), mr)
-	_ = body.rc.SetReadDeadline(time.Time{})
+	body.finish(w)
 	if body.aborted != nil && err != nil {
 		s.uploadAborted(r.Context(), id, body.aborted)
 		return mi, &httpError{http.StatusRequestTimeout, CodeUploadTooSlow, body.aborted}

@@ -534,9 +534,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) (vram.ShardInfo,
 	body := newUploadReader(w, r.Body, r.ContentLength, s.uploadLimits())
 	req.Data = body
 	sh, err := s.m.Seal(r.Context(), req)
-	// The connection may serve further requests: the upload's deadline
-	// is not theirs.
-	_ = body.rc.SetReadDeadline(time.Time{})
+	body.finish(w)
 	if body.aborted != nil && err != nil {
 		s.uploadAborted(r.Context(), req.ShardID, body.aborted)
 		return sh, &httpError{http.StatusRequestTimeout, CodeUploadTooSlow, body.aborted}

@@ -162,6 +162,19 @@ func (u *uploadReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// finish ends the upload's hold on the connection once the seal returned.
+// After an abort the connection is closed with the answer: the server
+// would otherwise wait to drain the rest of a body that is not coming.
+// Otherwise the deadline is cleared, since the connection may serve
+// further requests.
+func (u *uploadReader) finish(w http.ResponseWriter) {
+	if u.aborted != nil {
+		w.Header().Set("Connection", "close")
+		return
+	}
+	_ = u.rc.SetReadDeadline(time.Time{})
+}
+
 // uploadAborted records and narrates an upload cut off by its limits.
 // The operation has failed already, so a failure to record it is only
 // narrated.

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -47,14 +50,24 @@ func (l *eventLog) fields(typ string) []map[string]string {
 // must be answered 408 upload_too_slow naming the limit, free its
 // reservation and be audited.
 func TestSlowUploadIsAborted(t *testing.T) {
+	model, err := os.ReadFile(filepath.Join(modelFixtures, "single.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	minRate := func(o *Options) { o.UploadMinRate = 64 << 10; o.UploadRateGrace = 300 * time.Millisecond }
+	shard := "/v1/shards?shard_id=slow&model_ref=m"
 	tests := []struct {
 		name   string
 		opts   func(*Options)
 		reason string
+		path   string
+		first  []byte // sent at once; then nothing
+		size   int64  // the Content-Length
 	}{
-		{"min rate", func(o *Options) { o.UploadMinRate = 64 << 10; o.UploadRateGrace = 300 * time.Millisecond }, UploadTooSlow},
-		{"total deadline", func(o *Options) { o.UploadMinRate = -1; o.UploadTimeout = 300 * time.Millisecond }, UploadDeadline},
-		{"idle", func(o *Options) { o.UploadMinRate = -1; o.UploadIdleTimeout = 300 * time.Millisecond }, UploadStalled},
+		{"min rate", minRate, UploadTooSlow, shard, make([]byte, 1000), 500 << 10},
+		{"total deadline", func(o *Options) { o.UploadMinRate = -1; o.UploadTimeout = 300 * time.Millisecond }, UploadDeadline, shard, make([]byte, 1000), 500 << 10},
+		{"idle", func(o *Options) { o.UploadMinRate = -1; o.UploadIdleTimeout = 300 * time.Millisecond }, UploadStalled, shard, make([]byte, 1000), 500 << 10},
+		{"model upload", minRate, UploadTooSlow, "/v1/models?file_name=single.safetensors&model_id=slow", model[:len(model)/2], int64(len(model))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,8 +79,8 @@ func TestSlowUploadIsAborted(t *testing.T) {
 			})
 			pr, pw := io.Pipe()
 			defer pw.Close()
-			req, _ := http.NewRequest("POST", f.srv.URL+"/v1/shards?shard_id=slow&model_ref=m", pr)
-			req.ContentLength = 500 << 10
+			req, _ := http.NewRequest("POST", f.srv.URL+tt.path, pr)
+			req.ContentLength = tt.size
 			req.Header.Set("Content-Type", "application/octet-stream")
 			req.Header.Set("Authorization", "Bearer "+testToken)
 			req.Header.Set("X-Correlation-ID", "slow-upload-1")
@@ -79,7 +92,7 @@ func TestSlowUploadIsAborted(t *testing.T) {
 				}
 				done <- resp
 			}()
-			if _, err := pw.Write(make([]byte, 1000)); err != nil { // then nothing
+			if _, err := pw.Write(tt.first); err != nil {
 				t.Fatal(err)
 			}
 			var resp *http.Response
@@ -101,16 +114,16 @@ func TestSlowUploadIsAborted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.UsedBytes != 0 || c.ReservedBytes != 0 {
-				t.Errorf("capacity after the abort = %+v, want nothing held", c)
+			if c.UsedBytes != 0 || c.ReservedBytes != 0 || len(f.m.Shards()) != 0 {
+				t.Errorf("capacity after the abort = %+v with %d shards, want nothing held", c, len(f.m.Shards()))
 			}
 			got := log.fields(EventUploadAborted)
 			if len(got) != 1 {
 				t.Fatalf("%d %s events, want 1", len(got), EventUploadAborted)
 			}
 			e := got[0]
-			if e["reason"] != tt.reason || e["shard_id"] != "slow" || e["expected_bytes"] != "512000" || e["correlation_id"] != "slow-upload-1" {
-				t.Errorf("%s event = %v, want reason %s for shard slow, 512000 bytes expected, the request's correlation ID", EventUploadAborted, e, tt.reason)
+			if e["reason"] != tt.reason || e["shard_id"] != "slow" || e["expected_bytes"] != strconv.FormatInt(tt.size, 10) || e["correlation_id"] != "slow-upload-1" {
+				t.Errorf("%s event = %v, want reason %s for slow, %d bytes expected, the request's correlation ID", EventUploadAborted, e, tt.reason, tt.size)
 			}
 		})
 	}
