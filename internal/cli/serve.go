@@ -103,7 +103,7 @@ machine, since whoever holds it can check, and forge, old records.`,
 	f.StringVar(&cfg.auditFailure, "audit-failure", "closed", "when the audit log fails: closed (refuse operations) or open (go on, count and report)")
 	f.StringVar(&cfg.auditRetain, "audit-retain", "", "delete closed, verified audit segments older than this (e.g. 2555d); empty keeps everything")
 	f.StringVar(&cfg.secretFile, "secret-file", "", "worker secret for seal keys (default DATA-DIR/worker.secret, generated 0600 when absent)")
-	f.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token clients must send")
+	f.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token clients must send: one line, at least 16 printable ASCII characters, mode 0600 or 0400")
 	f.StringArrayVar(&cfg.modelRoots, "model-root", nil, "directory shards may be loaded from by path (repeatable)")
 	f.StringVar(&cfg.logFormat, "log-format", "console", "narration format: console or json")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "narration level: debug, info, warn or error")
