@@ -168,6 +168,12 @@ type shard struct {
 	// model is the ID of the model the shard belongs to ("" for a shard
 	// sealed on its own).
 	model string
+	// verifying counts the verifications ([Manager.Verify]) in flight, and
+	// lastMode and lastAt say which pass (a mode, or "scrub") succeeded
+	// last and when; all guarded by Manager.mu.
+	verifying int
+	lastMode  string
+	lastAt    time.Time
 }
 
 // New checks the VRAM-only policy on every device and the environment and
@@ -456,14 +462,41 @@ type ShardInfo struct {
 	// or "" when it is not quarantined ([Manager.Shard] and
 	// [Manager.Shards] fill it in).
 	Quarantined string
+	// Backend is the driver of the shard's GPU ("sim" or "cuda").
+	Backend string
+	// Verifying reports a verification of the shard in flight;
+	// LastVerifiedMode ("full", "sampled" or "scrub") and LastVerifiedAt
+	// describe the last that succeeded ("" and zero when none has yet).
+	// [Manager.Shard] and [Manager.Shards] fill them in.
+	Verifying        bool
+	LastVerifiedMode string
+	LastVerifiedAt   time.Time
 }
 
 func (s *shard) info() ShardInfo {
-	info := ShardInfo{Seal: s.seal, Chunks: gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize)}
+	info := ShardInfo{Seal: s.seal, Chunks: gpu.ChunkCount(s.seal.Size, s.seal.ChunkSize), Backend: s.dev.info.Driver}
 	if s.tensors != nil {
 		info.Format, info.Tensors = s.tensors.Format, s.tensors.Tensors
 	}
 	return info
+}
+
+// status is s.info with what changes while the shard is resident:
+// attachments, quarantine and verification. The caller holds Manager.mu.
+func (s *shard) status() ShardInfo {
+	info := s.info()
+	info.Attachments = s.leaseInfos()
+	info.Quarantined = s.quarantined
+	info.Verifying = s.verifying > 0
+	info.LastVerifiedMode, info.LastVerifiedAt = s.lastMode, s.lastAt
+	return info
+}
+
+// verified notes a successful pass over s in mode.
+func (m *Manager) verified(s *shard, mode string) {
+	m.mu.Lock()
+	s.lastMode, s.lastAt = mode, m.clock().UTC()
+	m.mu.Unlock()
 }
 
 // Shard returns the resident shard with the given ID.
@@ -477,16 +510,7 @@ func (m *Manager) Shard(id string) (ShardInfo, error) {
 	if !ok {
 		return ShardInfo{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	return s.listed(), nil
-}
-
-// listed is s.info with what changes after the seal: the attachments and
-// the quarantine. The caller holds Manager.mu.
-func (s *shard) listed() ShardInfo {
-	info := s.info()
-	info.Attachments = s.leaseInfos()
-	info.Quarantined = s.quarantined
-	return info
+	return s.status(), nil
 }
 
 // Shards returns every resident shard, sorted by ID.
@@ -494,7 +518,7 @@ func (m *Manager) Shards() []ShardInfo {
 	m.mu.Lock()
 	out := make([]ShardInfo, 0, len(m.shards))
 	for _, s := range m.shards {
-		out = append(out, s.listed())
+		out = append(out, s.status())
 	}
 	m.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Seal.ShardID < out[j].Seal.ShardID })

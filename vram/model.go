@@ -499,7 +499,7 @@ func (m *Manager) modelInfo(id string, ms *modelState) ModelInfo {
 	mi := ModelInfo{ID: id, Ref: ms.ref, Provenance: ms.prov, SealedAt: ms.sealedAt, Files: ms.files}
 	for _, sid := range ms.shards {
 		if s, ok := m.shards[sid]; ok && s.model == id {
-			mi.Shards = append(mi.Shards, s.listed())
+			mi.Shards = append(mi.Shards, s.status())
 		}
 	}
 	return mi

@@ -232,6 +232,7 @@ func (m *Manager) scrubShard(ctx context.Context, id string, batchBytes int64, p
 		audit.Int("chunks_checked", n),
 		audit.Int("duration_us", dur.Microseconds()),
 	}})
+	m.verified(s, "scrub")
 	return hashed, nil
 }
 

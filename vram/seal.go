@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vramseal/vramseal/audit"
@@ -199,7 +200,10 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 // and a file named *.safetensors must be one ([FormatSafetensors]) unless
 // req.Format says otherwise.
 func (m *Manager) SealFile(ctx context.Context, path string, req SealRequest) (ShardInfo, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO with no writer would block forever; the
+	// Stat below refuses it (and any other non-regular file) instead.
+	// Regular files ignore the flag.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return ShardInfo{}, fmt.Errorf("vram: open model file: %w", err)
 	}

@@ -77,6 +77,7 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 		q = s.quarantined
 		if q == "" {
 			s.busy.Add(1)
+			s.verifying++
 		}
 	}
 	m.mu.Unlock()
@@ -87,6 +88,11 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 		return VerifyResult{}, &QuarantinedError{ShardID: id, Reason: q}
 	}
 	defer s.busy.Done()
+	defer func() {
+		m.mu.Lock()
+		s.verifying--
+		m.mu.Unlock()
+	}()
 
 	res, err := m.verifyShard(ctx, s, mode)
 	if err != nil {
@@ -113,6 +119,7 @@ func (m *Manager) Verify(ctx context.Context, id string, mode VerifyMode) (Verif
 		// not pass.
 		return VerifyResult{}, err
 	}
+	m.verified(s, res.Mode)
 	m.narrate(ctx, slog.LevelInfo, ActionVerify, id, s.dev.info, res.Duration, "", nil, func() string {
 		return fmt.Sprintf("Verified shard '%s' on GPU %d: %d of %d chunks match (%s)", short(id), s.dev.index, res.ChunksChecked, res.Chunks, narration.FormatDuration(res.Duration))
 	}, narration.Str("mode", res.Mode), narration.Int("chunks_checked", res.ChunksChecked))

@@ -21,7 +21,10 @@ import (
 // newAuditCmd returns `vramseal audit`: init, verify, query, tail, prune.
 func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "audit",
+		Use: "audit",
+		Example: `  vramseal audit init /var/lib/vramseal/audit --verification-key ./audit.key
+  vramseal audit verify /var/lib/vramseal/audit --verification-key ./audit.key
+  vramseal audit tail -f /var/lib/vramseal/audit`,
 		Short: "Create, verify and read the tamper-evident audit log",
 	}
 	cmd.AddCommand(newAuditInitCmd(), newAuditVerifyCmd(), newAuditQueryCmd(), newAuditTailCmd(), newAuditPruneCmd())
@@ -31,7 +34,9 @@ func newAuditCmd() *cobra.Command {
 func newAuditInitCmd() *cobra.Command {
 	var keyFile string
 	cmd := &cobra.Command{
-		Use:   "init DIR --verification-key FILE",
+		Use: "init DIR --verification-key FILE",
+		Example: `  # before the first serve, to hold the key yourself from the start:
+  vramseal audit init vramseal-data/audit --verification-key ~/audit-verification.key`,
 		Short: "Create an audit log and its verification key",
 		Long: `Create the audit log directory DIR (mode 0700) with a fresh random key.
 The verification key is written to FILE (mode 0600, must not exist): move it
@@ -48,7 +53,7 @@ later cannot rewrite earlier epochs.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "created audit log %s in %s\nverification key written to %s: move it off this machine\n",
-				vk.LogID(), args[0], keyFile)
+				vk.LogID(), safeText(args[0]), safeText(keyFile))
 			return nil
 		},
 	}
@@ -65,8 +70,9 @@ later cannot rewrite earlier epochs.`,
 // error says what is left.
 func initAudit(dir, keyFile string, writeKey func(f *os.File, data []byte) error) (*audit.VerificationKey, error) {
 	f, err := createPrivate(keyFile)
+	qdir, qkey := safeText(dir), safeText(keyFile)
 	if err != nil {
-		err = fmt.Errorf("audit init: verification key: %w", err)
+		err = fmt.Errorf("audit init: verification key: %w", quotePathError(err))
 		if errors.Is(err, fs.ErrExist) {
 			// A key file is never overwritten; naming one that exists is bad input.
 			return nil, &ExitError{Code: 2, Err: err}
@@ -90,15 +96,15 @@ func initAudit(dir, keyFile string, writeKey func(f *os.File, data []byte) error
 	if uerr := undoInit(dir, existed); uerr != nil {
 		if _, err := os.Stat(keyFile); err == nil {
 			return nil, fmt.Errorf("audit init: write verification key %s: %w; removing the new audit log in %s failed too (%v): "+
-				"keep %s, it may be the only copy of the key of log %s", keyFile, werr, dir, uerr, keyFile, vk.LogID())
+				"keep %s, it may be the only copy of the key of log %s", qkey, werr, qdir, uerr, qkey, vk.LogID())
 		}
 		return nil, fmt.Errorf("audit init: write verification key %s: %w; removing the new audit log in %s failed too (%v): "+
-			"its key is lost, so it can never be verified: delete it by hand and run init again", keyFile, werr, dir, uerr)
+			"its key is lost, so it can never be verified: delete it by hand and run init again", qkey, werr, qdir, uerr)
 	}
 	if err := os.Remove(keyFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s, but not the key file: %v", keyFile, werr, dir, err)
+		return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s, but not the key file: %v", qkey, werr, qdir, err)
 	}
-	return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s: nothing was created", keyFile, werr, dir)
+	return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s: nothing was created", qkey, werr, qdir)
 }
 
 // writeKeyFile writes the verification key to the new file f, makes it
@@ -145,7 +151,7 @@ func readKey(path string) (*audit.VerificationKey, error) {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, quotePathError(err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
@@ -153,11 +159,11 @@ func readKey(path string) (*audit.VerificationKey, error) {
 		return nil, err
 	}
 	if len(b) > maxKeyFileBytes {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s: larger than %d bytes: not a verification key", path, maxKeyFileBytes)}
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s: larger than %d bytes: not a verification key", safeText(path), maxKeyFileBytes)}
 	}
 	vk, err := audit.ParseVerificationKey(b)
 	if err != nil {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s: %w", path, err)}
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s: %w", safeText(path), err)}
 	}
 	return vk, nil
 }
@@ -169,7 +175,9 @@ const exitVerifyFailed = 4
 func newAuditVerifyCmd() *cobra.Command {
 	var keyFile string
 	cmd := &cobra.Command{
-		Use:   "verify DIR [--verification-key FILE]",
+		Use: "verify DIR [--verification-key FILE]",
+		Example: `  vramseal audit verify vramseal-data/audit --verification-key ~/audit-verification.key
+  vramseal audit verify vramseal-data/audit    # links, epochs, checksums; no MACs`,
 		Short: "Verify every record, link, epoch, checksum and the manifest",
 		Long: `Verify the audit log in DIR, streaming. With the verification key every
 MAC is checked too; without it, everything else, and the output says so.
@@ -192,14 +200,14 @@ Exit status:
 			rep, err := audit.Verify(cmd.Context(), args[0], audit.VerifyOptions{Key: vk})
 			var ve *audit.VerifyError
 			if errors.As(err, &ve) {
-				fmt.Fprintf(out, "FAIL: %s\n  file:    %s\n", ve.Problem, ve.File)
+				fmt.Fprintf(out, "FAIL: %s\n  file:    %s\n", ve.Problem, safeText(ve.File))
 				if ve.Line > 0 {
 					fmt.Fprintf(out, "  line:    %d (offset %d)\n", ve.Line, ve.Offset)
 				}
 				if ve.Seq > 0 {
 					fmt.Fprintf(out, "  seq:     %d\n", ve.Seq)
 				}
-				fmt.Fprintf(out, "  detail:  %v\n", ve.Err)
+				fmt.Fprintf(out, "  detail:  %s\n", terminalLine(fmt.Sprint(ve.Err)))
 				fmt.Fprintf(out, "checked before the failure: %d records in %d segments\n", rep.Records, rep.Segments)
 				return &ExitError{Code: exitVerifyFailed, Err: err}
 			}
@@ -207,7 +215,7 @@ Exit status:
 				// Either the wrong key or a log replaced wholesale: a
 				// verification failure either way, never "bad input" that a
 				// monitoring script might shrug off.
-				fmt.Fprintf(out, "FAIL: the log in %s is not the log of this verification key\n", args[0])
+				fmt.Fprintf(out, "FAIL: the log in %s is not the log of this verification key\n", safeText(args[0]))
 				return &ExitError{Code: exitVerifyFailed, Err: err}
 			}
 			if err != nil {
@@ -241,7 +249,9 @@ func newAuditQueryCmd() *cobra.Command {
 		until, cid, format  string
 	)
 	cmd := &cobra.Command{
-		Use:   "query DIR",
+		Use: "query DIR",
+		Example: `  vramseal audit query vramseal-data/audit --type seal_verification_failed --since 24h
+  vramseal audit query vramseal-data/audit --field shard_id=llama-tp0 --format table`,
 		Short: "Select records by type, severity, time, field or correlation ID",
 		Long: `Stream the records of the audit log in DIR that match every given filter.
 --format ndjson (default) prints the records' exact lines (still verifiable);
@@ -399,7 +409,9 @@ func newAuditTailCmd() *cobra.Command {
 		jsonl  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "tail [-f] [-n N] DIR",
+		Use: "tail [-f] [-n N] DIR",
+		Example: `  vramseal audit tail vramseal-data/audit
+  vramseal audit tail -f -n 0 vramseal-data/audit`,
 		Short: "Show the newest records for people (escaped)",
 		Long: `Show the last N records of the audit log in DIR, one line each, and with -f
 keep showing new ones. Control characters, ANSI escapes and bidirectional
@@ -431,7 +443,9 @@ overrides in values are shown escaped, never interpreted by the terminal.`,
 func newAuditPruneCmd() *cobra.Command {
 	var retain string
 	cmd := &cobra.Command{
-		Use:   "prune DIR --retain 2555d",
+		Use: "prune DIR --retain 2555d",
+		Example: `  # with the daemon stopped (it holds the log's lock):
+  vramseal audit prune vramseal-data/audit --retain 2555d`,
 		Short: "Delete closed, checked segments older than the retention period",
 		Long: `Delete the closed segments of the audit log in DIR whose newest record is
 older than --retain (days such as 2555d, or a Go duration). Each is checked

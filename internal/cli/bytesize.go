@@ -41,7 +41,21 @@ func ParseByteSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-func (b *ByteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+// String renders the value so that Set reads it back: with the largest
+// binary unit that divides it ("8GiB", "64KiB"), else in bytes. Help
+// output shows defaults this way.
+func (b *ByteSize) String() string {
+	n := int64(*b)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
 
 // Set parses the flag value.
 func (b *ByteSize) Set(s string) error {

@@ -27,14 +27,26 @@ type clientFlags struct {
 	tokenFile string
 	asJSON    bool
 	timeout   time.Duration
+	// long marks a command whose time grows with the shard (an upload):
+	// its --timeout has no default limit. Set it before register.
+	long bool
 }
+
+// DefaultTimeout bounds a client command that is not long (see
+// clientFlags.long) unless --timeout says otherwise, so a daemon that
+// accepts connections but never answers does not hang the terminal.
+const DefaultTimeout = time.Minute
 
 func (f *clientFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.addr, "addr", envOr("VRAMSEAL_ADDR", "http://"+DefaultListen), "daemon URL (env VRAMSEAL_ADDR)")
 	fl.StringVar(&f.tokenFile, "token-file", os.Getenv("VRAMSEAL_TOKEN_FILE"), "file holding the daemon's bearer token (env VRAMSEAL_TOKEN_FILE)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the daemon's JSON")
-	fl.DurationVar(&f.timeout, "timeout", 0, "give up after this long (0: no limit)")
+	def := DefaultTimeout
+	if f.long {
+		def = 0
+	}
+	fl.DurationVar(&f.timeout, "timeout", def, "give up after this long (0: no limit)")
 }
 
 func envOr(name, def string) string {
@@ -64,11 +76,11 @@ func (f *clientFlags) client() (*client, error) {
 	}
 	c := &client{base: u, http: &http.Client{Timeout: f.timeout, Transport: &narration.RoundTripper{}}}
 	if f.tokenFile != "" {
-		b, err := os.ReadFile(f.tokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("read token: %w", err)
+		// A client's token file is not checked for its mode: refusing it
+		// would not make the token secret again, and the daemon's is.
+		if c.token, err = readTokenFile("--token-file", f.tokenFile, false); err != nil {
+			return nil, err
 		}
-		c.token = strings.TrimSpace(string(b))
 	}
 	return c, nil
 }
@@ -113,6 +125,9 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("request to the daemon stopped: %w", ctx.Err())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the daemon at %s (is `vramseal serve` running?): %w", c.base.Host, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/vramseal/vramseal/gpu"
@@ -13,11 +12,14 @@ import (
 
 func newDigestCmd() *cobra.Command {
 	var (
-		chunkSize ByteSize = seal.DefaultChunkSize
-		asJSON    bool
+		chunkSize  ByteSize = seal.DefaultChunkSize
+		asJSON     bool
+		noProgress bool
 	)
 	cmd := &cobra.Command{
-		Use:   "digest FILE",
+		Use: "digest FILE",
+		Example: `  vramseal digest model.safetensors
+  vramseal digest model.bin --chunk-size 1MiB --json`,
 		Short: "Print a file's flat SHA-256 digest, chunk tree root and chunk count",
 		Long: `Digest reads FILE once and prints what a seal of it would record: the flat
 SHA-256 digest (what model catalogs publish), the RFC 6962 root of the chunk
@@ -27,16 +29,21 @@ tree, and the number of chunks. Nothing is loaded onto a GPU.`,
 			if err := checkChunkSize(chunkSize); err != nil {
 				return err
 			}
-			f, err := os.Open(args[0])
+			f, st, err := openInput(args[0])
 			if err != nil {
 				return err
 			}
 			defer f.Close()
 			h := seal.NewHasher(int64(chunkSize))
 			defer h.Close()
+			r, stop := newCtxReader(cmd.Context(), f)
+			defer stop()
+			bar, endBar := startProgress(cmd.ErrOrStderr(), args[0], st.Size(), asJSON, noProgress)
 			buf := make([]byte, 4<<20)
-			if _, err := io.CopyBuffer(h, f, buf); err != nil {
-				return fmt.Errorf("read %s: %w", args[0], err)
+			_, err = io.CopyBuffer(h, io.TeeReader(r, bar), buf)
+			endBar()
+			if err != nil {
+				return fmt.Errorf("read %s: %w", safeText(args[0]), err)
 			}
 			digest, leaves, size := h.Sum()
 			out := digestOutput{
@@ -49,12 +56,13 @@ tree, and the number of chunks. Nothing is loaded onto a GPU.`,
 				return enc.Encode(out)
 			}
 			fmt.Fprintf(w, "file:       %s\nsize:       %d bytes (%s)\nchunk size: %s\nchunks:     %d\ndigest:     sha256:%s\ntree root:  %s\n",
-				out.File, out.Size, FormatBytes(out.Size), FormatBytes(out.ChunkSize), out.Chunks, out.Digest, out.Root)
+				safeText(out.File), out.Size, FormatBytes(out.Size), FormatBytes(out.ChunkSize), out.Chunks, out.Digest, out.Root)
 			return nil
 		},
 	}
 	cmd.Flags().Var(&chunkSize, "chunk-size", "chunk tree leaf size (e.g. 64KiB, 1MiB)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "never draw a progress bar")
 	return cmd
 }
 

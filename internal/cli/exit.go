@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 
@@ -21,7 +22,9 @@ func (e *ExitError) Unwrap() error { return e.Err }
 // [ExitError]; 2 for bad input (including a missing input file); 3 for a
 // retryable shortage of VRAM; 4 for an integrity failure, a VRAM-only
 // policy violation or a stopped worker; 5 for a conflict (a shard that
-// processes are attached to, a shard ID already taken); otherwise 1.
+// processes are attached to, a shard ID already taken); 130 for an
+// operation interrupted (Ctrl-C or SIGTERM cancel the command's context);
+// otherwise 1.
 func ExitCode(err error) int {
 	var ee *ExitError
 	switch {
@@ -35,6 +38,8 @@ func ExitCode(err error) int {
 		return 4
 	case errors.Is(err, vram.ErrInUse), errors.Is(err, vram.ErrExists):
 		return 5
+	case errors.Is(err, context.Canceled):
+		return 130
 	}
 	return 1
 }

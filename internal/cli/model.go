@@ -36,7 +36,9 @@ type modelAddFlags struct {
 	id, ref                string
 	gpus                   []int
 	sha, digests, sig, key string
-	byPath                 bool
+	byPath, noProgress     bool
+	// stderr is where an upload's progress bar goes.
+	stderr io.Writer
 }
 
 func newModelAddCmd() *cobra.Command {
@@ -66,6 +68,8 @@ integrity failure (exit status 4) and nothing stays resident.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return o.run(cmd, args[0]) },
 	}
+	// Sealing a model takes as long as its files are large.
+	o.cf.long = true
 	o.cf.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.id, "model-id", "", "model ID; its shards are ID-0, ID-1, … (default: from the directory or file name)")
@@ -75,6 +79,7 @@ integrity failure (exit status 4) and nothing stays resident.`,
 	f.StringVar(&o.digests, "expect-digests", "", "sha256sum file listing the digests the files must have")
 	f.StringVar(&o.sig, "signature", "", "OpenSSF model-signing signature (Sigstore bundle) of the model")
 	f.StringVar(&o.key, "public-key", "", "the publisher's public key (PEM) that verifies --signature")
+	f.BoolVar(&o.noProgress, "no-progress", false, "never draw a progress bar")
 	f.BoolVar(&o.byPath, "by-path", false, "let the daemon read a single file from its model roots instead of uploading it")
 	return cmd
 }
@@ -84,25 +89,19 @@ func readSmall(flag, path string, limit int64) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
-	f, err := os.Open(path)
+	f, st, err := openInput(path)
 	if err != nil {
 		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--%s: %w", flag, err)}
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--%s: %s is not a regular file", flag, strconv.QuoteToGraphic(path))}
-	}
 	if st.Size() > limit {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--%s: %s is %s, the limit is %s", flag, strconv.QuoteToGraphic(path), FormatBytes(st.Size()), FormatBytes(limit))}
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--%s: %s is %s, the limit is %s", flag, safeText(path), FormatBytes(st.Size()), FormatBytes(limit))}
 	}
 	return io.ReadAll(io.LimitReader(f, limit))
 }
 
 func (o *modelAddFlags) run(cmd *cobra.Command, path string) error {
+	o.stderr = cmd.ErrOrStderr()
 	if o.id != "" {
 		if err := vram.ValidateShardID(o.id); err != nil {
 			return &ExitError{Code: 2, Err: fmt.Errorf("--model-id: %w", err)}
@@ -125,7 +124,7 @@ func (o *modelAddFlags) run(cmd *cobra.Command, path string) error {
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return &ExitError{Code: 2, Err: fmt.Errorf("model %s: %w", strconv.QuoteToGraphic(path), err)}
+		return &ExitError{Code: 2, Err: fmt.Errorf("model %s: %w", safeText(path), err)}
 	}
 	var mj server.ModelJSON
 	var do func(ctx context.Context, c *client) ([]byte, error)
@@ -148,7 +147,7 @@ func (o *modelAddFlags) run(cmd *cobra.Command, path string) error {
 			ExpectDigests: string(digests), Signature: string(bundle), PublicKey: string(key)}
 		do = func(ctx context.Context, c *client) ([]byte, error) { return c.postJSON(ctx, "/v1/models", req, &mj) }
 	default:
-		return &ExitError{Code: 2, Err: fmt.Errorf("model %s is not a directory or a regular file", strconv.QuoteToGraphic(path))}
+		return &ExitError{Code: 2, Err: fmt.Errorf("model %s is not a directory or a regular file", safeText(path))}
 	}
 	return o.cf.call(cmd, do, func(w io.Writer) error {
 		if err := printModelTable(w, []server.ModelJSON{mj}); err != nil {
@@ -162,7 +161,7 @@ func (o *modelAddFlags) run(cmd *cobra.Command, path string) error {
 // upload prepares the upload of a single safetensors file.
 func (o *modelAddFlags) upload(path string, st os.FileInfo, bundle, key []byte, out *server.ModelJSON) (func(ctx context.Context, c *client) ([]byte, error), error) {
 	if st.Size() == 0 {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s is empty: a weight file holds at least one byte", strconv.QuoteToGraphic(path))}
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s is empty: a weight file holds at least one byte", safeText(path))}
 	}
 	q := url.Values{"file_name": {st.Name()}}
 	for k, v := range map[string]string{"model_id": o.id, "model_ref": o.ref, "expect_sha256": o.sha} {
@@ -179,13 +178,16 @@ func (o *modelAddFlags) upload(path string, st os.FileInfo, bundle, key []byte, 
 		hdr.Set(server.HeaderPublicKey, base64.StdEncoding.EncodeToString(key))
 	}
 	return func(ctx context.Context, c *client) ([]byte, error) {
-		f, err := os.Open(path)
+		f, _, err := openInput(path)
 		if err != nil {
 			return nil, err
 		}
 		defer f.Close()
 		c.header = hdr
-		return c.do(ctx, http.MethodPost, "/v1/models", q, "application/octet-stream", f, st.Size(), out)
+		// The bar ends when the daemon answers, before the tables.
+		bar, stop := startProgress(o.stderr, path, st.Size(), o.cf.asJSON, o.noProgress)
+		defer stop()
+		return c.do(ctx, http.MethodPost, "/v1/models", q, "application/octet-stream", io.TeeReader(f, bar), st.Size(), out)
 	}, nil
 }
 
@@ -225,7 +227,9 @@ func newModelLsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "List the models resident on the daemon",
-		Args:  cobra.NoArgs,
+		Example: `  vramseal model ls
+  vramseal model ls --json | jq -r '.models[].model_id'`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out struct {
 				Models []server.ModelJSON `json:"models"`
@@ -253,6 +257,8 @@ func newModelVerifyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify ID",
 		Short: "Re-verify every shard of a model from device memory",
+		Example: `  vramseal model verify llama-3-8b
+  vramseal model verify llama-3-8b --full`,
 		Long: `Verify checks each shard of the model as "shard verify" does, in order, and
 stops at the first failure, which names the changed chunks and the tensors they
 touch (exit status 4; the worker is then stopped).`,
@@ -262,6 +268,7 @@ touch (exit status 4; the worker is then stopped).`,
 			if err != nil {
 				return err
 			}
+			v.fullUnbounded(cmd)
 			var res server.ModelVerifyJSON
 			return v.cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
 				return c.postJSON(ctx, path, v.request(), &res)
@@ -285,5 +292,7 @@ func newModelRmCmd() *cobra.Command {
 	cmd := newReleaseCmd("model", modelPath, `Rm releases every shard of the model. When inference processes are attached to
 any of them, nothing is released (exit status 5) unless --force revokes them.`)
 	cmd.Short = "Release every shard of a model"
+	cmd.Example = `  vramseal model rm llama-3-8b
+  vramseal model rm llama-3-8b --force`
 	return cmd
 }

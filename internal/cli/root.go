@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -21,7 +23,9 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 		Short:         "Keep model shards resident in GPU memory under a cryptographic seal",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version(debug.ReadBuildInfo()),
 	}
+	root.SetVersionTemplate("vramseal {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	// Each subcommand lives in its own file; add it here.
@@ -49,13 +53,18 @@ func jsonFlags(c *cobra.Command) {
 func usageErrors(c *cobra.Command) {
 	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &ExitError{Code: 2, Err: err} })
 	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.SuggestionsMinimumDistance = 2
 		c.Args = cobra.ArbitraryArgs
 		c.RunE = func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				_ = cmd.Help()
 				return &ExitError{Code: 2, Err: fmt.Errorf("%s needs a command", cmd.CommandPath())}
 			}
-			return &ExitError{Code: 2, Err: fmt.Errorf("unknown command %q for %q (see %s --help)", args[0], cmd.CommandPath(), cmd.CommandPath())}
+			msg := fmt.Sprintf("unknown command %s for %q", safeText(args[0]), cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "; did you mean " + strings.Join(s, " or ") + "?"
+			}
+			return &ExitError{Code: 2, Err: fmt.Errorf("%s (see %s --help)", msg, cmd.CommandPath())}
 		}
 	}
 	if args := c.Args; args != nil {
@@ -84,7 +93,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	status := ExitCode(err)
-	fmt.Fprintln(stderr, "vramseal:", err)
+	fmt.Fprintln(stderr, "vramseal:", terminalLine(err.Error()))
 	if cmd != nil {
 		if f := cmd.Flags().Lookup("json"); f != nil && f.Value.String() == "true" {
 			_ = writeErrorJSON(stdout, err, status)
@@ -98,14 +107,14 @@ type ErrorJSON struct {
 	Error struct {
 		// Code is the daemon's error code, or for a local failure the
 		// class of its exit status (invalid_input, insufficient_vram,
-		// integrity, conflict, error).
+		// integrity, conflict, interrupted, error).
 		Code       string `json:"code"`
 		Message    string `json:"message"`
 		ExitStatus int    `json:"exit_status"`
 	} `json:"error"`
 }
 
-var statusCodes = map[int]string{2: "invalid_input", 3: "insufficient_vram", 4: "integrity", 5: "conflict"}
+var statusCodes = map[int]string{2: "invalid_input", 3: "insufficient_vram", 4: "integrity", 5: "conflict", 130: "interrupted"}
 
 func writeErrorJSON(w io.Writer, err error, status int) error {
 	var out ErrorJSON

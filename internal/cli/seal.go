@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -29,9 +30,12 @@ func newSealCmd() *cobra.Command {
 		asJSON      bool
 		backend     string
 		cudaLibrary string
+		noProgress  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "seal FILE",
+		Use: "seal FILE",
+		Example: `  vramseal seal model.safetensors
+  vramseal seal model.bin --device sim --sim-capacity 16GiB --json`,
 		Short: "Seal a model file into VRAM, verify it, print the handle, release it",
 		Long: `Seal copies FILE into GPU memory (an NVIDIA GPU with --device cuda, or auto
 when one is usable; the simulated device otherwise), seals it (flat SHA-256
@@ -52,6 +56,16 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 			if err := checkChunkSize(chunkSize); err != nil {
 				return err
 			}
+			f, st, err := openInput(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			data, stop := newCtxReader(ctx, f)
+			defer stop()
+			bar, endBar := startProgress(cmd.ErrOrStderr(), args[0], st.Size(), asJSON, noProgress)
+			defer endBar()
+			data = io.TeeReader(data, bar)
 			opts := vram.Options{ChunkSize: int64(chunkSize)}
 			if secretFile != "" {
 				k, err := seal.LoadKeyFile(secretFile)
@@ -75,7 +89,15 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 				return err
 			}
 			defer m.Close(ctx)
-			sh, err := m.SealFile(ctx, args[0], vram.SealRequest{ShardID: shardID, ModelRef: modelRef, Device: device})
+			req := vram.SealRequest{ShardID: shardID, ModelRef: modelRef, Device: device, Size: st.Size(), Data: data}
+			if req.ModelRef == "" {
+				req.ModelRef = st.Name()
+			}
+			if strings.HasSuffix(st.Name(), ".safetensors") {
+				req.Format = vram.FormatSafetensors
+			}
+			sh, err := m.Seal(ctx, req)
+			endBar()
 			if err != nil {
 				return err
 			}
@@ -105,6 +127,7 @@ this process. The daemon (vramseal serve) keeps shards resident.`,
 	f.StringVar(&secretFile, "secret-file", "", "worker secret file (0600, at least 32 bytes) for the seal key")
 	f.IntVar(&samples, "samples", vram.DefaultSamples, "chunks checked by the sampled verification")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.BoolVar(&noProgress, "no-progress", false, "never draw a progress bar")
 	return cmd
 }
 
@@ -137,8 +160,8 @@ func printSealed(w io.Writer, asJSON bool, sh vram.ShardInfo, checks []vram.Veri
 	}
 	s := sh.Seal
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "shard\t%s\n", s.ShardID)
-	fmt.Fprintf(tw, "model\t%s (shard %d of %d)\n", s.ModelRef, s.ShardIndex+1, s.ShardCount)
+	fmt.Fprintf(tw, "shard\t%s\n", safeText(s.ShardID))
+	fmt.Fprintf(tw, "model\t%s (shard %d of %d)\n", safeText(s.ModelRef), s.ShardIndex+1, s.ShardCount)
 	fmt.Fprintf(tw, "gpu\t%d (%s)\n", s.DeviceIndex, s.DeviceUUID)
 	fmt.Fprintf(tw, "size\t%d bytes (%s)\n", s.Size, FormatBytes(s.Size))
 	fmt.Fprintf(tw, "chunks\t%d of %s\n", gpu.ChunkCount(s.Size, s.ChunkSize), FormatBytes(s.ChunkSize))

@@ -58,12 +58,19 @@ type serveConfig struct {
 	attachUIDs   []uint
 	attachGIDs   []uint
 	attachConns  int
+	uploadIdle   time.Duration
+	uploadRate   ByteSize
+	uploadGrace  time.Duration
+	uploadLimit  time.Duration
 }
 
 func newServeCmd() *cobra.Command {
-	cfg := serveConfig{simCapacity: 8 << 30, chunkSize: seal.DefaultChunkSize}
+	cfg := serveConfig{simCapacity: 8 << 30, chunkSize: seal.DefaultChunkSize, uploadRate: server.DefaultUploadMinRate}
 	cmd := &cobra.Command{
-		Use:   "serve",
+		Use: "serve",
+		Example: `  vramseal serve
+  vramseal serve --device sim --sim-capacity 16GiB --model-root /models
+  vramseal serve --listen 0.0.0.0:7788 --token-file /etc/vramseal/token --scrub-rate 1GiB`,
 		Short: "Run the residency daemon: hold sealed shards in VRAM and serve the HTTP API",
 		Long: `Serve runs the vramseal daemon. It keeps model shards resident in GPU memory
 under a cryptographic seal, verifies them on request (the execute gate),
@@ -96,7 +103,7 @@ machine, since whoever holds it can check, and forge, old records.`,
 	f.StringVar(&cfg.auditFailure, "audit-failure", "closed", "when the audit log fails: closed (refuse operations) or open (go on, count and report)")
 	f.StringVar(&cfg.auditRetain, "audit-retain", "", "delete closed, verified audit segments older than this (e.g. 2555d); empty keeps everything")
 	f.StringVar(&cfg.secretFile, "secret-file", "", "worker secret for seal keys (default DATA-DIR/worker.secret, generated 0600 when absent)")
-	f.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token clients must send")
+	f.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token clients must send: one line, at least 16 printable ASCII characters, mode 0600 or 0400")
 	f.StringArrayVar(&cfg.modelRoots, "model-root", nil, "directory shards may be loaded from by path (repeatable)")
 	f.StringVar(&cfg.logFormat, "log-format", "console", "narration format: console or json")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "narration level: debug, info, warn or error")
@@ -111,6 +118,10 @@ machine, since whoever holds it can check, and forge, old records.`,
 	f.UintSliceVar(&cfg.attachUIDs, "attach-allow-uid", nil, "uid allowed to attach (repeatable; default: the daemon's own uid)")
 	f.UintSliceVar(&cfg.attachGIDs, "attach-allow-gid", nil, "gid allowed to attach (repeatable)")
 	f.IntVar(&cfg.attachConns, "attach-max-connections", 1024, "most attach connections open at once; more are refused")
+	f.DurationVar(&cfg.uploadIdle, "upload-idle-timeout", server.DefaultUploadIdleTimeout, "abort an upload that sends nothing for this long, and free its VRAM")
+	f.Var(&cfg.uploadRate, "upload-min-rate", "abort an upload whose average rate falls below this many bytes per second after --upload-rate-grace, and free its VRAM; 0 turns the rule off")
+	f.DurationVar(&cfg.uploadGrace, "upload-rate-grace", server.DefaultUploadRateGrace, "how long an upload runs before --upload-min-rate applies")
+	f.DurationVar(&cfg.uploadLimit, "upload-timeout", 0, "longest any upload may take; 0: no fixed limit beyond what --upload-min-rate implies (grace, or size/rate when longer)")
 	f.BoolVar(&cfg.testFaults, "enable-test-faults", false, "serve POST /v1/test/corrupt to flip bits in simulated device memory (tests only)")
 	_ = f.MarkHidden("enable-test-faults")
 	return cmd
@@ -203,13 +214,9 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	}
 	var token string
 	if cfg.tokenFile != "" {
-		b, err := os.ReadFile(cfg.tokenFile)
-		if err != nil {
-			return fmt.Errorf("read --token-file: %w", err)
-		}
-		token = strings.TrimSpace(string(b))
-		if len(token) < 16 {
-			return &ExitError{Code: 2, Err: fmt.Errorf("--token-file holds %d characters; use at least 16 random ones", len(token))}
+		var err error
+		if token, err = readTokenFile("--token-file", cfg.tokenFile, true); err != nil {
+			return err
 		}
 	}
 	if !isLoopback(cfg.listen) && token == "" {
@@ -220,6 +227,10 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	}
 	if cfg.simDevices < 1 || cfg.simDevices > 64 {
 		return &ExitError{Code: 2, Err: fmt.Errorf("--sim-devices %d: must be between 1 and 64", cfg.simDevices)}
+	}
+	if cfg.uploadIdle <= 0 || cfg.uploadGrace <= 0 || cfg.uploadLimit < 0 || cfg.uploadRate < 0 {
+		return &ExitError{Code: 2, Err: fmt.Errorf("--upload-idle-timeout %v, --upload-rate-grace %v, --upload-timeout %v and --upload-min-rate %d: the durations must be positive (the timeout may be 0), the rate not negative",
+			cfg.uploadIdle, cfg.uploadGrace, cfg.uploadLimit, int64(cfg.uploadRate))}
 	}
 	if cfg.scrubRate < 0 || cfg.scrubEvery <= 0 {
 		return &ExitError{Code: 2, Err: fmt.Errorf("--scrub-rate %d and --scrub-interval %v: the rate must not be negative, the interval must be positive", int64(cfg.scrubRate), cfg.scrubEvery)}
@@ -270,8 +281,12 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		close(scrubDone)
 	}
 	defer func() { stopScrub(); <-scrubDone }()
+	if cfg.uploadRate == 0 {
+		cfg.uploadRate = -1 // the flag's 0 is the Options' "off"
+	}
 	opts := server.Options{
-		Manager: m, Token: token, ModelRoots: cfg.modelRoots, Narrator: narrator,
+		Manager: m, Token: token, ModelRoots: cfg.modelRoots, Narrator: narrator, Audit: log,
+		UploadIdleTimeout: cfg.uploadIdle, UploadMinRate: int64(cfg.uploadRate), UploadRateGrace: cfg.uploadGrace, UploadTimeout: cfg.uploadLimit,
 		Ready: server.AuditReady(log.Health),
 		Health: func() map[string]any {
 			h, st := log.Health(), log.Stats()

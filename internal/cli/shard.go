@@ -7,14 +7,12 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 	"github.com/vramseal/vramseal/internal/server"
 	"github.com/vramseal/vramseal/internal/units"
@@ -23,10 +21,13 @@ import (
 
 func newShardCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "shard",
+		Use: "shard",
+		Example: `  vramseal shard add model.safetensors --shard-id llama-tp0
+  vramseal shard ls
+  vramseal shard verify llama-tp0 --full`,
 		Short: "Add, list, verify and release shards held by the daemon",
 	}
-	cmd.AddCommand(newShardAddCmd(), newShardLsCmd(), newShardVerifyCmd(), newShardRmCmd())
+	cmd.AddCommand(newShardAddCmd(), newShardLsCmd(), newShardGetCmd(), newShardVerifyCmd(), newShardRmCmd())
 	return cmd
 }
 
@@ -38,7 +39,10 @@ func newShardAddCmd() *cobra.Command {
 		byPath, noProgress bool
 	)
 	cmd := &cobra.Command{
-		Use:   "add FILE",
+		Use: "add FILE",
+		Example: `  vramseal shard add model.safetensors --shard-id llama-tp0 --model-ref org/llama-3-8b
+  vramseal shard add part-1.bin --shard-index 1 --shard-count 2 --gpu 1
+  vramseal shard add /models/llama/model.safetensors --by-path`,
 		Short: "Seal a model file into VRAM on the daemon",
 		Long: `Add streams FILE to the daemon, which copies it into GPU memory and seals it.
 With --by-path the daemon reads FILE itself; FILE must then lie under one of
@@ -62,20 +66,13 @@ the daemon's --model-root directories.`,
 				req := server.AddRequest{ShardID: shardID, ModelRef: modelRef, ShardIndex: index, ShardCount: count, Device: gpu, Path: path}
 				do = func(ctx context.Context, c *client) ([]byte, error) { return c.postJSON(ctx, "/v1/shards", req, &sh) }
 			} else {
-				f, err := os.Open(args[0])
+				f, st, err := openInput(args[0])
 				if err != nil {
 					return err
 				}
 				defer f.Close()
-				st, err := f.Stat()
-				if err != nil {
-					return err
-				}
-				if !st.Mode().IsRegular() {
-					return &ExitError{Code: 2, Err: fmt.Errorf("%s is not a regular file", strconv.Quote(args[0]))}
-				}
 				if st.Size() == 0 {
-					return &ExitError{Code: 2, Err: fmt.Errorf("%s is empty: a shard holds at least one byte", strconv.Quote(args[0]))}
+					return &ExitError{Code: 2, Err: fmt.Errorf("%s is empty: a shard holds at least one byte", safeText(args[0]))}
 				}
 				if modelRef == "" {
 					modelRef = st.Name()
@@ -91,19 +88,18 @@ the daemon's --model-root directories.`,
 					q.Set("shard_index", strconv.Itoa(index))
 					q.Set("shard_count", strconv.Itoa(count))
 				}
-				var body io.Reader = f
-				if !noProgress && st.Size() >= 64<<20 && isTerminal(cmd.ErrOrStderr()) {
-					p := &progress{w: cmd.ErrOrStderr(), total: st.Size(), start: time.Now()}
-					body = io.TeeReader(f, p)
-					defer p.finish()
-				}
 				do = func(ctx context.Context, c *client) ([]byte, error) {
+					// The bar ends when the daemon answers, before the table.
+					bar, stop := startProgress(cmd.ErrOrStderr(), args[0], st.Size(), cf.asJSON, noProgress)
+					defer stop()
+					body := io.TeeReader(f, bar)
 					return c.do(ctx, http.MethodPost, "/v1/shards", q, "application/octet-stream", body, st.Size(), &sh)
 				}
 			}
 			return cf.call(cmd, do, func(w io.Writer) error { return printShardTable(w, []server.ShardJSON{sh}) })
 		},
 	}
+	cf.long = true
 	cf.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&shardID, "shard-id", "", "shard ID (default: generated)")
@@ -116,52 +112,110 @@ the daemon's --model-root directories.`,
 	return cmd
 }
 
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
-}
-
-// progress draws an upload progress bar on a terminal.
-type progress struct {
-	w           io.Writer
-	total, done int64
-	start, last time.Time
-}
-
-func (p *progress) Write(b []byte) (int, error) {
-	p.done += int64(len(b))
-	if now := time.Now(); now.Sub(p.last) > 200*time.Millisecond || p.done == p.total {
-		p.last = now
-		p.draw()
-	}
-	return len(b), nil
-}
-
-func (p *progress) draw() {
-	const width = 30
-	frac := float64(p.done) / float64(max(p.total, 1))
-	n := int(frac * width)
-	bar := make([]byte, width)
-	for i := range bar {
-		bar[i] = ' '
-		if i < n {
-			bar[i] = '='
-		}
-	}
-	rate := float64(p.done) / max(time.Since(p.start).Seconds(), 1e-3)
-	fmt.Fprintf(p.w, "\r[%s] %5.1f%% %s of %s, %s/s ", bar, 100*frac, FormatBytes(p.done), FormatBytes(p.total), FormatBytes(int64(rate)))
-}
-
-func (p *progress) finish() { fmt.Fprintln(p.w) }
-
+// printShardTable prints shards one a line, like `ollama ps`: ID, model,
+// tensor-parallel rank, GPU and backend, size, status, the last
+// verification that passed, age, and the attached processes when any
+// shard has some. An empty list says so.
 func printShardTable(w io.Writer, shards []server.ShardJSON) error {
+	return printShardTableAt(w, shards, time.Now())
+}
+
+// printShardTableAt is printShardTable with ages counted to now.
+func printShardTableAt(w io.Writer, shards []server.ShardJSON, now time.Time) error {
+	if len(shards) == 0 {
+		_, err := fmt.Fprintln(w, "no shards are resident (add one with `vramseal shard add FILE`)")
+		return err
+	}
+	attached := false
+	for _, sh := range shards {
+		attached = attached || len(sh.Attachments) > 0
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SHARD\tMODEL\tGPU\tSIZE\tCHUNKS\tDIGEST\tSEALED AT\tATTACHED")
+	fmt.Fprint(tw, "SHARD\tMODEL\tTP RANK\tGPU\tBACKEND\tSIZE\tSTATUS\tVERIFIED\tAGE")
+	if attached {
+		fmt.Fprint(tw, "\tATTACHED")
+	}
+	fmt.Fprintln(tw)
 	for _, sh := range shards {
 		s := sh.Seal
-		d := s.Digest.String()
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\tsha256:%s…\t%s\t%s\n", s.ShardID, s.ModelRef, s.DeviceIndex, FormatBytes(s.Size),
-			sh.Chunks, d[:16], s.SealedAt.Format(time.RFC3339), attachedColumn(sh.Attachments))
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\t%s\t%s\t%s\t%s", safeText(s.ShardID), safeText(s.ModelRef), s.ShardIndex, s.ShardCount,
+			s.DeviceIndex, orDash(safeText(sh.Backend)), FormatBytes(s.Size), safeText(shardStatus(sh)), lastVerified(sh.LastVerified, now), age(now.Sub(s.SealedAt)))
+		if attached {
+			fmt.Fprintf(tw, "\t%s", attachedColumn(sh.Attachments))
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
+}
+
+func shardStatus(sh server.ShardJSON) string {
+	if sh.Status == "" {
+		return "ok"
+	}
+	return sh.Status
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// lastVerified renders a shard's last passed verification as its mode
+// and age ("sampled 12s ago"), or "never".
+func lastVerified(v *server.LastVerifiedJSON, now time.Time) string {
+	if v == nil {
+		return "never"
+	}
+	return safeText(v.Mode) + " " + age(now.Sub(v.At)) + " ago"
+}
+
+// age renders a duration the way `ps` and `ollama ps` do: the largest
+// whole unit (45s, 12m, 3h, 9d).
+func age(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return "0s"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+}
+
+// printShard prints one shard's details, one field a line.
+func printShard(w io.Writer, sh server.ShardJSON, now time.Time) error {
+	s := sh.Seal
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "shard\t%s\n", safeText(s.ShardID))
+	fmt.Fprintf(tw, "model\t%s\n", safeText(s.ModelRef))
+	fmt.Fprintf(tw, "tp rank\t%d of %d\n", s.ShardIndex, s.ShardCount)
+	fmt.Fprintf(tw, "gpu\t%d (%s, %s)\n", s.DeviceIndex, safeText(s.DeviceUUID), orDash(safeText(sh.Backend)))
+	fmt.Fprintf(tw, "size\t%d bytes (%s)\n", s.Size, FormatBytes(s.Size))
+	fmt.Fprintf(tw, "chunks\t%d of %s\n", sh.Chunks, FormatBytes(s.ChunkSize))
+	fmt.Fprintf(tw, "status\t%s\n", safeText(shardStatus(sh)))
+	if sh.Quarantined != "" {
+		fmt.Fprintf(tw, "quarantined\t%s (release it with `vramseal shard rm %s`)\n", safeText(sh.Quarantined), safeText(s.ShardID))
+	}
+	fmt.Fprintf(tw, "last verified\t%s\n", lastVerified(sh.LastVerified, now))
+	fmt.Fprintf(tw, "digest\tsha256:%s\n", s.Digest)
+	fmt.Fprintf(tw, "tree root\t%s\n", s.Root)
+	fmt.Fprintf(tw, "sealed at\t%s (%s ago)\n", s.SealedAt.Format(time.RFC3339), age(now.Sub(s.SealedAt)))
+	fmt.Fprintf(tw, "key id\t%s\n", safeText(s.KeyID))
+	fmt.Fprintf(tw, "worker\t%s\n", safeText(s.WorkerID))
+	if len(sh.Attachments) == 0 {
+		fmt.Fprintf(tw, "attached\tnone\n")
+	}
+	for _, a := range sh.Attachments {
+		revoked := ""
+		if a.Revoked {
+			revoked = ", revoked"
+		}
+		fmt.Fprintf(tw, "attached\tpid %d (uid %d, %s) since %s%s\n", a.PID, a.UID, safeText(a.Executable), a.AttachedAt.Format(time.RFC3339), revoked)
 	}
 	return tw.Flush()
 }
@@ -186,7 +240,9 @@ func attachedColumn(as []server.AttachmentJSON) string {
 func newShardLsCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
-		Use:   "ls",
+		Use: "ls",
+		Example: `  vramseal shard ls
+  vramseal shard ls --json | jq -r '.shards[].seal.shard_id'`,
 		Short: "List the shards resident on the daemon",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -196,6 +252,29 @@ func newShardLsCmd() *cobra.Command {
 			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
 				return c.getJSON(ctx, "/v1/shards", nil, &out)
 			}, func(w io.Writer) error { return printShardTable(w, out.Shards) })
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func newShardGetCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "get ID",
+		Short: "Show one shard's seal, status, last verification and attachments",
+		Example: `  vramseal shard get llama-tp0
+  vramseal shard get llama-tp0 --json | jq .seal.tree_root`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := shardPath(args[0], "")
+			if err != nil {
+				return err
+			}
+			var sh server.ShardJSON
+			return cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
+				return c.getJSON(ctx, path, nil, &sh)
+			}, func(w io.Writer) error { return printShard(w, sh, time.Now()) })
 		},
 	}
 	cf.register(cmd)
@@ -215,6 +294,15 @@ func (v *verifyFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&v.samples, "samples", 0, "chunks to check per shard in sampled mode (default 16)")
 }
 
+// fullUnbounded lifts the default --timeout of a --full verification: a
+// full pass takes as long as the shard (or model) is large. Call it before
+// the request.
+func (v *verifyFlags) fullUnbounded(cmd *cobra.Command) {
+	if v.full && !cmd.Flags().Changed("timeout") {
+		v.cf.timeout = 0
+	}
+}
+
 func (v *verifyFlags) request() server.VerifyRequest {
 	if v.full {
 		return server.VerifyRequest{Mode: "full"}
@@ -225,7 +313,9 @@ func (v *verifyFlags) request() server.VerifyRequest {
 func newShardVerifyCmd() *cobra.Command {
 	var v verifyFlags
 	cmd := &cobra.Command{
-		Use:   "verify ID",
+		Use: "verify ID",
+		Example: `  vramseal shard verify llama-tp0
+  vramseal shard verify llama-tp0 --full`,
 		Short: "Re-verify a shard from device memory (the execute gate)",
 		Long: `Verify asks the daemon to recompute the shard's chunk hashes from GPU memory
 and compare them with its seal: sampled (16 unpredictable chunks) by default,
@@ -237,6 +327,7 @@ failed (the worker is now stopped) or the worker was already stopped.`,
 			if err != nil {
 				return err
 			}
+			v.fullUnbounded(cmd)
 			var res server.VerifyJSON
 			return v.cf.call(cmd, func(ctx context.Context, c *client) ([]byte, error) {
 				return c.postJSON(ctx, path, v.request(), &res)
@@ -257,6 +348,8 @@ to is not released (exit status 5): the error names them (pid, uid). With
 --force the shard leaves the list at once, every attached process is sent a
 stop, and the memory is freed when the last of them detaches.`)
 	cmd.Short, cmd.Aliases = "Release a shard's VRAM", []string{"release"}
+	cmd.Example = `  vramseal shard rm llama-tp0
+  vramseal shard rm llama-tp0 --force`
 	return cmd
 }
 
@@ -303,7 +396,9 @@ func newCapacityCmd() *cobra.Command {
 		plan ByteSize
 	)
 	cmd := &cobra.Command{
-		Use:   "capacity",
+		Use: "capacity",
+		Example: `  vramseal capacity
+  vramseal capacity --plan 14GiB`,
 		Short: "Show VRAM per GPU, and with --plan whether a shard of that size fits",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -351,9 +446,10 @@ func newResetCmd() *cobra.Command {
 		reason string
 	)
 	cmd := &cobra.Command{
-		Use:   "reset --reason TEXT",
-		Short: "Return a stopped worker to running after an operator has dealt with the failure",
-		Args:  cobra.NoArgs,
+		Use:     "reset --reason TEXT",
+		Example: `  vramseal reset --reason "released the corrupt shard llama-tp0 (ticket 42)"`,
+		Short:   "Return a stopped worker to running after an operator has dealt with the failure",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if strings.TrimSpace(reason) == "" {
 				return &ExitError{Code: 2, Err: fmt.Errorf("--reason is required: say what was done about the failure")}
@@ -384,7 +480,9 @@ func printReset(w io.Writer, res server.ResetJSON) error {
 func newDevicesCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
-		Use:   "devices",
+		Use: "devices",
+		Example: `  vramseal devices
+  vramseal devices --json`,
 		Short: "List the daemon's GPUs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -404,7 +502,7 @@ func printDevices(w io.Writer, devices []server.DeviceJSON) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "GPU\tNAME\tUUID\tDRIVER\tTOTAL\tFREE\tON-DEVICE HASH")
 	for _, d := range devices {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%v\n", d.Index, d.Name, d.UUID, d.Driver,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%v\n", d.Index, safeText(d.Name), safeText(d.UUID), safeText(d.Driver),
 			FormatBytes(int64(d.TotalBytes)), FormatBytes(int64(d.FreeBytes)), d.HashesOnDevice)
 	}
 	return tw.Flush()

@@ -245,7 +245,7 @@ func (s *Server) uploadModel(w http.ResponseWriter, r *http.Request) (vram.Model
 	if ref == "" {
 		ref = name
 	}
-	body := &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: s.opts.UploadIdleTimeout}
+	body := newUploadReader(w, r.Body, r.ContentLength, s.uploadLimits())
 	opened := false
 	mr := l.Request(id, ref, exp, gpus)
 	mr.Files[0].Size, mr.Files[0].Format = r.ContentLength, format
@@ -256,7 +256,13 @@ func (s *Server) uploadModel(w http.ResponseWriter, r *http.Request) (vram.Model
 		opened = true
 		return io.NopCloser(body), nil
 	}
-	return s.m.SealModel(r.Context(), mr)
+	mi, err := s.m.SealModel(r.Context(), mr)
+	body.finish(w)
+	if body.aborted != nil && err != nil {
+		s.uploadAborted(r.Context(), id, body.aborted)
+		return mi, &httpError{http.StatusRequestTimeout, CodeUploadTooSlow, body.aborted}
+	}
+	return mi, err
 }
 
 // releaseModel releases every shard of a model; ?force=true revokes

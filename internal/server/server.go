@@ -54,8 +54,25 @@ type Options struct {
 	// Collectors are extra metrics sources served on /metrics.
 	Collectors []prometheus.Collector
 	// UploadIdleTimeout is the longest an upload may send no bytes before
-	// it is aborted and its VRAM freed. Zero means 30 seconds.
+	// it is aborted and its VRAM freed. Zero means
+	// [DefaultUploadIdleTimeout] (30 s).
 	UploadIdleTimeout time.Duration
+	// UploadMinRate is the lowest average rate, in bytes per second from
+	// the start of the body, at which an upload may go on once
+	// UploadRateGrace has passed; a slower one is aborted and its VRAM
+	// freed. It bounds an upload's time too: max(grace, size/rate). Zero
+	// means [DefaultUploadMinRate] (1 MiB/s); negative turns the rule off.
+	UploadMinRate int64
+	// UploadRateGrace is how long an upload runs before UploadMinRate
+	// applies. Zero means [DefaultUploadRateGrace] (10 s).
+	UploadRateGrace time.Duration
+	// UploadTimeout, when positive, is the longest any upload may take,
+	// whatever its rate. Zero means no fixed deadline beyond what
+	// UploadMinRate implies.
+	UploadTimeout time.Duration
+	// Audit receives the API's own audit events ([EventUploadAborted]);
+	// nil records none. The manager records residency events itself.
+	Audit vram.Auditor
 	// FaultHook, when non-nil, is served at POST /v1/test/corrupt. It is
 	// for end-to-end tests only and is enabled by a dedicated flag.
 	FaultHook func(ctx context.Context, shardID string, offset int64) error
@@ -83,9 +100,6 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, m: opts.Manager}
 	if s.opts.MaxUploadBytes == 0 {
 		s.opts.MaxUploadBytes = s.m.MaxShardBytes()
-	}
-	if s.opts.UploadIdleTimeout == 0 {
-		s.opts.UploadIdleTimeout = 30 * time.Second
 	}
 	// Absolute roots, so that absolute request paths can be matched
 	// against them whatever the daemon's working directory.
@@ -380,10 +394,23 @@ type ShardJSON struct {
 	Seal        seal.Seal        `json:"seal"`
 	Chunks      int64            `json:"chunks"`
 	Attachments []AttachmentJSON `json:"attachments"`
-	// Status is "ok", or "corrupt" for a shard quarantined after a failed
-	// verification or scrub (Quarantined then names the failure).
+	// Status is "ok"; "verifying" while a verification of the shard runs;
+	// or "corrupt" for a shard quarantined after a failed verification or
+	// scrub (Quarantined then names the failure).
 	Status      string `json:"status"`
 	Quarantined string `json:"quarantined,omitempty"`
+	// LastVerified is the last verification that passed (absent when none
+	// has yet).
+	LastVerified *LastVerifiedJSON `json:"last_verified,omitempty"`
+	// Backend is the driver of the shard's GPU: "sim" or "cuda".
+	Backend string `json:"backend"`
+}
+
+// LastVerifiedJSON is a shard's last successful verification: its mode
+// ("full", "sampled" or "scrub") and when it ended.
+type LastVerifiedJSON struct {
+	Mode string    `json:"mode"`
+	At   time.Time `json:"at"`
 }
 
 // AttachmentJSON is one consumer process attached to a shard.
@@ -409,9 +436,15 @@ func attachmentsJSON(ls []vram.LeaseInfo) []AttachmentJSON {
 }
 
 func shardJSON(sh vram.ShardInfo) ShardJSON {
-	j := ShardJSON{Seal: sh.Seal, Chunks: sh.Chunks, Attachments: attachmentsJSON(sh.Attachments), Status: "ok"}
-	if sh.Quarantined != "" {
+	j := ShardJSON{Seal: sh.Seal, Chunks: sh.Chunks, Attachments: attachmentsJSON(sh.Attachments), Status: "ok", Backend: sh.Backend}
+	switch {
+	case sh.Quarantined != "":
 		j.Status, j.Quarantined = "corrupt", sh.Quarantined
+	case sh.Verifying:
+		j.Status = "verifying"
+	}
+	if sh.LastVerifiedMode != "" {
+		j.LastVerified = &LastVerifiedJSON{Mode: sh.LastVerifiedMode, At: sh.LastVerifiedAt}
 	}
 	return j
 }
@@ -498,24 +531,15 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) (vram.ShardInfo,
 		return vram.ShardInfo{}, &httpError{http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Errorf("body of %d bytes exceeds the upload limit of %d bytes", r.ContentLength, limit)}
 	}
 	req.Size = r.ContentLength
-	req.Data = &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: s.opts.UploadIdleTimeout}
-	return s.m.Seal(r.Context(), req)
-}
-
-// idleReader extends the connection's read deadline before every read, so
-// an upload may take as long as it needs while it keeps sending, but one
-// that stalls is cut off and its VRAM freed instead of held forever.
-type idleReader struct {
-	r    io.Reader
-	rc   *http.ResponseController
-	idle time.Duration
-}
-
-func (i *idleReader) Read(p []byte) (int, error) {
-	// Not every ResponseWriter supports deadlines (httptest recorders);
-	// then the server's own timeouts are all there is.
-	_ = i.rc.SetReadDeadline(time.Now().Add(i.idle))
-	return i.r.Read(p)
+	body := newUploadReader(w, r.Body, r.ContentLength, s.uploadLimits())
+	req.Data = body
+	sh, err := s.m.Seal(r.Context(), req)
+	body.finish(w)
+	if body.aborted != nil && err != nil {
+		s.uploadAborted(r.Context(), req.ShardID, body.aborted)
+		return sh, &httpError{http.StatusRequestTimeout, CodeUploadTooSlow, body.aborted}
+	}
+	return sh, err
 }
 
 func (s *Server) loadPath(w http.ResponseWriter, r *http.Request) (vram.ShardInfo, error) {
