@@ -192,7 +192,7 @@ func (s *Server) uploadAborted(ctx context.Context, shardID string, e *UploadAbo
 				audit.Int("timeout_us", e.Timeout.Microseconds()),
 			}})
 		if err != nil && s.opts.Narrator.Enabled(slog.LevelError, "audit_failed") {
-			s.opts.Narrator.Emit(ctx, narration.Event{Level: slog.LevelError, Actor: "api", Action: "audit_failed", Target: EventUploadAborted,
+			s.opts.Narrator.Emit(ctx, &narration.Event{Level: slog.LevelError, Actor: "api", Action: "audit_failed", Target: EventUploadAborted,
 				ErrorKind: "audit", Error: err.Error(), Human: "Audit event upload_aborted was not recorded"})
 		}
 	}
@@ -200,6 +200,6 @@ func (s *Server) uploadAborted(ctx context.Context, shardID string, e *UploadAbo
 		ev := narration.Event{Level: slog.LevelWarn, Actor: "api", Action: ActionUploadAborted, Target: shardID, ErrorKind: CodeUploadTooSlow, Error: e.Error(),
 			Human: fmt.Sprintf("Aborted an upload (%s) after %s of %s; freed its VRAM", e.Reason, narration.FormatBytes(e.Received), narration.FormatBytes(e.Expected))}
 		copy(ev.Attrs[:], []narration.Attr{narration.Str("reason", e.Reason), narration.Bytes("received_bytes", e.Received), narration.Bytes("expected_bytes", e.Expected)})
-		n.Emit(ctx, ev)
+		n.Emit(ctx, &ev)
 	}
 }
