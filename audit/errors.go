@@ -77,10 +77,15 @@ const (
 	// ManifestMismatch: the manifest disagrees with the segments, or cannot
 	// be read.
 	ManifestMismatch
+	// CheckpointMismatch: a signed checkpoint is malformed, its signature
+	// does not verify with the public key, its tree disagrees with the
+	// records or with an earlier checkpoint, or a segment lacks the
+	// checkpoint it must have.
+	CheckpointMismatch
 )
 
 var problemNames = [...]string{"", "modified", "deleted", "inserted", "reordered", "duplicated",
-	"truncated", "wrong epoch key", "checksum mismatch", "manifest mismatch"}
+	"truncated", "wrong epoch key", "checksum mismatch", "manifest mismatch", "checkpoint mismatch"}
 
 // String returns the problem's name, as the CLI prints it.
 func (p Problem) String() string {

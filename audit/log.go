@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Policy says what happens to the caller's operation once the log has
@@ -198,6 +200,9 @@ func Init(dir string, opts Options) (*VerificationKey, error) {
 	if err := writeFileAtomic(fsys, dir, stateName, st.encode()); err != nil {
 		return nil, err
 	}
+	if _, _, err := loadSigningKey(fsys, dir, vk.logID, o.Rand); err != nil {
+		return nil, fmt.Errorf("audit: init: %w", err)
+	}
 	m := &manifest{LogID: vk.logID}
 	if err := writeFileAtomic(fsys, dir, manifestName, m.encode()); err != nil {
 		return nil, err
@@ -312,8 +317,18 @@ type writer struct {
 	ckptDirty    bool
 	lastCkpt     time.Time
 	wbuf         []byte
-	batch        []*request
-	waiters      []*request
+
+	// The Merkle tree over the records (see tree.go) and its checkpoints.
+	key       *signingKey
+	tree      *frontier // over every record encoded so far
+	tf        File      // the tree file
+	tbuf      []byte    // stored hashes not yet written to tf
+	treeDirty bool      // tf written since its last fsync
+	durTree   uint64    // tree size when the segment was last fsynced
+	durRoot   tlog.Hash // its root
+	ckptSize  uint64    // tree size of the last signed checkpoint
+	batch     []*request
+	waiters   []*request
 }
 
 // Open opens the log in dir for appending: it takes the directory lock,
@@ -339,9 +354,16 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	l.lock = lk
 	cut, err := l.recover()
+	var keyCreated bool
+	if err == nil {
+		keyCreated, err = l.openSigning(context.Background())
+	}
 	if err != nil {
 		if l.w.f != nil {
 			l.w.f.Close()
+		}
+		if l.w.tf != nil {
+			l.w.tf.Close()
 		}
 		if l.w.st != nil {
 			clear(l.w.st.key[:])
@@ -355,6 +377,15 @@ func Open(dir string, opts Options) (*Log, error) {
 	l.w.lastSyncReal, l.w.lastCkpt = time.Now(), time.Now()
 	go l.run()
 	ctx := context.Background()
+	if keyCreated {
+		_, err := l.Append(ctx, Event{Type: "audit_checkpoint_key", Severity: SeverityHigh, Fields: []Field{
+			String("public_key", l.w.key.pub.String()), String("reason", "the log had no checkpoint key: created at open"),
+		}})
+		if err != nil {
+			l.Close(ctx)
+			return nil, fmt.Errorf("audit: open: record the new checkpoint key: %w", err)
+		}
+	}
 	if cut != nil {
 		_, err := l.Append(ctx, Event{Type: "audit_recovered", Severity: SeverityCritical, Fields: []Field{
 			String("segment", cut.segment), Int("offset", cut.offset), Bytes("cut", cut.n),
@@ -708,7 +739,9 @@ func (l *Log) encodeRecord(body []byte, now time.Time) uint64 {
 		now = w.lastT
 	}
 	seq := w.lastSeq + 1
+	start := len(w.wbuf)
 	w.wbuf = w.seal.appendLine(w.wbuf, seq, now, body, &w.lastMAC)
+	w.tbuf = appendHashes(w.tbuf, w.tree.add(leafHash(w.wbuf[start:len(w.wbuf)-1])))
 	w.lastSeq, w.lastMAC, w.lastT = seq, w.seal.sum, now
 	s := &w.seg
 	if s.Records == 0 {
@@ -758,6 +791,9 @@ func (l *Log) writeOut(sync bool) error {
 			return fmt.Errorf("audit: write %s: %w", w.seg.Name, err)
 		}
 		w.wbuf = w.wbuf[:0]
+		if err := l.writeTree(false); err != nil {
+			return err
+		}
 	}
 	if sync && w.size != w.synced {
 		if err := w.f.Sync(); err != nil {
@@ -772,6 +808,9 @@ func (l *Log) writeOut(sync bool) error {
 		w.durSeg = w.seg
 		w.durSeg.Size = w.size
 		w.ckptDirty = true
+		// Everything encoded is written and now durable: the tree is
+		// exactly the durable records.
+		w.durTree, w.durRoot = uint64(w.tree.n), w.tree.root()
 	}
 	return nil
 }
@@ -849,6 +888,9 @@ func (l *Log) evolve(now time.Time) error {
 // next one under a new epoch. The live segment must be durable.
 func (l *Log) rotate(now time.Time) error {
 	w := &l.w
+	if err := l.signDurable(); err != nil {
+		return err
+	}
 	closed := w.seg
 	closed.Closed, closed.Size = true, w.size
 	w.hash.Sum(closed.SHA256[:0])
@@ -904,11 +946,15 @@ func (l *Log) startSegment(s segmentInfo, now time.Time) error {
 	return nil
 }
 
-// checkpoint records the durable end of the live segment in the manifest.
+// checkpoint records the durable end of the live segment in the manifest
+// and signs a checkpoint of the tree over the durable records.
 func (l *Log) checkpoint() error {
 	w := &l.w
 	w.man.Segments[len(w.man.Segments)-1] = w.durSeg
 	if err := writeFileAtomic(l.fs, l.dir, manifestName, w.man.encode()); err != nil {
+		return err
+	}
+	if err := l.signDurable(); err != nil {
 		return err
 	}
 	w.ckptDirty = false
@@ -929,6 +975,10 @@ func (l *Log) shutdown() {
 	if w.f != nil {
 		w.f.Close()
 		w.f = nil
+	}
+	if w.tf != nil {
+		w.tf.Close()
+		w.tf = nil
 	}
 	if w.st != nil {
 		clear(w.st.key[:])

@@ -11,8 +11,9 @@ import (
 	"testing"
 )
 
-// liveFixture returns a log whose manifest checkpoint predates the last
-// three records of the live segment, as after a crash.
+// liveFixture returns a log whose manifest checkpoint and signed
+// checkpoints predate the last three records of the live segment, as after
+// a crash.
 func liveFixture(t *testing.T) (dir string, vk *VerificationKey, live string, lines [][]byte) {
 	t.Helper()
 	dir, vk, l := newLog(t, Options{})
@@ -34,6 +35,10 @@ func liveFixture(t *testing.T) (dir string, vk *VerificationKey, live string, li
 	}
 	m := loadTestManifest(t, dir)
 	live = m.Segments[len(m.Segments)-1].Name
+	// Nor had the writer signed a checkpoint of the live segment.
+	if err := os.Remove(filepath.Join(dir, live+checkpointsSuffix)); err != nil {
+		t.Fatal(err)
+	}
 	lines = splitLines(must(os.ReadFile(filepath.Join(dir, live))))
 	if len(lines) != 3 {
 		t.Fatalf("live segment has %d lines, want 3", len(lines))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 )
@@ -83,8 +84,9 @@ func (l *Log) pruneLocked(before time.Time) (PruneReport, error) {
 	w.man = &man
 	var errs []error
 	for _, s := range pruned {
-		for _, name := range []string{s.Name, s.Name + checksumSuffix} {
-			if err := l.fs.Remove(filepath.Join(l.dir, name)); err != nil {
+		for _, name := range []string{s.Name, s.Name + checksumSuffix, s.Name + checkpointsSuffix} {
+			err := l.fs.Remove(filepath.Join(l.dir, name))
+			if err != nil && !(name == s.Name+checkpointsSuffix && errors.Is(err, os.ErrNotExist)) {
 				errs = append(errs, err)
 			}
 		}

@@ -1,0 +1,271 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// treeName is the file of the Merkle tree's stored hashes (see the package
+// documentation, "Tree").
+const treeName = "tree.hashes"
+
+// maxTreeSize bounds tree sizes: package tlog counts records in int64.
+const maxTreeSize = 1 << 62
+
+// leafHash is the RFC 6962 leaf hash of a record: SHA-256(0x00 || line),
+// over the record's exact line without its newline.
+func leafHash(line []byte) tlog.Hash { return tlog.RecordHash(line) }
+
+// frontier holds the stored hashes of the complete subtrees that make up a
+// tree of n records, largest first: all that tlog needs to add the next
+// record or to hash the tree, at most 63 hashes whatever n is.
+type frontier struct {
+	n   int64
+	idx []int64
+	h   []tlog.Hash
+	// scratch for add
+	nidx []int64
+	nh   []tlog.Hash
+}
+
+var _ tlog.HashReader = (*frontier)(nil)
+
+// frontierIndexes appends the stored-hash indexes of the complete subtrees
+// of a tree of n records, largest first.
+func frontierIndexes(dst []int64, n int64) []int64 {
+	var start int64
+	for level := 62; level >= 0; level-- {
+		if n&(1<<level) != 0 {
+			dst = append(dst, tlog.StoredHashIndex(level, start>>level))
+			start += 1 << level
+		}
+	}
+	return dst
+}
+
+// ReadHashes implements [tlog.HashReader] for the hashes the frontier holds.
+func (f *frontier) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		j := 0
+		for j < len(f.idx) && f.idx[j] != x {
+			j++
+		}
+		if j == len(f.idx) {
+			return nil, fmt.Errorf("audit: tree: stored hash %d is not on the frontier of size %d", x, f.n)
+		}
+		out[i] = f.h[j]
+	}
+	return out, nil
+}
+
+// add appends a leaf and returns the hashes it stores (in storage order,
+// from index tlog.StoredHashIndex(0, n)).
+func (f *frontier) add(leaf tlog.Hash) []tlog.Hash {
+	hs, err := tlog.StoredHashesForRecordHash(f.n, leaf, f)
+	if err != nil {
+		panic("audit: tree frontier: " + err.Error()) // the frontier holds every hash tlog reads
+	}
+	base := tlog.StoredHashIndex(0, f.n)
+	f.nidx = frontierIndexes(f.nidx[:0], f.n+1)
+	f.nh = f.nh[:0]
+	j := 0
+	for _, x := range f.nidx {
+		if x >= base {
+			f.nh = append(f.nh, hs[x-base])
+			continue
+		}
+		for f.idx[j] != x {
+			j++
+		}
+		f.nh = append(f.nh, f.h[j])
+	}
+	f.idx, f.nidx = f.nidx, f.idx
+	f.h, f.nh = f.nh, f.h
+	f.n++
+	return hs
+}
+
+// root returns the tree's root hash (RFC 6962 MTH).
+func (f *frontier) root() tlog.Hash {
+	h, err := tlog.TreeHash(f.n, f)
+	if err != nil {
+		panic("audit: tree frontier: " + err.Error())
+	}
+	return h
+}
+
+// loadFrontier reads the frontier of a tree of n records from r.
+func loadFrontier(n int64, r tlog.HashReader) (*frontier, error) {
+	f := &frontier{n: n, idx: frontierIndexes(nil, n)}
+	h, err := r.ReadHashes(f.idx)
+	if err != nil {
+		return nil, err
+	}
+	f.h = h
+	return f, nil
+}
+
+// fileHashes reads stored hashes from the tree file: index i is the 32
+// bytes at offset 32*i. count is how many it may read.
+type fileHashes struct {
+	r     io.ReaderAt
+	count int64
+}
+
+// ReadHashes implements [tlog.HashReader].
+func (h fileHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		if x < 0 || x >= h.count {
+			return nil, fmt.Errorf("audit: %s holds %d hashes, not hash %d", treeName, h.count, x)
+		}
+		if _, err := h.r.ReadAt(out[i][:], x*tlog.HashSize); err != nil {
+			return nil, fmt.Errorf("audit: read %s: %w", treeName, err)
+		}
+	}
+	return out, nil
+}
+
+// treeRecords returns the number of records whose stored hashes fit in
+// count hashes: the largest n with tlog.StoredHashCount(n) <= count.
+func treeRecords(count int64) int64 {
+	lo, hi := int64(0), min(count, maxTreeSize)
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		if tlog.StoredHashCount(mid) <= count {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
+}
+
+// openTreeFile opens the tree file and returns how many records it covers.
+func openTreeFile(fsys FS, dir string, flag int) (File, int64, error) {
+	f, err := fsys.OpenFile(filepath.Join(dir, treeName), flag, 0o600)
+	if err != nil {
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("audit: %s: %w", treeName, err)
+	}
+	return f, treeRecords(fi.Size() / tlog.HashSize), nil
+}
+
+// appendHashes appends stored hashes to dst as the tree file stores them.
+func appendHashes(dst []byte, hs []tlog.Hash) []byte {
+	for i := range hs {
+		dst = append(dst, hs[i][:]...)
+	}
+	return dst
+}
+
+// openTree brings the tree file up to the log's last record after
+// recovery. It trusts the file up to the latest checkpoint ck only if the
+// file's root at ck's size is ck's root (the writer makes the file durable
+// before it signs a checkpoint); everything after that, or everything if it
+// does not match, is hashed again from the records. It needs those records:
+// a tree that must be rebuilt over pruned segments is an error.
+func (l *Log) openTree(ctx context.Context, ck *Checkpoint) error {
+	w := &l.w
+	f, have, err := openTreeFile(l.fs, l.dir, os.O_RDWR|os.O_CREATE|os.O_APPEND)
+	if err != nil {
+		return fmt.Errorf("audit: open: %w", err)
+	}
+	w.tf = f
+	w.tree = &frontier{}
+	if ck != nil && w.lastSeq < ck.Size {
+		return corrupt(ck.file, 0, 0, ck.Size, Truncated, "signed checkpoint of tree size %d, but the log holds %d records", ck.Size, w.lastSeq)
+	}
+	if ra, ok := f.(io.ReaderAt); ok && ck != nil && int64(ck.Size) <= have {
+		fr, err := loadFrontier(int64(ck.Size), fileHashes{ra, tlog.StoredHashCount(have)})
+		if err == nil && fr.root() == ck.Root {
+			w.tree = fr
+		}
+	}
+	if err := f.Truncate(tlog.StoredHashCount(w.tree.n) * tlog.HashSize); err != nil {
+		return fmt.Errorf("audit: open: cut %s: %w", treeName, err)
+	}
+	if uint64(w.tree.n) == w.lastSeq {
+		return nil
+	}
+	from := uint64(w.tree.n) + 1
+	if n := len(w.man.Pruned); n > 0 && w.man.Pruned[n-1].LastSeq >= from {
+		return fmt.Errorf("audit: open: %s covers %d records and cannot be rebuilt: records %d..%d were pruned (restore %s from a copy)",
+			treeName, w.tree.n, from, w.man.Pruned[n-1].LastSeq, treeName)
+	}
+	for _, s := range w.man.Segments {
+		if s.Records == 0 || s.LastSeq < from {
+			continue
+		}
+		_, err := readSegment(ctx, l.fs, l.dir, s.Name, 0, false, func(v *recordView) error {
+			if v.seq < from {
+				return nil
+			}
+			if v.seq != uint64(w.tree.n)+1 {
+				return corrupt(s.Name, 0, 0, v.seq, Deleted, "tree: seq %d follows %d", v.seq, w.tree.n)
+			}
+			w.tbuf = appendHashes(w.tbuf, w.tree.add(leafHash(v.line)))
+			if len(w.tbuf) >= 1<<20 {
+				return l.writeTree(false)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if uint64(w.tree.n) != w.lastSeq {
+		return fmt.Errorf("audit: open: tree holds %d records, the log %d", w.tree.n, w.lastSeq)
+	}
+	return l.writeTree(true)
+}
+
+// writeTree writes the pending stored hashes to the tree file and, if
+// sync, makes it durable.
+func (l *Log) writeTree(sync bool) error {
+	w := &l.w
+	if len(w.tbuf) > 0 {
+		n, err := w.tf.Write(w.tbuf)
+		if err == nil && n < len(w.tbuf) {
+			err = io.ErrShortWrite
+		}
+		w.tbuf = w.tbuf[:0]
+		if err != nil {
+			return fmt.Errorf("audit: write %s: %w", treeName, err)
+		}
+		w.treeDirty = true
+	}
+	if sync && w.treeDirty {
+		if err := w.tf.Sync(); err != nil {
+			return fmt.Errorf("audit: fsync %s: %w", treeName, err)
+		}
+		w.treeDirty = false
+	}
+	return nil
+}
+
+// treeReader opens the tree file of dir for proofs: a reader of its stored
+// hashes and the number of records it covers.
+func treeReader(fsys FS, dir string) (fileHashes, File, int64, error) {
+	f, n, err := openTreeFile(fsys, dir, os.O_RDONLY)
+	if err != nil {
+		return fileHashes{}, nil, 0, fmt.Errorf("audit: %w", err)
+	}
+	ra, ok := f.(io.ReaderAt)
+	if !ok {
+		f.Close()
+		return fileHashes{}, nil, 0, errors.New("audit: the file system cannot read the tree file at offsets")
+	}
+	return fileHashes{ra, tlog.StoredHashCount(n)}, f, n, nil
+}
