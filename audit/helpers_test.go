@@ -68,11 +68,22 @@ func mustClose(t testing.TB, l *Log) {
 	}
 }
 
+// mustVerify verifies dir with the verification key and, when the log has
+// a checkpoint public key, with that too.
 func mustVerify(t testing.TB, dir string, vk *VerificationKey) *VerifyReport {
 	t.Helper()
 	rep, err := Verify(context.Background(), dir, VerifyOptions{Key: vk})
 	if err != nil {
 		t.Fatalf("Verify = %v", err)
+	}
+	if pk, err := ReadPublicKey(dir, nil); err == nil {
+		prep, err := Verify(context.Background(), dir, VerifyOptions{PublicKey: pk})
+		if err != nil {
+			t.Fatalf("Verify(public key) = %v", err)
+		}
+		if prep.Records != rep.Records || !prep.CheckpointsChecked {
+			t.Fatalf("Verify(public key) = %+v, Verify(verification key) = %+v", prep, rep)
+		}
 	}
 	return rep
 }

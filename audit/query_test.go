@@ -378,8 +378,9 @@ func TestConcurrentAppenders(t *testing.T) {
 	}
 }
 
-// TestVerifyWhileWriting runs Verify against a log that is being appended
-// to and rotated: it must never report a problem.
+// TestVerifyWhileWriting runs Verify (with both keys, so the signed
+// checkpoints too) against a log that is being appended to and rotated: it
+// must never report a problem.
 func TestVerifyWhileWriting(t *testing.T) {
 	dir, vk, l := newLog(t, Options{SegmentMaxBytes: 8 << 10, FsyncInterval: -1, CheckpointInterval: time.Millisecond})
 	stop := make(chan struct{})
@@ -396,7 +397,7 @@ func TestVerifyWhileWriting(t *testing.T) {
 		}
 	}()
 	for range 15 {
-		if _, err := Verify(context.Background(), dir, VerifyOptions{Key: vk}); err != nil {
+		if _, err := Verify(context.Background(), dir, VerifyOptions{Key: vk, PublicKey: l.PublicKey()}); err != nil {
 			t.Errorf("Verify while writing = %v", err)
 			break
 		}

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -268,4 +269,129 @@ func treeReader(fsys FS, dir string) (fileHashes, File, int64, error) {
 		return fileHashes{}, nil, 0, errors.New("audit: the file system cannot read the tree file at offsets")
 	}
 	return fileHashes{ra, tlog.StoredHashCount(n)}, f, n, nil
+}
+
+// startTree sets up the verifier's tree: empty, or, when segments were
+// pruned, the frontier at the last pruned record read from the tree file
+// (trusted here, and checked by the first checkpoint after it).
+func (v *verifier) startTree() error {
+	if v.pk.logID != v.man.LogID {
+		return fmt.Errorf("%w: checkpoint public key for %s, log %s", ErrWrongKey, v.pk.logID, v.man.LogID)
+	}
+	v.rep.CheckpointsChecked = true
+	v.tree = &frontier{}
+	n := len(v.man.Pruned)
+	if n == 0 {
+		return nil
+	}
+	p := v.man.Pruned[n-1].LastSeq
+	hr, f, have, err := treeReader(v.fs, v.dir)
+	if err == nil {
+		defer f.Close()
+		if uint64(have) < p {
+			err = fmt.Errorf("it covers %d records", have)
+		} else {
+			v.tree, err = loadFrontier(int64(p), hr)
+		}
+	}
+	if err != nil {
+		return v.fail(Location{File: treeName, Seq: p}, CheckpointMismatch, "cannot read the tree over the pruned records 1..%d: %w", p, err)
+	}
+	return nil
+}
+
+// startCheckpoints opens the checkpoint file of segment s.
+func (v *verifier) startCheckpoints(s segmentInfo) error {
+	cf, _, err := openCheckpoints(v.fs, v.dir, s.Name)
+	if err != nil {
+		return v.fail(Location{File: s.Name + checkpointsSuffix}, CheckpointMismatch, "%w", err)
+	}
+	v.cf, v.nextCk = cf, nil
+	return v.advanceCheckpoint(s)
+}
+
+// ckLoc locates the next checkpoint of the current file.
+func (v *verifier) ckLoc(seq uint64) Location {
+	return Location{File: v.cf.name, Line: bytes.Count(v.cf.b[:v.cf.off], []byte{'\n'}) + 1, Offset: int64(v.cf.off), Seq: seq}
+}
+
+// advanceCheckpoint reads the next checkpoint of segment s's file: it must
+// verify, and its size must be above the tree so far (checkpoints grow, and
+// each is stored with the segment of its last record).
+func (v *verifier) advanceCheckpoint(s segmentInfo) error {
+	ck, err := v.cf.next(v.pk)
+	switch {
+	case err == io.EOF:
+		v.nextCk = nil
+		return nil
+	case err == errTornNote && !s.Closed && v.si == len(v.man.Segments)-1:
+		v.nextCk = nil // the writer is appending it
+		return nil
+	case err != nil:
+		return v.fail(v.ckLoc(0), CheckpointMismatch, "checkpoint %d: %w", v.cf.n+1, err)
+	}
+	if ck.Size <= uint64(v.tree.n) || ck.Size < s.FirstSeq {
+		after := ""
+		if v.lastCk != nil {
+			after = fmt.Sprintf(" (the previous checkpoint has size %d)", v.lastCk.Size)
+		}
+		return v.fail(v.ckLoc(ck.Size), CheckpointMismatch, "checkpoint %d has tree size %d, but the tree already has %d records here%s",
+			v.cf.n, ck.Size, v.tree.n, after)
+	}
+	v.cf.off -= len(ck.Note) // locate it by its start until it is checked
+	v.cf.n--
+	v.nextCk = ck
+	return nil
+}
+
+// addLeaf adds the accepted record to the tree and checks the checkpoint of
+// that size, if there is one.
+func (v *verifier) addLeaf(it *item) error {
+	v.tree.add(leafHash(it.v.line))
+	ck := v.nextCk
+	if ck == nil || ck.Size != it.v.seq {
+		return nil
+	}
+	if root := v.tree.root(); root != ck.Root {
+		prev := "no checkpoint before it"
+		if v.lastCk != nil {
+			prev = fmt.Sprintf("the previous checkpoint (size %d) matched: the records were rewritten after it, or this checkpoint is forged", v.lastCk.Size)
+		}
+		return v.fail(v.ckLoc(ck.Size), CheckpointMismatch, "signed checkpoint of tree size %d has root %x, the records hash to %x (%s)",
+			ck.Size, ck.Root[:8], root[:8], prev)
+	}
+	v.cf.off += len(ck.Note)
+	v.cf.n++
+	v.lastCk = ck
+	v.rep.Checkpoints++
+	v.rep.SignedSize = ck.Size
+	return v.advanceCheckpoint(v.man.Segments[it.seg])
+}
+
+// endCheckpoints checks, at the end of segment s, that no checkpoint of its
+// file is left (one beyond the records means records were cut) and that a
+// closed segment ends with a checkpoint of its last record once the log
+// has any.
+func (v *verifier) endCheckpoints(s segmentInfo) error {
+	if ck := v.nextCk; ck != nil {
+		return v.fail(v.ckLoc(ck.Size), Truncated, "signed checkpoint of tree size %d, but %s ends at seq %d: signed records are missing",
+			ck.Size, s.Name, v.tree.n)
+	}
+	if s.Closed && s.Records > 0 && v.lastCk != nil && v.lastCk.Size != s.LastSeq {
+		return v.fail(Location{File: s.Name + checkpointsSuffix, Seq: s.LastSeq}, CheckpointMismatch,
+			"closed segment has no signed checkpoint of its last record seq %d (the last is of size %d)", s.LastSeq, v.lastCk.Size)
+	}
+	return nil
+}
+
+// endTree checks that something is signed and reports what is not.
+func (v *verifier) endTree() error {
+	if v.rep.Records > 0 && v.lastCk == nil {
+		return v.fail(Location{File: manifestName, Seq: v.rep.FirstSeq}, CheckpointMismatch,
+			"no signed checkpoint covers the records (a log written before checkpoints is signed when it is next opened)")
+	}
+	if v.lastCk != nil {
+		v.rep.Unsigned = uint64(v.tree.n) - v.lastCk.Size
+	}
+	return nil
 }

@@ -18,6 +18,13 @@ type VerifyOptions struct {
 	// Key is the log's verification key. Nil checks everything but the
 	// MACs (and [VerifyReport.MACsChecked] says so).
 	Key *VerificationKey
+	// PublicKey is the log's checkpoint public key. With it, Verify also
+	// rebuilds the Merkle tree over the records and checks every signed
+	// checkpoint: its signature, that its root is the tree's at its size
+	// (so successive checkpoints are consistent), and that every closed
+	// segment ends with one. Nil checks no checkpoint (and
+	// [VerifyReport.CheckpointsChecked] says so).
+	PublicKey *PublicKey
 	// FS is the file system. Nil means [OSFS].
 	FS FS
 }
@@ -33,6 +40,13 @@ type VerifyReport struct {
 	FirstEpoch  uint64
 	LastEpoch   uint64
 	MACsChecked bool
+	// CheckpointsChecked says the tree and the signed checkpoints were
+	// checked with the public key; Checkpoints counts them, SignedSize is
+	// the tree size of the last one and Unsigned the records after it.
+	CheckpointsChecked bool
+	Checkpoints        int
+	SignedSize         uint64
+	Unsigned           uint64
 	// TornBytes counts the bytes of an unterminated last line of the live
 	// segment: a write in progress or a crash, not checked. Opening the log
 	// cuts it.
@@ -50,7 +64,7 @@ const maxEpochJump = 1 << 20
 // returns a [*VerifyError] naming the first bad record or file and the
 // [Problem], or [ErrWrongKey].
 func Verify(ctx context.Context, dir string, opts VerifyOptions) (*VerifyReport, error) {
-	v := &verifier{ctx: ctx, fs: opts.FS, dir: dir, key: opts.Key}
+	v := &verifier{ctx: ctx, fs: opts.FS, dir: dir, key: opts.Key, pk: opts.PublicKey}
 	if v.fs == nil {
 		v.fs = OSFS{}
 	}
@@ -109,6 +123,14 @@ type verifier struct {
 
 	prunedClaim uint64
 	peek        item
+
+	// With a public key: the tree over the records checked so far, the
+	// checkpoint file of the segment being read and its next checkpoint.
+	pk     *PublicKey
+	tree   *frontier
+	cf     *checkpointFile
+	nextCk *Checkpoint
+	lastCk *Checkpoint
 }
 
 func (v *verifier) fail(loc Location, p Problem, format string, args ...any) *VerifyError {
@@ -152,6 +174,11 @@ func (v *verifier) run() error {
 		v.last = chainEnd{seq: s.LastSeq, mac: s.LastMAC, epoch: s.LastEpoch}
 		v.maxEpoch = s.LastEpoch
 	}
+	if v.pk != nil {
+		if err := v.startTree(); err != nil {
+			return err
+		}
+	}
 	v.rep.Pruned = len(v.man.Pruned)
 	for _, s := range v.man.Segments {
 		v.maxEpoch = max(v.maxEpoch, s.LastEpoch)
@@ -180,6 +207,9 @@ func (v *verifier) run() error {
 	if n := len(v.man.Pruned); n > 0 && v.prunedClaim < v.man.Pruned[n-1].LastSeq {
 		return v.fail(Location{File: manifestName, Seq: v.man.Pruned[n-1].LastSeq}, ManifestMismatch,
 			"segments through seq %d are marked pruned, but no audit_pruned record covers them", v.man.Pruned[n-1].LastSeq)
+	}
+	if v.pk != nil {
+		return v.endTree()
 	}
 	return nil
 }
@@ -255,6 +285,11 @@ func (v *verifier) next(it *item) error {
 			v.sr, v.acc = sr, segAcc{}
 			if !v.scanning {
 				v.rep.Segments++
+				if v.pk != nil {
+					if err := v.startCheckpoints(s); err != nil {
+						return err
+					}
+				}
 			}
 		}
 		line, term, err := v.sr.read()
@@ -394,6 +429,11 @@ func (v *verifier) check(it *item) error {
 	a.records++
 	a.lastMAC, a.lastSeq, a.lastEpoch = r.mac, r.seq, r.epoch
 	v.last = chainEnd{seq: r.seq, mac: r.mac, epoch: r.epoch}
+	if v.tree != nil {
+		if err := v.addLeaf(it); err != nil {
+			return err
+		}
+	}
 	copy(v.lastTime[:], r.time)
 	v.lastLoc = v.loc(it)
 	v.lastLine = append(v.lastLine[:0], r.line...)
@@ -522,6 +562,11 @@ func (v *verifier) endSegment() error {
 	a := &v.acc
 	size := v.sr.next - v.rep.TornBytes*boolInt(!s.Closed)
 	loc := Location{File: s.Name, Line: v.sr.line, Offset: size}
+	if v.pk != nil {
+		if err := v.endCheckpoints(s); err != nil {
+			return err
+		}
+	}
 	if a.records < s.Records {
 		loc.Seq = a.lastSeq
 		return v.fail(loc, Truncated, "segment holds %d records (through seq %d), manifest says %d (through seq %d)",
