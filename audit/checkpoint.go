@@ -467,13 +467,14 @@ func LatestCheckpoint(dir string, opts ReadOptions) (*Checkpoint, error) {
 		return nil, err
 	}
 	if ck == nil {
-		return nil, fmt.Errorf("audit: %s: %w", dir, ErrNoCheckpoint)
+		return nil, fmt.Errorf("%w in %s yet", ErrNoCheckpoint, dir)
 	}
 	return ck, nil
 }
 
-// ErrNoCheckpoint is returned by [LatestCheckpoint] and the proof functions
-// for a log (or a tree size) without a signed checkpoint.
+// ErrNoCheckpoint is returned by [LatestCheckpoint], [ProveInclusion] and
+// [ProveConsistency] for a log without a signed checkpoint, or without one
+// of the tree size asked for or covering the record asked for.
 var ErrNoCheckpoint = errors.New("audit: no signed checkpoint")
 
 // openSigning loads (or, for a log made before checkpoints, creates) the

@@ -354,7 +354,7 @@ func TestVerifyPublicKeyFailures(t *testing.T) {
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		wantCheckpointProblem(t, dir, pk, CheckpointMismatch, "the records were rewritten after it, or this checkpoint is forged")
+		wantCheckpointProblem(t, dir, pk, CheckpointMismatch, "a record in seq 11..12 changed), or this checkpoint is forged")
 
 		old, err := LatestCheckpoint(base, ReadOptions{})
 		if err != nil {

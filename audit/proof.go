@@ -390,7 +390,7 @@ func ProveInclusion(ctx context.Context, dir string, seq, size uint64, opts Read
 		return nil, err
 	}
 	if seq == 0 || seq > ck.Size {
-		return nil, fmt.Errorf("audit: prove seq %d: the checkpoint covers seq 1..%d", seq, ck.Size)
+		return nil, fmt.Errorf("%w covers seq %d: the checkpoint of tree size %d covers seq 1..%d", ErrNoCheckpoint, seq, ck.Size, ck.Size)
 	}
 	line, err := p.record(seq)
 	if err != nil {
@@ -428,7 +428,7 @@ func ProveConsistency(ctx context.Context, dir string, oldSize, newSize uint64, 
 		return nil, err
 	}
 	if oldSize == 0 || oldSize > cur.Size {
-		return nil, fmt.Errorf("audit: prove consistency: old size %d must be between 1 and %d", oldSize, cur.Size)
+		return nil, fmt.Errorf("%w of tree size %d: the newer checkpoint is of tree size %d", ErrNoCheckpoint, oldSize, cur.Size)
 	}
 	old, err := p.checkpoint(oldSize)
 	if err != nil {

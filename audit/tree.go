@@ -353,12 +353,16 @@ func (v *verifier) addLeaf(it *item) error {
 		return nil
 	}
 	if root := v.tree.root(); root != ck.Root {
-		prev := "no checkpoint before it"
-		if v.lastCk != nil {
-			prev = fmt.Sprintf("the previous checkpoint (size %d) matched: the records were rewritten after it, or this checkpoint is forged", v.lastCk.Size)
+		from, why := uint64(1), "no checkpoint before it"
+		if n := len(v.man.Pruned); n > 0 {
+			from, why = v.man.Pruned[n-1].LastSeq+1, "the records before it were pruned"
 		}
-		return v.fail(v.ckLoc(ck.Size), CheckpointMismatch, "signed checkpoint of tree size %d has root %x, the records hash to %x (%s)",
-			ck.Size, ck.Root[:8], root[:8], prev)
+		if v.lastCk != nil {
+			from, why = v.lastCk.Size+1, fmt.Sprintf("the previous checkpoint, of size %d, matched", v.lastCk.Size)
+		}
+		return v.fail(v.ckLoc(ck.Size), CheckpointMismatch, "signed checkpoint of tree size %d has root %x, the records hash to %x (%s): "+
+			"the records were rewritten after they were signed (a record in seq %d..%d changed), or this checkpoint is forged",
+			ck.Size, ck.Root[:8], root[:8], why, from, ck.Size)
 	}
 	v.cf.off += len(ck.Note)
 	v.cf.n++

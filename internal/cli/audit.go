@@ -18,7 +18,8 @@ import (
 	"github.com/vramseal/vramseal/audit"
 )
 
-// newAuditCmd returns `vramseal audit`: init, verify, query, tail, prune.
+// newAuditCmd returns `vramseal audit`: init, verify, query, tail, prune,
+// checkpoint, prove, check-proof.
 func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "audit",
@@ -27,37 +28,72 @@ func newAuditCmd() *cobra.Command {
   vramseal audit tail -f /var/lib/vramseal/audit`,
 		Short: "Create, verify and read the tamper-evident audit log",
 	}
-	cmd.AddCommand(newAuditInitCmd(), newAuditVerifyCmd(), newAuditQueryCmd(), newAuditTailCmd(), newAuditPruneCmd())
+	cmd.AddCommand(newAuditInitCmd(), newAuditVerifyCmd(), newAuditQueryCmd(), newAuditTailCmd(), newAuditPruneCmd(),
+		newAuditCheckpointCmd(), newAuditProveCmd(), newAuditCheckProofCmd())
 	return cmd
 }
 
 func newAuditInitCmd() *cobra.Command {
-	var keyFile string
+	var keyFile, pubFile string
 	cmd := &cobra.Command{
-		Use: "init DIR --verification-key FILE",
+		Use: "init DIR --verification-key FILE [--public-key FILE]",
 		Example: `  # before the first serve, to hold the key yourself from the start:
   vramseal audit init vramseal-data/audit --verification-key ~/audit-verification.key`,
-		Short: "Create an audit log and its verification key",
+		Short: "Create an audit log, its verification key and its checkpoint key",
 		Long: `Create the audit log directory DIR (mode 0700) with a fresh random key.
 The verification key is written to FILE (mode 0600, must not exist): move it
 off this machine. Whoever holds it can verify, and forge, the whole log; the
 machine keeps only a key that evolves one way, so whoever takes the machine
-later cannot rewrite earlier epochs.`,
+later cannot rewrite earlier epochs.
+
+The log also gets an Ed25519 checkpoint key: its private half stays in DIR
+(checkpoint.key) and signs the log's checkpoints; its public half is
+printed and written to --public-key (default FILE.pub, must not exist).
+The public key can verify the log's structure, tree and checkpoints and
+check proofs (audit verify --public-key, audit check-proof), and forge
+nothing: hand it to auditors.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keyFile == "" {
 				return &ExitError{Code: 2, Err: errors.New("audit init: --verification-key FILE is required")}
 			}
-			vk, err := initAudit(args[0], keyFile, writeKeyFile)
+			if pubFile == "" {
+				pubFile = keyFile + ".pub"
+			}
+			pf, err := createPublic(pubFile)
 			if err != nil {
+				err = fmt.Errorf("audit init: public key: %w", err)
+				if errors.Is(err, fs.ErrExist) {
+					return &ExitError{Code: 2, Err: err}
+				}
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created audit log %s in %s\nverification key written to %s: move it off this machine\n",
+			vk, err := initAudit(args[0], keyFile, writeKeyFile)
+			if err != nil {
+				pf.Close()
+				os.Remove(pubFile)
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "created audit log %s in %s\nverification key written to %s: move it off this machine\n",
 				vk.LogID(), safeText(args[0]), safeText(keyFile))
+			pk, err := audit.ReadPublicKey(args[0], nil)
+			if err == nil {
+				err = finishPrivate(pf, pk.Encode())
+			} else {
+				pf.Close()
+				os.Remove(pubFile)
+			}
+			if err != nil {
+				return fmt.Errorf("audit init: the log and its verification key were created, but the checkpoint public key was not written to %s (it is also in %s): %w",
+					safeText(pubFile), safeText(filepath.Join(args[0], "checkpoint.pub")), err)
+			}
+			fmt.Fprintf(out, "checkpoint public key written to %s: give it to auditors\n  %s\n", safeText(pubFile), pk)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "verification-key", "", "file to write the verification key to (required)")
+	cmd.Flags().StringVar(&pubFile, "public-key", "", "file to write the checkpoint public key to (default: the verification key file + .pub)")
 	return cmd
 }
 
@@ -173,14 +209,20 @@ func readKey(path string) (*audit.VerificationKey, error) {
 const exitVerifyFailed = 4
 
 func newAuditVerifyCmd() *cobra.Command {
-	var keyFile string
+	var keyFile, pubFile string
 	cmd := &cobra.Command{
-		Use: "verify DIR [--verification-key FILE]",
+		Use: "verify DIR [--verification-key FILE] [--public-key FILE]",
 		Example: `  vramseal audit verify vramseal-data/audit --verification-key ~/audit-verification.key
+  vramseal audit verify vramseal-data/audit --public-key ~/audit-verification.key.pub   # an auditor: no secret
   vramseal audit verify vramseal-data/audit    # links, epochs, checksums; no MACs`,
-		Short: "Verify every record, link, epoch, checksum and the manifest",
+		Short: "Verify every record, link, epoch, checksum, the manifest and the signed checkpoints",
 		Long: `Verify the audit log in DIR, streaming. With the verification key every
 MAC is checked too; without it, everything else, and the output says so.
+With the checkpoint public key (written by audit init), the Merkle tree over
+the records is rebuilt and every signed checkpoint is checked: its
+signature, that its root is the tree's at its size (so each checkpoint is
+consistent with the ones before it), and that every closed segment ends
+with one. The public key is no secret, so an auditor can run this anywhere.
 
 Exit status:
   0  everything verified
@@ -189,15 +231,22 @@ Exit status:
      does not exist or is not a verification key
   4  the log fails verification: a record or file was modified, deleted,
      inserted, reordered or duplicated, the manifest is missing or does not
-     match, or the log is not the one the verification key belongs to`,
+     match, a signed checkpoint does not verify or disagrees with the
+     records, or the log is not the one the key belongs to`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			vk, err := readKey(keyFile)
 			if err != nil {
 				return fmt.Errorf("audit verify: verification key: %w", err)
 			}
+			var pk *audit.PublicKey
+			if pubFile != "" {
+				if pk, err = readPublicKey(pubFile); err != nil {
+					return fmt.Errorf("audit verify: public key: %w", err)
+				}
+			}
 			out := cmd.OutOrStdout()
-			rep, err := audit.Verify(cmd.Context(), args[0], audit.VerifyOptions{Key: vk})
+			rep, err := audit.Verify(cmd.Context(), args[0], audit.VerifyOptions{Key: vk, PublicKey: pk})
 			var ve *audit.VerifyError
 			if errors.As(err, &ve) {
 				fmt.Fprintf(out, "FAIL: %s\n  file:    %s\n", ve.Problem, safeText(ve.File))
@@ -215,7 +264,7 @@ Exit status:
 				// Either the wrong key or a log replaced wholesale: a
 				// verification failure either way, never "bad input" that a
 				// monitoring script might shrug off.
-				fmt.Fprintf(out, "FAIL: the log in %s is not the log of this verification key\n", safeText(args[0]))
+				fmt.Fprintf(out, "FAIL: the log in %s is not the log of this key\n", safeText(args[0]))
 				return &ExitError{Code: exitVerifyFailed, Err: err}
 			}
 			if err != nil {
@@ -232,6 +281,17 @@ Exit status:
 			} else {
 				fmt.Fprintln(out, "MACs: NOT checked (no --verification-key): links, sequence, epochs, times, checksums and manifest only")
 			}
+			if rep.CheckpointsChecked && rep.Checkpoints == 0 {
+				fmt.Fprintln(out, "checkpoints: none yet (no records)")
+			} else if rep.CheckpointsChecked {
+				fmt.Fprintf(out, "checkpoints: %d signed checkpoints checked with the public key, the last of %d records", rep.Checkpoints, rep.SignedSize)
+				if rep.Unsigned > 0 {
+					fmt.Fprintf(out, "; %d newer records are not signed yet", rep.Unsigned)
+				}
+				fmt.Fprintln(out)
+			} else {
+				fmt.Fprintln(out, "checkpoints: NOT checked (no --public-key)")
+			}
 			if rep.TornBytes > 0 {
 				fmt.Fprintf(out, "note: %d bytes of an unfinished last line in the live segment were not checked\n", rep.TornBytes)
 			}
@@ -239,6 +299,7 @@ Exit status:
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "verification-key", "", "verification key file written by audit init")
+	cmd.Flags().StringVar(&pubFile, "public-key", "", "checkpoint public key file written by audit init")
 	return cmd
 }
 
