@@ -242,6 +242,14 @@ func ParseCheckpoint(b []byte, k *PublicKey) (*Checkpoint, error) {
 	case err != nil:
 		return nil, fmt.Errorf("%w: %v", errCheckpoint, err)
 	}
+	for _, sig := range append(n.Sigs, n.UnverifiedSigs...) {
+		// note decodes signatures leniently; only the canonical base64
+		// of a signature is accepted, so that a checkpoint has one form.
+		raw, err := base64.StdEncoding.Strict().DecodeString(sig.Base64)
+		if err != nil || base64.StdEncoding.EncodeToString(raw) != sig.Base64 {
+			return nil, fmt.Errorf("%w: the signature by %s is not canonical base64", errCheckpoint, truncateForError(sig.Name))
+		}
+	}
 	c, err := parseCheckpointText(n.Text)
 	if err != nil {
 		return nil, err
@@ -283,21 +291,24 @@ var errTornNote = errors.New("incomplete last checkpoint")
 // splitNote returns the first signed note of b and what follows it. A note
 // is its text (lines up to an empty line), the empty line, and one or more
 // signature lines, each "— " ... "\n". It returns errTornNote when b ends
-// inside the note.
+// inside a note that could still become a checkpoint (see tornCheckpoint).
 func splitNote(b []byte) (msg, rest []byte, err error) {
 	end := bytes.Index(b, []byte("\n\n"))
-	if end < 0 {
-		if len(b) > maxNoteBytes {
-			return nil, nil, fmt.Errorf("%w: no end of note text in %d bytes", errCheckpoint, maxNoteBytes)
+	torn := func() error {
+		if tornCheckpoint(b) {
+			return errTornNote
 		}
-		return nil, nil, errTornNote
+		return fmt.Errorf("%w: not a signed note", errCheckpoint)
+	}
+	if end < 0 {
+		return nil, nil, torn()
 	}
 	i := end + 2
 	sigs := 0
 	for i < len(b) && bytes.HasPrefix(b[i:], []byte(sigPrefix)) {
 		nl := bytes.IndexByte(b[i:], '\n')
 		if nl < 0 {
-			return nil, nil, errTornNote
+			return nil, nil, torn()
 		}
 		i += nl + 1
 		sigs++
@@ -306,13 +317,49 @@ func splitNote(b []byte) (msg, rest []byte, err error) {
 		return nil, nil, fmt.Errorf("%w: note longer than %d bytes", errCheckpoint, maxNoteBytes)
 	}
 	if sigs == 0 {
-		if i == len(b) || len(b)-i < len(sigPrefix) && bytes.HasPrefix([]byte(sigPrefix), b[i:]) {
-			return nil, nil, errTornNote
-		}
-		return nil, nil, fmt.Errorf("%w: note has no signature line", errCheckpoint)
+		return nil, nil, torn()
 	}
 	return b[:i], b[i:], nil
 }
+
+// tornCheckpoint reports whether b, which ends inside a note, is a prefix
+// of a checkpoint as this package writes it: origin, tree size, root, an
+// empty line and a signature line, cut anywhere. Only that is taken for a
+// write in progress; anything else is damage.
+func tornCheckpoint(b []byte) bool {
+	if len(b) > maxNoteBytes {
+		return false
+	}
+	lines := strings.Split(string(b), "\n")
+	if len(lines) > 5 {
+		return false
+	}
+	for i, l := range lines {
+		last := i == len(lines)-1
+		ok := false
+		switch i {
+		case 0:
+			ok = strings.HasPrefix(l, originPrefix) && len(l) == len(originPrefix)+16 && isLowerHex([]byte(l[len(originPrefix):])) ||
+				last && (strings.HasPrefix(originPrefix, l) || strings.HasPrefix(l, originPrefix) && len(l) < len(originPrefix)+16 && isLowerHex([]byte(l[len(originPrefix):])))
+		case 1:
+			ok = (l != "" || last) && strings.Trim(l, "0123456789") == ""
+		case 2:
+			ok = (len(l) == 44 || last && len(l) < 44) && strings.Trim(l, base64Chars) == ""
+		case 3:
+			ok = l == ""
+		case 4:
+			origin := lines[0]
+			ok = strings.HasPrefix(sigPrefix+origin+" ", l) ||
+				strings.HasPrefix(l, sigPrefix+origin+" ") && strings.Trim(l[len(sigPrefix+origin+" "):], base64Chars) == ""
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+const base64Chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 // checkpointFile reads the signed checkpoints of one segment in order.
 type checkpointFile struct {

@@ -265,20 +265,7 @@ func TestVerifyPublicKeyFailures(t *testing.T) {
 		// Change a record's content and repair everything a verifier
 		// without the MAC key checks: only the signed tree shows it.
 		dir := copyDir(t, base)
-		path := filepath.Join(dir, first)
-		b := must(os.ReadFile(path))
-		b = bytes.Replace(b, []byte(`"n":1,`), []byte(`"n":7,`), 1)
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		m := loadTestManifest(t, dir)
-		m.Segments[0].SHA256 = sha256Of(b)
-		if err := os.WriteFile(filepath.Join(dir, manifestName), m.encode(), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path+checksumSuffix, checksumLine(m.Segments[0].SHA256, first), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		rewriteRecord(t, dir)
 		if _, err := Verify(context.Background(), dir, VerifyOptions{}); err != nil {
 			t.Fatalf("Verify(no keys) = %v; the tamper test needs a change only the tree shows", err)
 		}
@@ -413,5 +400,41 @@ func TestCheckProofFailures(t *testing.T) {
 	q.Checkpoint = bytes.Replace(p.Checkpoint, []byte("\n9\n"), []byte("\n8\n"), 1)
 	if _, _, err := CheckInclusion(&q, pk, nil); !errors.Is(err, ErrBadCheckpoint) {
 		t.Errorf("CheckInclusion(forged checkpoint) = %v, want ErrBadCheckpoint", err)
+	}
+}
+
+// rewriteRecord changes record content in the first segment and repairs
+// the checksums, so that only the MACs and the signed tree show it.
+func rewriteRecord(t *testing.T, dir string) {
+	t.Helper()
+	m := loadTestManifest(t, dir)
+	first := m.Segments[0].Name
+	path := filepath.Join(dir, first)
+	b := bytes.Replace(must(os.ReadFile(path)), []byte(`"n":1,`), []byte(`"n":7,`), 1)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.Segments[0].SHA256 = sha256Of(b)
+	if err := os.WriteFile(filepath.Join(dir, manifestName), m.encode(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path+checksumSuffix, checksumLine(m.Segments[0].SHA256, first), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpenRefusesRewrittenTree: when Open must rebuild the tree and the
+// records no longer hash to the latest signed checkpoint, it refuses
+// rather than sign a tree inconsistent with one it signed before.
+func TestOpenRefusesRewrittenTree(t *testing.T) {
+	dir, _, _ := signedLog(t, 4) // one segment: the latest checkpoint covers the changed record
+	rewriteRecord(t, dir)
+	if err := os.Remove(filepath.Join(dir, treeName)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir, Options{})
+	var ce *CorruptionError
+	if !errors.As(err, &ce) || ce.Problem != CheckpointMismatch || !strings.Contains(err.Error(), "no longer hash to the root") {
+		t.Fatalf("Open = %v, want a checkpoint mismatch", err)
 	}
 }

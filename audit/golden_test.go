@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -21,9 +22,10 @@ func writeGolden(t *testing.T) {
 	os.RemoveAll(goldenDir)
 	seed := sha256.Sum256([]byte("vramseal audit golden v1"))
 	seed2 := sha256.Sum256(seed[:])
+	seed3 := sha256.Sum256(seed2[:]) // the checkpoint key
 	clk := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	o := Options{Service: "vramseal", Node: "golden-node", Worker: "w0", SegmentMaxBytes: 1500,
-		Clock: clk.Now, Rand: bytes.NewReader(append(seed[:], seed2[:]...))}
+		Clock: clk.Now, Rand: bytes.NewReader(slices.Concat(seed[:], seed2[:], seed3[:]))}
 	vk, err := Init(goldenDir, o)
 	if err != nil {
 		t.Fatal(err)

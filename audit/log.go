@@ -317,6 +317,8 @@ type writer struct {
 	ckptDirty    bool
 	lastCkpt     time.Time
 	wbuf         []byte
+	batch        []*request
+	waiters      []*request
 
 	// The Merkle tree over the records (see tree.go) and its checkpoints.
 	key       *signingKey
@@ -327,8 +329,6 @@ type writer struct {
 	durTree   uint64    // tree size when the segment was last fsynced
 	durRoot   tlog.Hash // its root
 	ckptSize  uint64    // tree size of the last signed checkpoint
-	batch     []*request
-	waiters   []*request
 }
 
 // Open opens the log in dir for appending: it takes the directory lock,

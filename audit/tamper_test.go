@@ -420,3 +420,44 @@ func TestVerifyLongLineLocation(t *testing.T) {
 		}
 	}
 }
+
+// TestTamperCheckpointsEveryByte flips every byte of a closed segment's and
+// the live segment's checkpoint files, and cuts the closed one at every
+// offset: verification with the public key must fail naming the
+// checkpoint file.
+func TestTamperCheckpointsEveryByte(t *testing.T) {
+	f := buildTamperFixture(t)
+	dir := copyDir(t, f.dir)
+	pk := must(ReadPublicKey(dir, nil))
+	check := func(name, what string) {
+		t.Helper()
+		_, err := Verify(context.Background(), dir, VerifyOptions{PublicKey: pk})
+		var ve *VerifyError
+		if !errors.As(err, &ve) || ve.Problem != CheckpointMismatch && ve.Problem != Truncated || ve.File != name {
+			t.Errorf("%s: %s: Verify(public key) = %v, want a checkpoint problem in %s", name, what, err, name)
+		}
+	}
+	for i, seg := range []string{f.segs[1], f.segs[len(f.segs)-1]} {
+		name := seg + checkpointsSuffix
+		path := filepath.Join(dir, name)
+		orig := must(os.ReadFile(path))
+		for off := range orig {
+			b := append([]byte(nil), orig...)
+			b[off] ^= 0x01
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			check(name, "flip byte "+strconv.Itoa(off))
+		}
+		for n := 0; i == 0 && n < len(orig); n++ {
+			if err := os.WriteFile(path, orig[:n], 0o600); err != nil {
+				t.Fatal(err)
+			}
+			check(name, "cut to "+strconv.Itoa(n)+" bytes")
+		}
+		if err := os.WriteFile(path, orig, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustVerify(t, dir, f.vk)
+}

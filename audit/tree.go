@@ -217,6 +217,12 @@ func (l *Log) openTree(ctx context.Context, ck *Checkpoint) error {
 				return corrupt(s.Name, 0, 0, v.seq, Deleted, "tree: seq %d follows %d", v.seq, w.tree.n)
 			}
 			w.tbuf = appendHashes(w.tbuf, w.tree.add(leafHash(v.line)))
+			if ck != nil && uint64(w.tree.n) == ck.Size && w.tree.root() != ck.Root {
+				// Never sign a tree that is not an extension of one
+				// signed before.
+				return corrupt(ck.file, 0, 0, ck.Size, CheckpointMismatch,
+					"records 1..%d no longer hash to the root of the signed checkpoint of tree size %d: a record was changed after it was signed", ck.Size, ck.Size)
+			}
 			if len(w.tbuf) >= 1<<20 {
 				return l.writeTree(false)
 			}
