@@ -7,8 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"math/bits"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -436,5 +438,46 @@ func TestOpenRefusesRewrittenTree(t *testing.T) {
 	var ce *CorruptionError
 	if !errors.As(err, &ce) || ce.Problem != CheckpointMismatch || !strings.Contains(err.Error(), "no longer hash to the root") {
 		t.Fatalf("Open = %v, want a checkpoint mismatch", err)
+	}
+}
+
+// mth is RFC 6962's Merkle tree hash (section 2.1), written out as the
+// RFC states it, as an oracle for the frontier.
+func mth(leaves [][]byte) [32]byte {
+	switch n := len(leaves); n {
+	case 0:
+		return sha256.Sum256(nil)
+	case 1:
+		return sha256.Sum256(append([]byte{0}, leaves[0]...))
+	default:
+		k := 1
+		for k*2 < n {
+			k *= 2
+		}
+		l, r := mth(leaves[:k]), mth(leaves[k:])
+		return sha256.Sum256(append(append([]byte{1}, l[:]...), r[:]...))
+	}
+}
+
+// TestFrontierIsRFC6962 checks the tree the log keeps against the RFC's
+// definition: the root and the number of stored hashes at every size.
+func TestFrontierIsRFC6962(t *testing.T) {
+	var fr frontier
+	var leaves [][]byte
+	stored := 0
+	for n := 1; n <= 70; n++ {
+		leaf := []byte("record " + strconv.Itoa(n))
+		leaves = append(leaves, leaf)
+		stored += len(fr.add(leafHash(leaf)))
+		if got, want := fr.root(), mth(leaves); got != want {
+			t.Fatalf("root of %d leaves = %x, want %x", n, got[:8], want[:8])
+		}
+		if int64(stored) != tlog.StoredHashCount(int64(n)) || len(fr.idx) != bits.OnesCount(uint(n)) {
+			t.Fatalf("after %d leaves: %d stored hashes, frontier of %d; want %d, %d",
+				n, stored, len(fr.idx), tlog.StoredHashCount(int64(n)), bits.OnesCount(uint(n)))
+		}
+		if got := treeRecords(tlog.StoredHashCount(int64(n))); got != int64(n) {
+			t.Fatalf("treeRecords(StoredHashCount(%d)) = %d", n, got)
+		}
 	}
 }

@@ -5,7 +5,10 @@
 // [Field]s); the package seals, stores, recovers, verifies, queries and
 // prunes them. [Init] creates a log and returns its [VerificationKey];
 // [Open] returns a [Log] for appending; [Verify] checks a log; [Query] and
-// [Tail] read it.
+// [Tail] read it. [LatestCheckpoint], [ProveInclusion] and
+// [ProveConsistency] give signed checkpoints and proofs that anyone holding
+// the log's [PublicKey] checks offline ([CheckInclusion],
+// [CheckConsistency]).
 //
 // # Guarantees
 //
@@ -19,7 +22,17 @@
 // Bellare and Yee, "Forward-Security in Private-Key Cryptography", CT-RSA
 // 2003). Such an attacker can still cut the newest records and append
 // forgeries after them; only copies of the manifest or of checkpoints kept
-// elsewhere reveal that (planned: signed tlog checkpoints and witnesses).
+// elsewhere reveal that.
+//
+// The records are also the leaves of an RFC 6962 Merkle tree, and the log
+// signs checkpoints of it (C2SP tlog-checkpoint, Ed25519) with a key
+// separate from the MAC key. Its public half verifies the log's structure,
+// tree and checkpoints and checks inclusion and consistency proofs, and can
+// forge nothing, so auditors need no secret. The signing key lives on the
+// machine too: whoever takes the machine can rewrite the log and sign the
+// rewrite, and cut the newest checkpoints. What such a rewrite cannot do is
+// stay consistent with a checkpoint copied off the machine before it: a
+// consistency proof from that checkpoint to any later one fails.
 //
 // Writing uses one goroutine with group commit: one write and one fsync per
 // batch. Critical events are durable before [Log.Append] returns. After a
@@ -37,6 +50,10 @@
 //	audit-YYYYMMDD-NNNNNNNNNNNNNNNNNNNN.ndjson   segments: records
 //	<segment>.sha256                         checksum of a closed segment
 //	<segment>.<offset>.broken                bytes cut from a torn tail
+//	checkpoint.key                           checkpoint signing key (secret)
+//	checkpoint.pub                           its public key
+//	tree.hashes                              the Merkle tree's stored hashes
+//	<segment>.checkpoints                    checkpoints signed while it was live
 //
 // A segment's name holds the UTC day it was started and its first sequence
 // number in 20 decimal digits. Files are replaced atomically: write
@@ -169,10 +186,124 @@
 // older closed segments are left to [Verify], offline, with the
 // verification key: the machine no longer holds their keys.
 //
+// # Tree
+//
+// The records of a log, from seq 1, are the leaves of one RFC 6962
+// (section 2.1) Merkle tree with SHA-256: the leaf of record seq S is leaf
+// index S-1 and its hash is SHA-256(0x00 || line), over the record's exact
+// line without its newline (what golang.org/x/mod/sumdb/tlog.RecordHash
+// computes). The leaf covers the whole line, MAC included, so a proof
+// names one exact record; it is not the MAC, which nobody without the key
+// can check. Interior nodes are SHA-256(0x01 || left || right).
+//
+// tree.hashes holds the tree's stored hashes in the order of package tlog
+// (tlog.StoredHashIndex): for a tree of N records, tlog.StoredHashCount(N)
+// hashes of 32 bytes, nothing else. It is derived data: the writer appends
+// to it as it writes records and fsyncs it before it signs a checkpoint;
+// [Open] keeps it only up to the latest checkpoint, and only if its root at
+// that size is the checkpoint's (else it rebuilds it from seq 1), and hashes
+// the records after that again. Open refuses (a [*CorruptionError],
+// CheckpointMismatch) a rebuild whose root at the checkpoint's size is not
+// the signed one, so the log never signs a tree inconsistent with one it
+// signed before; and it cannot rebuild over pruned segments (keep
+// tree.hashes with the log). Proofs read it at offsets; memory stays
+// bounded: the writer and [Verify] keep only the hashes of the complete
+// subtrees at the tree's right edge (at most 62).
+//
+// # Checkpoints
+//
+// A checkpoint is a C2SP signed note (c2sp.org/signed-note) whose text is
+// exactly the three lines of c2sp.org/tlog-checkpoint and no extension
+// lines:
+//
+//	vramseal/audit/<16 hex log id>
+//	<tree size: records, canonical decimal>
+//	<base64 (RFC 4648, padded) of the tree's root hash>
+//
+// followed by an empty line and one signature line,
+// "— vramseal/audit/<log id> <base64 of key hash (4 bytes) || Ed25519 signature>",
+// made with golang.org/x/mod/sumdb/note. The origin is the key's name.
+// Readers take only canonical forms (base64 that re-encodes the same) and
+// ignore signature lines of other keys, as C2SP requires.
+//
+// The writer signs a checkpoint of the durable records whenever it writes
+// the manifest's checkpoint (at most every [Options.CheckpointInterval]),
+// before every rotation (so a closed segment ends with a checkpoint of its
+// last record), at Close, and at Open for records the previous run left
+// unsigned; never twice for the same tree size, and never of an empty tree.
+// A checkpoint of tree size K is appended to "<segment>.checkpoints" of
+// the segment that holds record K, fsynced; so tree sizes grow through the
+// files in segment order, and pruning a segment removes its checkpoints.
+// Open cuts an unfinished last checkpoint of the newest checkpoint file
+// (a prefix of a checkpoint: origin, size, root, empty line, signature line,
+// cut anywhere); anything else there that does not verify is a
+// [*CorruptionError].
+//
+// checkpoint.key (0600) holds two lines: the note signer key
+// "PRIVATE+KEY+vramseal/audit/<log id>+<8 hex key hash>+<base64>" and its
+// verifier key. checkpoint.pub, and the public key file that `vramseal
+// audit init` writes beside the verification key, hold the verifier key,
+// one line ("vramseal/audit/<log id>+<8 hex>+<base64 of 0x01 || Ed25519
+// public key>"): see [PublicKey]. [Init] makes the key from [Options.Rand];
+// [Open] of a log that has none (one made before checkpoints) makes one,
+// records an audit_checkpoint_key record, and signs the whole log.
+//
+// # Proofs
+//
+// An inclusion proof is a C2SP tlog-proof (c2sp.org/tlog-proof@v1):
+//
+//	c2sp.org/tlog-proof@v1
+//	extra <base64 of the record's line, without its newline>
+//	index <seq - 1>
+//	<base64 hash>            one per line: the RFC 6962 audit path
+//	...
+//	                         (an empty line)
+//	<the checkpoint, verbatim>
+//
+// The extra line carries the record for convenience and is not trusted:
+// [CheckInclusion] checks that the record (given, or carried) parses, is
+// seq index+1 of the key's log, and hashes with the path to the signed root
+// (tlog.CheckRecord).
+//
+// A consistency proof has the same shape in a format of this package:
+//
+//	vramseal/audit-consistency-proof@v1
+//	old <old tree size>
+//	new <new tree size>
+//	<base64 hash>            one per line: the RFC 6962 consistency proof
+//	...
+//	                         (an empty line)
+//	<the old checkpoint, verbatim><the new checkpoint, verbatim>
+//
+// [CheckConsistency] checks both signatures, the sizes, and the proof
+// (tlog.CheckTree). Both checkpoints must be ones the log signed and kept
+// (proofs are made only between stored checkpoints). Numbers are canonical
+// decimals, hashes canonical base64 of 32 bytes, at most 126 hashes; the
+// parsers take nothing else.
+//
+// # Verification with the public key
+//
+// With [VerifyOptions.PublicKey], [Verify] also rebuilds the tree from the
+// records as it reads them (from the stored hashes of the last pruned
+// record, read from tree.hashes, when segments were pruned) and reads each
+// segment's checkpoint file: every checkpoint must verify, its tree size
+// must be above the tree so far and at least the segment's first seq, and
+// its root must be the tree's when the tree reaches that size; so every
+// checkpoint is consistent with all before it. A checkpoint beyond the
+// segment's records is Truncated; every closed segment after the first
+// checkpoint must end with a checkpoint of its last record; a log with
+// records and no checkpoint fails. An unfinished last checkpoint of the
+// live segment is a write in progress and is not counted. The report says
+// how many records after the last checkpoint are not signed yet. Failures
+// are [*VerifyError]s with Problem CheckpointMismatch (or Truncated) and
+// the checkpoint file, line and tree size.
+//
 // # Records written by the log itself
 //
 //   - audit_recovered (critical): [Open] cut a torn tail; fields segment,
 //     offset, cut (bytes), broken_file, last_seq.
 //   - audit_pruned (high): [Log.Prune] deleted segments; fields before,
 //     segments, records, first_seq, through_seq, through_mac (digest).
+//   - audit_checkpoint_key (high): [Open] created the checkpoint key of a
+//     log that had none; fields public_key (the verifier key) and reason.
 package audit
