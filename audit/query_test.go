@@ -159,6 +159,13 @@ func TestPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The audit_pruned record is signed before Prune returns.
+	if ck, err := LatestCheckpoint(dir, ReadOptions{}); err != nil || ck.Size != l.Stats().LastSeq {
+		t.Errorf("LatestCheckpoint after Prune = %v; want the audit_pruned record (seq %d) signed", err, l.Stats().LastSeq)
+		if ck != nil {
+			t.Errorf("the latest checkpoint has tree size %d", ck.Size)
+		}
+	}
 	mustClose(t, l)
 	if rep.Segments == 0 || rep.Records == 0 {
 		t.Fatalf("Prune = %+v, want segments deleted", rep)

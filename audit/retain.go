@@ -74,6 +74,11 @@ func (l *Log) pruneLocked(before time.Time) (PruneReport, error) {
 	if err := l.writeRecordLocked(&e); err != nil {
 		return rep, err
 	}
+	// Sign the record now: the checkpoints of the pruned segments go with
+	// them, and the newest left must cover the log.
+	if err := l.signDurable(); err != nil {
+		return rep, err
+	}
 	man := *w.man
 	man.Pruned = append(append([]segmentInfo(nil), w.man.Pruned...), pruned...)
 	man.Segments = append([]segmentInfo(nil), w.man.Segments[n:]...)
