@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"path/filepath"
 
@@ -25,14 +26,11 @@ func leafHash(line []byte) tlog.Hash { return tlog.RecordHash(line) }
 
 // frontier holds the stored hashes of the complete subtrees that make up a
 // tree of n records, largest first: all that tlog needs to add the next
-// record or to hash the tree, at most 63 hashes whatever n is.
+// record or to hash the tree, at most 62 hashes whatever n is.
 type frontier struct {
 	n   int64
-	idx []int64
+	idx []int64 // stored-hash indexes
 	h   []tlog.Hash
-	// scratch for add
-	nidx []int64
-	nh   []tlog.Hash
 }
 
 var _ tlog.HashReader = (*frontier)(nil)
@@ -54,11 +52,11 @@ func frontierIndexes(dst []int64, n int64) []int64 {
 func (f *frontier) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
 	for i, x := range indexes {
-		j := 0
-		for j < len(f.idx) && f.idx[j] != x {
-			j++
+		j := len(f.idx) - 1 // tlog asks for the newest subtrees
+		for j >= 0 && f.idx[j] != x {
+			j--
 		}
-		if j == len(f.idx) {
+		if j < 0 {
 			return nil, fmt.Errorf("audit: tree: stored hash %d is not on the frontier of size %d", x, f.n)
 		}
 		out[i] = f.h[j]
@@ -67,28 +65,18 @@ func (f *frontier) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 }
 
 // add appends a leaf and returns the hashes it stores (in storage order,
-// from index tlog.StoredHashIndex(0, n)).
+// from index tlog.StoredHashIndex(0, n)): the leaf, then the k subtrees it
+// completes, where k is the number of trailing one bits of n. Those k
+// subtrees of the frontier merge into the last one returned.
 func (f *frontier) add(leaf tlog.Hash) []tlog.Hash {
 	hs, err := tlog.StoredHashesForRecordHash(f.n, leaf, f)
-	if err != nil {
-		panic("audit: tree frontier: " + err.Error()) // the frontier holds every hash tlog reads
+	k := bits.TrailingZeros64(^uint64(f.n))
+	if err != nil || len(hs) != k+1 || len(f.idx) < k {
+		panic(fmt.Sprintf("audit: tree frontier of size %d: %d hashes, %v", f.n, len(hs), err)) // the frontier holds every hash tlog reads
 	}
 	base := tlog.StoredHashIndex(0, f.n)
-	f.nidx = frontierIndexes(f.nidx[:0], f.n+1)
-	f.nh = f.nh[:0]
-	j := 0
-	for _, x := range f.nidx {
-		if x >= base {
-			f.nh = append(f.nh, hs[x-base])
-			continue
-		}
-		for f.idx[j] != x {
-			j++
-		}
-		f.nh = append(f.nh, f.h[j])
-	}
-	f.idx, f.nidx = f.nidx, f.idx
-	f.h, f.nh = f.nh, f.h
+	f.idx = append(f.idx[:len(f.idx)-k], base+int64(k))
+	f.h = append(f.h[:len(f.h)-k], hs[k])
 	f.n++
 	return hs
 }
