@@ -527,14 +527,16 @@ var ErrNoCheckpoint = errors.New("audit: no signed checkpoint")
 // openSigning loads (or, for a log made before checkpoints, creates) the
 // checkpoint key, finds the latest checkpoint, brings the tree up to the
 // last record and signs what the previous run left unsigned. It runs in
-// Open after recovery, before the writer goroutine.
+// Open after recovery, before the writer and tree goroutines.
 func (l *Log) openSigning(ctx context.Context) (created bool, err error) {
 	w := &l.w
-	w.key, created, err = loadSigningKey(l.fs, l.dir, w.man.LogID, l.o.Rand)
+	l.tw = &treeWriter{fs: l.fs, dir: l.dir}
+	t := l.tw
+	t.key, created, err = loadSigningKey(l.fs, l.dir, w.man.LogID, l.o.Rand)
 	if err != nil {
 		return false, fmt.Errorf("audit: open: %w", err)
 	}
-	ck, err := latestCheckpoint(l.fs, l.dir, w.man, w.key.pub, true)
+	ck, err := latestCheckpoint(l.fs, l.dir, w.man, t.key.pub, true)
 	if err != nil {
 		return false, err
 	}
@@ -542,13 +544,14 @@ func (l *Log) openSigning(ctx context.Context) (created bool, err error) {
 		return false, err
 	}
 	if ck != nil {
-		w.ckptSize = ck.Size
+		t.signed = ck.Size
 	}
-	w.durTree, w.durRoot = uint64(w.tree.n), w.tree.root()
-	if w.durTree > w.ckptSize {
+	w.durTree, w.sentSize = w.lastSeq, t.signed
+	if w.durTree > t.signed {
 		for _, s := range w.man.Segments {
 			if s.Records > 0 && s.FirstSeq <= w.durTree && w.durTree <= s.LastSeq {
-				return created, l.writeCheckpoint(s.Name, w.durTree, w.durRoot)
+				w.sentSize = w.durTree
+				return created, t.sign(s.Name, w.durTree)
 			}
 		}
 		return false, fmt.Errorf("audit: open: no segment holds seq %d", w.durTree)
@@ -556,35 +559,31 @@ func (l *Log) openSigning(ctx context.Context) (created bool, err error) {
 	return created, nil
 }
 
-// signDurable signs a checkpoint of the durable records into the live
-// segment's checkpoint file, unless the last checkpoint already covers them.
-func (l *Log) signDurable() error {
+// signDurable asks the tree writer for a checkpoint of the durable records
+// in the live segment's checkpoint file, unless one was asked for already.
+// With wait it returns once every checkpoint asked for is written (or has
+// failed); without, a failure latches the log later (see [Log.treeFailed]).
+func (l *Log) signDurable(wait bool) error {
 	w := &l.w
 	s := w.durSeg
-	if w.durTree <= w.ckptSize || s.Records == 0 || w.durTree < s.FirstSeq || w.durTree > s.LastSeq {
-		return nil
+	if w.durTree > w.sentSize && s.Records > 0 && w.durTree >= s.FirstSeq && w.durTree <= s.LastSeq {
+		w.sentSize = w.durTree
+		return l.tw.request(treeJob{segment: s.Name, size: w.durTree}, wait)
 	}
-	return l.writeCheckpoint(s.Name, w.durTree, w.durRoot)
-}
-
-// writeCheckpoint makes the tree file durable, then signs a checkpoint and
-// appends it to segment's checkpoint file: so a checkpoint on disk never
-// covers hashes that are not.
-func (l *Log) writeCheckpoint(segment string, size uint64, root tlog.Hash) error {
-	w := &l.w
-	if err := l.writeTree(true); err != nil {
-		return err
+	if wait {
+		return l.tw.request(treeJob{}, true)
 	}
-	msg, err := w.key.signCheckpoint(size, root)
-	if err != nil {
-		return err
-	}
-	if err := appendCheckpoint(l.fs, l.dir, segment, msg); err != nil {
-		return err
-	}
-	w.ckptSize = size
 	return nil
 }
 
+// treeFailed latches the log when the tree writer has failed.
+func (l *Log) treeFailed() bool {
+	if err := l.tw.failure(); err != nil {
+		l.latch(err)
+		return true
+	}
+	return false
+}
+
 // PublicKey returns the log's checkpoint public key.
-func (l *Log) PublicKey() *PublicKey { return l.w.key.pub }
+func (l *Log) PublicKey() *PublicKey { return l.tw.key.pub }

@@ -198,8 +198,12 @@
 //
 // tree.hashes holds the tree's stored hashes in the order of package tlog
 // (tlog.StoredHashIndex): for a tree of N records, tlog.StoredHashCount(N)
-// hashes of 32 bytes, nothing else. It is derived data: the writer appends
-// to it as it writes records and fsyncs it before it signs a checkpoint;
+// hashes of 32 bytes, nothing else. It is derived data. The writer hands
+// the lines of every batch it writes to a second goroutine, the tree
+// writer, which hashes them into the tree, appends to tree.hashes, and
+// fsyncs it before it signs a checkpoint (so hashing and signing do not
+// slow the writer; the writer waits for it only at rotation, pruning and
+// Close, and while 8 batches are queued);
 // [Open] keeps it only up to the latest checkpoint, and only if its root at
 // that size is the checkpoint's (else it rebuilds it from seq 1), and hashes
 // the records after that again. Open refuses (a [*CorruptionError],
@@ -291,10 +295,12 @@
 // its root must be the tree's when the tree reaches that size; so every
 // checkpoint is consistent with all before it. A checkpoint beyond the
 // segment's records is Truncated; every closed segment after the first
-// checkpoint must end with a checkpoint of its last record; a log with
-// records and no checkpoint fails. An unfinished last checkpoint of the
-// live segment is a write in progress and is not counted. The report says
-// how many records after the last checkpoint are not signed yet. Failures
+// checkpoint must end with a checkpoint of its last record, and no closed
+// segment may hold records beyond the last checkpoint. An unfinished last
+// checkpoint of the live segment is a write in progress and is not counted;
+// records of the live segment after the last checkpoint are not signed yet
+// (the writer signs them within a checkpoint interval), and the report
+// counts them. Failures
 // are [*VerifyError]s with Problem CheckpointMismatch (or Truncated) and
 // the checkpoint file, line and tree size.
 //

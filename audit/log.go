@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
-
-	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Policy says what happens to the caller's operation once the log has
@@ -280,7 +278,8 @@ type Log struct {
 	epoch                                     atomic.Uint64
 	lastSync                                  atomic.Int64
 
-	w writer // owned by the writer goroutine after Open
+	w  writer      // owned by the writer goroutine after Open
+	tw *treeWriter // the tree and checkpoints, fed by the writer goroutine
 }
 
 type request struct {
@@ -320,15 +319,9 @@ type writer struct {
 	batch        []*request
 	waiters      []*request
 
-	// The Merkle tree over the records (see tree.go) and its checkpoints.
-	key       *signingKey
-	tree      *frontier // over every record encoded so far
-	tf        File      // the tree file
-	tbuf      []byte    // stored hashes not yet written to tf
-	treeDirty bool      // tf written since its last fsync
-	durTree   uint64    // tree size when the segment was last fsynced
-	durRoot   tlog.Hash // its root
-	ckptSize  uint64    // tree size of the last signed checkpoint
+	// The signed checkpoints, written by the tree writer (Log.tw).
+	durTree  uint64 // records durable at the last fsync of the segment
+	sentSize uint64 // tree size of the last checkpoint asked for
 }
 
 // Open opens the log in dir for appending: it takes the directory lock,
@@ -362,8 +355,8 @@ func Open(dir string, opts Options) (*Log, error) {
 		if l.w.f != nil {
 			l.w.f.Close()
 		}
-		if l.w.tf != nil {
-			l.w.tf.Close()
+		if l.tw != nil {
+			l.tw.stop()
 		}
 		if l.w.st != nil {
 			clear(l.w.st.key[:])
@@ -375,11 +368,12 @@ func Open(dir string, opts Options) (*Log, error) {
 	l.lastSeq.Store(l.w.lastSeq)
 	l.lastSync.Store(time.Now().UnixNano())
 	l.w.lastSyncReal, l.w.lastCkpt = time.Now(), time.Now()
+	l.tw.start()
 	go l.run()
 	ctx := context.Background()
 	if keyCreated {
 		_, err := l.Append(ctx, Event{Type: "audit_checkpoint_key", Severity: SeverityHigh, Fields: []Field{
-			String("public_key", l.w.key.pub.String()), String("reason", "the log had no checkpoint key: created at open"),
+			String("public_key", l.tw.key.pub.String()), String("reason", "the log had no checkpoint key: created at open"),
 		}})
 		if err != nil {
 			l.Close(ctx)
@@ -638,6 +632,7 @@ func (l *Log) fail(r *request, err error) {
 // per rotation inside the batch).
 func (l *Log) process(batch []*request) {
 	w := &l.w
+	l.treeFailed()
 	if f := l.failed.Load(); f != nil {
 		for _, r := range batch {
 			l.fail(r, *f)
@@ -739,9 +734,7 @@ func (l *Log) encodeRecord(body []byte, now time.Time) uint64 {
 		now = w.lastT
 	}
 	seq := w.lastSeq + 1
-	start := len(w.wbuf)
 	w.wbuf = w.seal.appendLine(w.wbuf, seq, now, body, &w.lastMAC)
-	w.tbuf = appendHashes(w.tbuf, w.tree.add(leafHash(w.wbuf[start:len(w.wbuf)-1])))
 	w.lastSeq, w.lastMAC, w.lastT = seq, w.seal.sum, now
 	s := &w.seg
 	if s.Records == 0 {
@@ -790,10 +783,8 @@ func (l *Log) writeOut(sync bool) error {
 			w.wbuf = w.wbuf[:0]
 			return fmt.Errorf("audit: write %s: %w", w.seg.Name, err)
 		}
+		l.tw.send(w.wbuf)
 		w.wbuf = w.wbuf[:0]
-		if err := l.writeTree(false); err != nil {
-			return err
-		}
 	}
 	if sync && w.size != w.synced {
 		if err := w.f.Sync(); err != nil {
@@ -808,9 +799,7 @@ func (l *Log) writeOut(sync bool) error {
 		w.durSeg = w.seg
 		w.durSeg.Size = w.size
 		w.ckptDirty = true
-		// Everything encoded is written and now durable: the tree is
-		// exactly the durable records.
-		w.durTree, w.durRoot = uint64(w.tree.n), w.tree.root()
+		w.durTree = w.lastSeq // everything encoded is written, and now durable
 	}
 	return nil
 }
@@ -819,7 +808,7 @@ func (l *Log) writeOut(sync bool) error {
 // rotation and the checkpoint.
 func (l *Log) tick() {
 	w := &l.w
-	if l.failed.Load() != nil {
+	if l.failed.Load() != nil || l.treeFailed() {
 		return
 	}
 	err := func() error {
@@ -888,7 +877,8 @@ func (l *Log) evolve(now time.Time) error {
 // next one under a new epoch. The live segment must be durable.
 func (l *Log) rotate(now time.Time) error {
 	w := &l.w
-	if err := l.signDurable(); err != nil {
+	// The closed segment ends with a durable checkpoint of its last record.
+	if err := l.signDurable(true); err != nil {
 		return err
 	}
 	closed := w.seg
@@ -954,7 +944,7 @@ func (l *Log) checkpoint() error {
 	if err := writeFileAtomic(l.fs, l.dir, manifestName, w.man.encode()); err != nil {
 		return err
 	}
-	if err := l.signDurable(); err != nil {
+	if err := l.signDurable(false); err != nil {
 		return err
 	}
 	w.ckptDirty = false
@@ -970,15 +960,14 @@ func (l *Log) shutdown() {
 			l.latch(err)
 		} else if err := l.checkpoint(); err != nil {
 			l.latch(err)
+		} else if err := l.signDurable(true); err != nil {
+			l.latch(err)
 		}
 	}
+	l.tw.stop()
 	if w.f != nil {
 		w.f.Close()
 		w.f = nil
-	}
-	if w.tf != nil {
-		w.tf.Close()
-		w.tf = nil
 	}
 	if w.st != nil {
 		clear(w.st.key[:])

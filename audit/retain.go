@@ -76,7 +76,7 @@ func (l *Log) pruneLocked(before time.Time) (PruneReport, error) {
 	}
 	// Sign the record now: the checkpoints of the pruned segments go with
 	// them, and the newest left must cover the log.
-	if err := l.signDurable(); err != nil {
+	if err := l.signDurable(true); err != nil {
 		return rep, err
 	}
 	man := *w.man

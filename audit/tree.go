@@ -161,37 +161,38 @@ func appendHashes(dst []byte, hs []tlog.Hash) []byte {
 
 // openTree brings the tree file up to the log's last record after
 // recovery. It trusts the file up to the latest checkpoint ck only if the
-// file's root at ck's size is ck's root (the writer makes the file durable
-// before it signs a checkpoint); everything after that, or everything if it
-// does not match, is hashed again from the records. It needs those records:
-// a tree that must be rebuilt over pruned segments is an error.
+// file's root at ck's size is ck's root (the tree writer makes the file
+// durable before it signs a checkpoint); everything after that, or
+// everything if it does not match, is hashed again from the records. It
+// needs those records: a tree that must be rebuilt over pruned segments is
+// an error.
 func (l *Log) openTree(ctx context.Context, ck *Checkpoint) error {
-	w := &l.w
+	w, t := &l.w, l.tw
 	f, have, err := openTreeFile(l.fs, l.dir, os.O_RDWR|os.O_CREATE|os.O_APPEND)
 	if err != nil {
 		return fmt.Errorf("audit: open: %w", err)
 	}
-	w.tf = f
-	w.tree = &frontier{}
+	t.f = f
+	t.tree = &frontier{}
 	if ck != nil && w.lastSeq < ck.Size {
 		return corrupt(ck.file, 0, 0, ck.Size, Truncated, "signed checkpoint of tree size %d, but the log holds %d records", ck.Size, w.lastSeq)
 	}
 	if ra, ok := f.(io.ReaderAt); ok && ck != nil && int64(ck.Size) <= have {
 		fr, err := loadFrontier(int64(ck.Size), fileHashes{ra, tlog.StoredHashCount(have)})
 		if err == nil && fr.root() == ck.Root {
-			w.tree = fr
+			t.tree = fr
 		}
 	}
-	if err := f.Truncate(tlog.StoredHashCount(w.tree.n) * tlog.HashSize); err != nil {
+	if err := f.Truncate(tlog.StoredHashCount(t.tree.n) * tlog.HashSize); err != nil {
 		return fmt.Errorf("audit: open: cut %s: %w", treeName, err)
 	}
-	if uint64(w.tree.n) == w.lastSeq {
+	if uint64(t.tree.n) == w.lastSeq {
 		return nil
 	}
-	from := uint64(w.tree.n) + 1
+	from := uint64(t.tree.n) + 1
 	if n := len(w.man.Pruned); n > 0 && w.man.Pruned[n-1].LastSeq >= from {
 		return fmt.Errorf("audit: open: %s covers %d records and cannot be rebuilt: records %d..%d were pruned (restore %s from a copy)",
-			treeName, w.tree.n, from, w.man.Pruned[n-1].LastSeq, treeName)
+			treeName, t.tree.n, from, w.man.Pruned[n-1].LastSeq, treeName)
 	}
 	for _, s := range w.man.Segments {
 		if s.Records == 0 || s.LastSeq < from {
@@ -201,18 +202,18 @@ func (l *Log) openTree(ctx context.Context, ck *Checkpoint) error {
 			if v.seq < from {
 				return nil
 			}
-			if v.seq != uint64(w.tree.n)+1 {
-				return corrupt(s.Name, 0, 0, v.seq, Deleted, "tree: seq %d follows %d", v.seq, w.tree.n)
+			if v.seq != uint64(t.tree.n)+1 {
+				return corrupt(s.Name, 0, 0, v.seq, Deleted, "tree: seq %d follows %d", v.seq, t.tree.n)
 			}
-			w.tbuf = appendHashes(w.tbuf, w.tree.add(leafHash(v.line)))
-			if ck != nil && uint64(w.tree.n) == ck.Size && w.tree.root() != ck.Root {
+			t.buf = appendHashes(t.buf, t.tree.add(leafHash(v.line)))
+			if ck != nil && uint64(t.tree.n) == ck.Size && t.tree.root() != ck.Root {
 				// Never sign a tree that is not an extension of one
 				// signed before.
 				return corrupt(ck.file, 0, 0, ck.Size, CheckpointMismatch,
 					"records 1..%d no longer hash to the root of the signed checkpoint of tree size %d: a record was changed after it was signed", ck.Size, ck.Size)
 			}
-			if len(w.tbuf) >= 1<<20 {
-				return l.writeTree(false)
+			if len(t.buf) >= 1<<20 {
+				return t.flush(false)
 			}
 			return nil
 		})
@@ -220,34 +221,10 @@ func (l *Log) openTree(ctx context.Context, ck *Checkpoint) error {
 			return err
 		}
 	}
-	if uint64(w.tree.n) != w.lastSeq {
-		return fmt.Errorf("audit: open: tree holds %d records, the log %d", w.tree.n, w.lastSeq)
+	if uint64(t.tree.n) != w.lastSeq {
+		return fmt.Errorf("audit: open: tree holds %d records, the log %d", t.tree.n, w.lastSeq)
 	}
-	return l.writeTree(true)
-}
-
-// writeTree writes the pending stored hashes to the tree file and, if
-// sync, makes it durable.
-func (l *Log) writeTree(sync bool) error {
-	w := &l.w
-	if len(w.tbuf) > 0 {
-		n, err := w.tf.Write(w.tbuf)
-		if err == nil && n < len(w.tbuf) {
-			err = io.ErrShortWrite
-		}
-		w.tbuf = w.tbuf[:0]
-		if err != nil {
-			return fmt.Errorf("audit: write %s: %w", treeName, err)
-		}
-		w.treeDirty = true
-	}
-	if sync && w.treeDirty {
-		if err := w.tf.Sync(); err != nil {
-			return fmt.Errorf("audit: fsync %s: %w", treeName, err)
-		}
-		w.treeDirty = false
-	}
-	return nil
+	return t.flush(true)
 }
 
 // treeReader opens the tree file of dir for proofs: a reader of its stored
@@ -382,14 +359,22 @@ func (v *verifier) endCheckpoints(s segmentInfo) error {
 	return nil
 }
 
-// endTree checks that something is signed and reports what is not.
+// endTree checks that the closed segments are signed and reports how many
+// records of the live segment are not signed yet.
 func (v *verifier) endTree() error {
-	if v.rep.Records > 0 && v.lastCk == nil {
-		return v.fail(Location{File: manifestName, Seq: v.rep.FirstSeq}, CheckpointMismatch,
-			"no signed checkpoint covers the records (a log written before checkpoints is signed when it is next opened)")
+	signed := uint64(0)
+	if n := len(v.man.Pruned); n > 0 {
+		signed = v.man.Pruned[n-1].LastSeq
 	}
 	if v.lastCk != nil {
-		v.rep.Unsigned = uint64(v.tree.n) - v.lastCk.Size
+		signed = v.lastCk.Size
 	}
+	for _, s := range v.man.Segments {
+		if s.Closed && s.Records > 0 && s.LastSeq > signed {
+			return v.fail(Location{File: s.Name + checkpointsSuffix, Seq: s.LastSeq}, CheckpointMismatch,
+				"no signed checkpoint covers closed segment %s (a log written before checkpoints is signed when it is next opened)", s.Name)
+		}
+	}
+	v.rep.Unsigned = uint64(v.tree.n) - signed
 	return nil
 }
