@@ -209,3 +209,46 @@ func TestFaultMetadata(t *testing.T) {
 		})
 	}
 }
+
+// TestFaultTreeWriter: a failed write or fsync of the tree file or of a
+// checkpoint file latches the log like a failed segment write; reopened on a
+// sound disk, the log rebuilds its tree, signs its records and verifies.
+func TestFaultTreeWriter(t *testing.T) {
+	for _, tt := range []struct {
+		name, suffix      string
+		writeErr, syncErr error
+	}{
+		{"tree write", treeName, syscall.ENOSPC, nil},
+		{"tree fsync", treeName, nil, syscall.EIO},
+		{"checkpoint write", checkpointsSuffix, syscall.ENOSPC, nil},
+		{"checkpoint fsync", checkpointsSuffix, nil, syscall.EIO},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ffs := &faultFS{suffix: tt.suffix}
+			dir, vk, l := newLog(t, Options{FS: ffs})
+			mustAppend(t, l, testEvent(1))
+			ffs.arm(tt.writeErr, tt.syncErr)
+			mustAppend(t, l, Event{Type: "durable", Severity: SeverityCritical})
+			err := l.Close(context.Background())
+			if !errors.Is(err, ErrFailed) || !errors.Is(err, cmpErr(tt.writeErr, tt.syncErr)) {
+				t.Fatalf("Close = %v, want ErrFailed wrapping the fault", err)
+			}
+			l, err = Open(dir, Options{})
+			if err != nil {
+				t.Fatalf("Open after the fault = %v", err)
+			}
+			mustClose(t, l)
+			rep := mustVerify(t, dir, vk)
+			if rep.LastSeq < 2 {
+				t.Errorf("Verify = %+v, want the durable record kept", rep)
+			}
+		})
+	}
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
