@@ -201,18 +201,18 @@
 // hashes of 32 bytes, nothing else. It is derived data. The writer hands
 // the lines of every batch it writes to a second goroutine, the tree
 // writer, which hashes them into the tree, appends to tree.hashes, and
-// fsyncs it before it signs a checkpoint (so hashing and signing do not
-// slow the writer; the writer waits for it only at rotation, pruning and
-// Close, and while 8 batches are queued);
-// [Open] keeps it only up to the latest checkpoint, and only if its root at
-// that size is the checkpoint's (else it rebuilds it from seq 1), and hashes
-// the records after that again. Open refuses (a [*CorruptionError],
-// CheckpointMismatch) a rebuild whose root at the checkpoint's size is not
-// the signed one, so the log never signs a tree inconsistent with one it
-// signed before; and it cannot rebuild over pruned segments (keep
-// tree.hashes with the log). Proofs read it at offsets; memory stays
-// bounded: the writer and [Verify] keep only the hashes of the complete
-// subtrees at the tree's right edge (at most 62).
+// fsyncs it before it signs a checkpoint; so hashing and signing do not
+// slow the writer, which waits for the tree writer only at rotation,
+// pruning and Close, and while 8 batches are queued. [Open] keeps the file
+// only up to the latest checkpoint, and only if its root at that size is
+// the checkpoint's (else it rebuilds it from seq 1), and hashes the records
+// after that again. Open refuses (a [*CorruptionError], CheckpointMismatch)
+// a rebuild whose root at the checkpoint's size is not the signed one, so
+// the log never signs a tree inconsistent with one it signed before; and it
+// cannot rebuild over pruned segments (keep tree.hashes with the log).
+// Proofs read the file at offsets. Memory stays bounded: the tree writer
+// and [Verify] keep only the hashes of the complete subtrees at the tree's
+// right edge (at most 62).
 //
 // # Checkpoints
 //
@@ -300,9 +300,8 @@
 // checkpoint of the live segment is a write in progress and is not counted;
 // records of the live segment after the last checkpoint are not signed yet
 // (the writer signs them within a checkpoint interval), and the report
-// counts them. Failures
-// are [*VerifyError]s with Problem CheckpointMismatch (or Truncated) and
-// the checkpoint file, line and tree size.
+// counts them. Failures are [*VerifyError]s with Problem CheckpointMismatch
+// (or Truncated) and the checkpoint file, line and tree size.
 //
 // # Records written by the log itself
 //
