@@ -242,7 +242,7 @@ Exit status:
 			var pk *audit.PublicKey
 			if pubFile != "" {
 				if pk, err = readPublicKey(pubFile); err != nil {
-					return fmt.Errorf("audit verify: public key: %w", err)
+					return fmt.Errorf("audit verify: %w", err)
 				}
 			}
 			out := cmd.OutOrStdout()

@@ -21,34 +21,31 @@ import (
 // some hashes and at most one record of 1 MiB in base64.
 const maxProofFileBytes = 4 << 20
 
-// readSmallFile reads a whole input file of at most limit bytes; a larger
-// one is bad input (what names it).
-func readSmallFile(path, what string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+// readArgFile reads the regular file at path, named as an argument, of
+// at most limit bytes; anything else is bad input (what names what it
+// should be).
+func readArgFile(path, what string, limit int64) ([]byte, error) {
+	f, st, err := openInput(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
+	if st.Size() > limit {
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s is %s, more than %s: not %s", safeText(path), FormatBytes(st.Size()), FormatBytes(limit), what)}
 	}
-	if int64(len(b)) > limit {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s: larger than %d bytes: not %s", path, limit, what)}
-	}
-	return b, nil
+	return io.ReadAll(io.LimitReader(f, limit))
 }
 
-// readPublicKey reads a checkpoint public key file. A file that is missing
-// or is not a public key is bad input (exit status 2).
+// readPublicKey reads a checkpoint public key file (--public-key). A file
+// that is missing or is not a public key is bad input (exit status 2).
 func readPublicKey(path string) (*audit.PublicKey, error) {
-	b, err := readSmallFile(path, "a checkpoint public key", maxKeyFileBytes)
+	b, err := readSmall("public-key", path, maxKeyFileBytes)
 	if err != nil {
 		return nil, err
 	}
 	pk, err := audit.ParsePublicKey(b)
 	if err != nil {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("%s: %w", path, err)}
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--public-key: %s: %w", safeText(path), err)}
 	}
 	return pk, nil
 }
@@ -87,7 +84,9 @@ func toCheckpointJSON(ck *audit.Checkpoint) checkpointJSON {
 func newAuditCheckpointCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "checkpoint DIR",
+		Use: "checkpoint DIR",
+		Example: `  vramseal audit checkpoint vramseal-data/audit > checkpoint-$(date +%F)   # keep copies off the machine
+  vramseal audit checkpoint vramseal-data/audit --json`,
 		Short: "Print the latest signed checkpoint (C2SP tlog-checkpoint)",
 		Long: `Print the newest signed checkpoint of the audit log in DIR: the log's
 origin, the number of records in its Merkle tree and the tree's root hash,
@@ -127,7 +126,10 @@ func newAuditProveCmd() *cobra.Command {
 		asJSON            bool
 	)
 	cmd := &cobra.Command{
-		Use:   "prove DIR SEQ | prove DIR --consistency OLD_SIZE",
+		Use: "prove DIR SEQ | prove DIR --consistency OLD_SIZE",
+		Example: `  vramseal audit prove vramseal-data/audit 42 > r42.tlog-proof
+  vramseal audit prove vramseal-data/audit 42 --size 1000 --out r42-1000.tlog-proof
+  vramseal audit prove vramseal-data/audit --consistency 1000 > since-1000.proof`,
 		Short: "Write an inclusion or consistency proof against a signed checkpoint",
 		Long: `Write a proof that record SEQ of the audit log in DIR is in the tree of the
 latest signed checkpoint (or of the checkpoint of --size records), in C2SP
@@ -194,7 +196,7 @@ checkpoint (run audit verify); 1 any other failure.`,
 				out["proof"] = string(proof)
 				return json.NewEncoder(w).Encode(out)
 			case outFile != "":
-				_, err = fmt.Fprintf(w, "%s proof written to %s\n", out["kind"], outFile)
+				_, err = fmt.Fprintf(w, "%s proof written to %s\n", out["kind"], safeText(outFile))
 			default:
 				_, err = w.Write(proof)
 			}
@@ -215,7 +217,10 @@ func newAuditCheckProofCmd() *cobra.Command {
 		asJSON  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "check-proof --public-key FILE PROOF [RECORD | OLD_CHECKPOINT]",
+		Use: "check-proof --public-key FILE PROOF [RECORD | OLD_CHECKPOINT]",
+		Example: `  vramseal audit check-proof --public-key audit.key.pub r42.tlog-proof
+  vramseal audit check-proof --public-key audit.key.pub r42.tlog-proof record-42.ndjson
+  vramseal audit check-proof --public-key audit.key.pub since-1000.proof checkpoint-2026-12-01`,
 		Short: "Verify an inclusion or consistency proof offline with the public key",
 		Long: `Verify PROOF, written by audit prove, with the log's checkpoint public key
 only: the checkpoint's signature and that the record (the file RECORD,
@@ -239,15 +244,15 @@ Exit status:
 			}
 			pk, err := readPublicKey(pubFile)
 			if err != nil {
-				return fmt.Errorf("audit check-proof: public key: %w", err)
+				return fmt.Errorf("audit check-proof: %w", err)
 			}
-			b, err := readSmallFile(args[0], "a proof", maxProofFileBytes)
+			b, err := readArgFile(args[0], "a proof", maxProofFileBytes)
 			if err != nil {
 				return fmt.Errorf("audit check-proof: %w", err)
 			}
 			var extra []byte
 			if len(args) == 2 {
-				if extra, err = readSmallFile(args[1], "a record or checkpoint", maxProofFileBytes); err != nil {
+				if extra, err = readArgFile(args[1], "a record or checkpoint", maxProofFileBytes); err != nil {
 					return fmt.Errorf("audit check-proof: %w", err)
 				}
 			}
@@ -255,7 +260,7 @@ Exit status:
 			fail := func(err error) error {
 				err = proofExit(fmt.Errorf("audit check-proof: %w", err))
 				if ExitCode(err) == exitVerifyFailed && !asJSON {
-					fmt.Fprintf(w, "FAIL: %v\n", errors.Unwrap(err))
+					fmt.Fprintf(w, "FAIL: %s\n", terminalLine(errors.Unwrap(err).Error()))
 				}
 				if ExitCode(err) == 1 {
 					return &ExitError{Code: 2, Err: err} // malformed input
@@ -274,10 +279,10 @@ Exit status:
 				if extra != nil {
 					held, err := audit.ParseCheckpoint(extra, pk)
 					if err != nil {
-						return fail(fmt.Errorf("%s: %w", args[1], err))
+						return fail(fmt.Errorf("%s: %w", safeText(args[1]), err))
 					}
 					if held.Size != old.Size || held.Root != old.Root {
-						return fail(fmt.Errorf("%w: %s is the checkpoint of %d records, the proof starts from one of %d records", audit.ErrBadProof, args[1], held.Size, old.Size))
+						return fail(fmt.Errorf("%w: %s is the checkpoint of %d records, the proof starts from one of %d records", audit.ErrBadProof, safeText(args[1]), held.Size, old.Size))
 					}
 				}
 				if asJSON {
