@@ -85,3 +85,51 @@ func TestGoldenV1(t *testing.T) {
 		t.Errorf("Query(golden) = %v, %d records", err, n)
 	}
 }
+
+// goldenCheckpoint pins the tree and checkpoint formats: the checkpoint of
+// the golden v1 log's records, signed with the Ed25519 key of 32 zero seed
+// bytes under the golden log's origin.
+var goldenCheckpoint = filepath.Join("testdata", "v1.checkpoint")
+
+func TestGoldenCheckpoint(t *testing.T) {
+	vk, err := ParseVerificationKey(must(os.ReadFile(filepath.Join(goldenDir, "verification.key"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _, err := newSigningKey(bytes.NewReader(make([]byte, 32)), vk.LogID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fr frontier
+	var lines [][]byte
+	err = Query(context.Background(), goldenDir, Filter{}, ReadOptions{}, func(r *Record) error {
+		fr.add(leafHash(r.Line))
+		lines = append(lines, bytes.Clone(r.Line))
+		return nil
+	})
+	if err != nil || fr.n != 7 {
+		t.Fatalf("Query(golden) = %v, %d records", err, fr.n)
+	}
+	if got, want := fr.root(), mth(lines); got != want {
+		t.Fatalf("tree root of the golden log = %x, RFC 6962 says %x", got, want)
+	}
+	msg, err := k.signCheckpoint(uint64(fr.n), fr.root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *update {
+		if err := os.WriteFile(goldenCheckpoint, msg, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(goldenCheckpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(msg, want) {
+		t.Errorf("checkpoint of the golden log =\n%s\nwant\n%s", msg, want)
+	}
+	if _, err := ParseCheckpoint(want, k.pub); err != nil {
+		t.Errorf("ParseCheckpoint(golden) = %v", err)
+	}
+}
