@@ -800,6 +800,9 @@ func (l *Log) writeOut(sync bool) error {
 		w.durSeg.Size = w.size
 		w.ckptDirty = true
 		w.durTree = w.lastSeq // everything encoded is written, and now durable
+		if w.durTree > 0 {
+			l.tw.mark(w.durTree)
+		}
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // treeWriter keeps a log's Merkle tree, its tree file and its signed
@@ -22,6 +24,11 @@ type treeWriter struct {
 	buf    []byte    // stored hashes not yet written to f
 	dirty  bool      // f written since its last fsync
 	signed uint64    // tree size of the last signed checkpoint
+	// durable and durableRoot are the tree size and root at the last
+	// fsync of the segment: a checkpoint covers only durable records,
+	// while the tree may already hold records written after them.
+	durable     uint64
+	durableRoot tlog.Hash
 
 	jobs chan treeJob
 	done chan struct{}
@@ -32,8 +39,14 @@ type treeWriter struct {
 // then, if segment is set, a checkpoint of tree size size (which must be
 // the tree's size by then) to sign into segment's checkpoint file. A job
 // with neither is a barrier. reply, if set, receives the outcome.
+//
+// A job with mark set records that the first mark records are durable:
+// the writer sends it right after an fsync, when the tree has taken in
+// exactly those records, so the tree's root of that size is kept for a
+// checkpoint signed later.
 type treeJob struct {
 	lines   *[]byte
+	mark    uint64
 	segment string
 	size    uint64
 	reply   chan error
@@ -63,6 +76,9 @@ func (t *treeWriter) run() {
 				if len(t.buf) >= 256<<10 {
 					err = t.flush(false)
 				}
+			}
+			if err == nil && j.mark != 0 {
+				err = t.markDurable(j.mark)
 			}
 			if err == nil && j.segment != "" {
 				err = t.sign(j.segment, j.size)
@@ -95,6 +111,22 @@ func (t *treeWriter) send(lines []byte) {
 	p := linesPool.Get().(*[]byte)
 	*p = append((*p)[:0], lines...)
 	t.jobs <- treeJob{lines: p}
+}
+
+// mark queues the news that the first size records are durable (see
+// [treeJob]).
+func (t *treeWriter) mark(size uint64) {
+	t.jobs <- treeJob{mark: size}
+}
+
+// markDurable keeps the root of the tree's first size records, which are
+// now durable; the tree must hold exactly those.
+func (t *treeWriter) markDurable(size uint64) error {
+	if uint64(t.tree.n) != size {
+		return fmt.Errorf("audit: tree has %d records at the fsync of %d", t.tree.n, size)
+	}
+	t.durable, t.durableRoot = size, t.tree.root()
+	return nil
 }
 
 // request queues j and, with wait, returns its outcome (and that of every
@@ -162,13 +194,20 @@ func (t *treeWriter) sign(segment string, size uint64) error {
 	if size <= t.signed {
 		return nil
 	}
-	if uint64(t.tree.n) != size {
-		return fmt.Errorf("audit: tree has %d records, the checkpoint asked for is of %d", t.tree.n, size)
+	var root tlog.Hash
+	switch {
+	case uint64(t.tree.n) == size:
+		root = t.tree.root()
+	case t.durable == size:
+		// Records written after the fsync are in the tree already.
+		root = t.durableRoot
+	default:
+		return fmt.Errorf("audit: tree has %d records (%d at the last fsync), the checkpoint asked for is of %d", t.tree.n, t.durable, size)
 	}
 	if err := t.flush(true); err != nil {
 		return err
 	}
-	msg, err := t.key.signCheckpoint(size, t.tree.root())
+	msg, err := t.key.signCheckpoint(size, root)
 	if err != nil {
 		return err
 	}
