@@ -163,19 +163,30 @@ func (s *Server) loadModel(w http.ResponseWriter, r *http.Request) (vram.ModelIn
 		return vram.ModelInfo{}, err
 	}
 	defer l.Close()
-	exp, err := expectation(l, req.ExpectSHA256, req.ExpectDigests, []byte(req.Signature), []byte(req.PublicKey))
-	if err != nil {
-		return vram.ModelInfo{}, err
-	}
 	id := req.ModelID
 	if id == "" {
 		id = l.DefaultID()
 	}
-	mr := l.Request(id, req.ModelRef, exp, req.GPUs)
-	if mr.Ref == "" {
-		mr.Ref = l.Name
+	ref := req.ModelRef
+	if ref == "" {
+		ref = l.Name
 	}
-	if err := l.Check(exp); err != nil {
+	exp, err := expectation(l, req.ExpectSHA256, req.ExpectDigests, []byte(req.Signature), []byte(req.PublicKey))
+	return s.sealModel(r, l, l.Request(id, ref, exp, req.GPUs), exp, err)
+}
+
+// sealModel checks the expectation against the layout and seals the model.
+// A model refused before its seal (a signature that does not verify, a
+// non-weight file that does not match) is audited as model_rejected like
+// one refused during it.
+func (s *Server) sealModel(r *http.Request, l *model.Layout, mr vram.ModelRequest, exp *model.Expectation, err error) (vram.ModelInfo, error) {
+	if err == nil {
+		err = l.Check(exp)
+	}
+	if err != nil {
+		if verr := vram.ValidateShardID(mr.ID); verr != nil || !provenance.IsIntegrity(err) && !errors.Is(err, vram.ErrInvalidInput) {
+			return vram.ModelInfo{}, err
+		}
 		return vram.ModelInfo{}, s.m.RejectModel(r.Context(), mr, err)
 	}
 	return s.m.SealModel(r.Context(), mr)
@@ -233,10 +244,7 @@ func (s *Server) uploadModel(w http.ResponseWriter, r *http.Request) (vram.Model
 		}
 	}
 	l := model.UploadLayout(name)
-	exp, err := expectation(l, q.Get("expect_sha256"), "", bundle, key)
-	if err != nil {
-		return vram.ModelInfo{}, err
-	}
+	exp, experr := expectation(l, q.Get("expect_sha256"), "", bundle, key)
 	id := q.Get("model_id")
 	if id == "" {
 		id = l.DefaultID()
@@ -256,7 +264,7 @@ func (s *Server) uploadModel(w http.ResponseWriter, r *http.Request) (vram.Model
 		opened = true
 		return io.NopCloser(body), nil
 	}
-	mi, err := s.m.SealModel(r.Context(), mr)
+	mi, err := s.sealModel(r, l, mr, exp, experr)
 	body.finish(w)
 	if body.aborted != nil && err != nil {
 		s.uploadAborted(r.Context(), id, body.aborted)

@@ -2,12 +2,16 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/vram"
 )
 
 const modelFixtures = "../../testdata/models"
@@ -109,6 +113,41 @@ func TestModelAddRefusals(t *testing.T) {
 	}
 	if got := f.m.Shards(); len(got) != 0 {
 		t.Errorf("%d shards resident after refusals", len(got))
+	}
+}
+
+func TestModelRejectionsAreAudited(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "audit")
+	opts := audit.Options{Service: "vramseal", Worker: "w"}
+	if _, err := audit.Init(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	log, err := audit.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newAuditedFixture(t, 64<<20, log)
+	t.Cleanup(func() { log.Close(context.Background()) })
+	if err := os.CopyFS(filepath.Join(f.root, "tiny-llama"), os.DirFS(filepath.Join(modelFixtures, "tiny-llama"))); err != nil {
+		t.Fatal(err)
+	}
+	r := addModelJSON(t, f, ModelAddRequest{Path: "tiny-llama", Signature: fixtureText(t, "tiny-llama.other-key.sig"), PublicKey: fixtureText(t, "fixture-key.pub")})
+	if r.status != 409 || errCode(r) != CodeProvenance {
+		t.Fatalf("wrong key = %d %s", r.status, r.raw)
+	}
+	if err := log.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	err = audit.Query(context.Background(), dir, audit.Filter{}, audit.ReadOptions{}, func(rec *audit.Record) error {
+		if rec.Type == vram.EventModelRejected {
+			f, _ := rec.Field("reason")
+			reasons = append(reasons, f.StringValue()+"/"+rec.Severity.String())
+		}
+		return nil
+	})
+	if err != nil || len(reasons) != 1 || reasons[0] != "signature_invalid/critical" {
+		t.Errorf("model_rejected records = %v (%v), want one signature_invalid, critical", reasons, err)
 	}
 }
 
