@@ -88,6 +88,11 @@ type world struct {
 	lastVerify vram.VerifyResult
 	outcomes   []sealOutcome
 
+	// Models: the scenario's model root (a copy of the fixtures) and the
+	// last model added.
+	modelRoot string
+	lastModel vram.ModelInfo
+
 	// A seal under examination, taken from a handle and possibly altered.
 	seal      seal.Seal
 	sealValid bool
@@ -134,6 +139,7 @@ func (w *world) register(sc *godog.ScenarioContext) {
 	w.registerResidency(sc)
 	w.registerTampering(sc)
 	w.registerObservability(sc)
+	w.registerModels(sc)
 }
 
 // teardown stops what the scenario started and removes its files.
