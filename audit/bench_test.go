@@ -45,7 +45,7 @@ func BenchmarkDurableThroughput(b *testing.B) {
 		e := benchEvent(0)
 		body := appendBody(nil, &e, appendFixed(nil, "vramseal", "node", "w"))
 		var k [32]byte
-		s := sealer{logID: "0123456789abcdef", mac: newMAC(&k)}
+		s := sealer{ver: formatVersion, logID: "0123456789abcdef", mac: newMAC(&k)}
 		line = s.appendLine(line, 1, time.Now(), body, &genesis)
 	}
 	o := Options{FsyncInterval: -1, QueueSize: 8192, Service: "vramseal"}

@@ -10,8 +10,12 @@ import (
 	"unicode/utf8"
 )
 
-// formatVersion is the record and manifest format this package writes.
-const formatVersion = 1
+// Format versions. New logs are written in formatVersion; a log keeps the
+// version it was created with (its manifest, state and records agree).
+const (
+	formatV1      = 1 // epochs not bound to time or position
+	formatVersion = 2 // epochs anchored in the epochs file
+)
 
 // timeLayout is the only accepted time form: UTC, nanoseconds, fixed width.
 const timeLayout = "2006-01-02T15:04:05.000000000Z"
@@ -141,6 +145,7 @@ func appendFixed(dst []byte, service, node, worker string) []byte {
 // sealer completes record lines: it adds the header, the epoch, the chain
 // link and the MAC. It is used by one goroutine at a time.
 type sealer struct {
+	ver   int // format version written into "v"
 	logID string
 	epoch uint64
 	mac   hash.Hash // HMAC-SHA256 keyed with the epoch's MAC key
@@ -153,7 +158,9 @@ func newMAC(macKey *[32]byte) hash.Hash { return hmac.New(sha256.New, macKey[:])
 // the record's MAC in s.sum.
 func (s *sealer) appendLine(dst []byte, seq uint64, t time.Time, body []byte, prev *[32]byte) []byte {
 	start := len(dst)
-	dst = append(dst, `{"v":1,"seq":`...)
+	dst = append(dst, `{"v":`...)
+	dst = strconv.AppendInt(dst, int64(s.ver), 10)
+	dst = append(dst, `,"seq":`...)
 	dst = strconv.AppendUint(dst, seq, 10)
 	dst = append(dst, `,"time":"`...)
 	dst = t.UTC().AppendFormat(dst, timeLayout)

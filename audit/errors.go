@@ -46,6 +46,7 @@ var (
 	errManifest  = errors.New("audit: malformed manifest")
 	errState     = errors.New("audit: malformed state file")
 	errKeyFile   = errors.New("audit: malformed verification key")
+	errAnchor    = errors.New("audit: bad epoch anchor")
 )
 
 // Problem names what is wrong with a log, in a [VerifyError] or a

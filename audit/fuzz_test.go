@@ -44,7 +44,7 @@ func FuzzParseRecord(f *testing.F) {
 		e := Event{Type: r.Type, Severity: r.Severity, CorrelationID: r.CorrelationID, Fields: r.Fields}
 		body := appendBody(nil, &e, appendFixed(nil, r.Service, r.Node, r.Worker))
 		var k [32]byte
-		s := sealer{logID: string(v.idLogID), epoch: r.Epoch, mac: newMAC(&k)}
+		s := sealer{ver: v.ver, logID: string(v.idLogID), epoch: r.Epoch, mac: newMAC(&k)}
 		got := s.appendLine(nil, r.Seq, r.Time, body, &r.Prev)
 		if want := v.macInput(); !bytes.HasPrefix(got, want) || got[len(want)] != ',' {
 			t.Fatalf("re-encoding differs:\n got %q\nwant %q", got, want)
@@ -56,7 +56,7 @@ func FuzzParseManifest(f *testing.F) {
 	if b, err := os.ReadFile(filepath.Join("testdata", "v1", manifestName)); err == nil {
 		f.Add(b)
 	}
-	m := &manifest{LogID: "0123456789abcdef", Segments: []segmentInfo{{
+	m := &manifest{Ver: formatVersion, LogID: "0123456789abcdef", Segments: []segmentInfo{{
 		Name: segmentName(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), 1), FirstSeq: 1, LastSeq: 0,
 	}}}
 	f.Add(m.encode())

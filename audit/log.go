@@ -185,7 +185,7 @@ func Init(dir string, opts Options) (*VerificationKey, error) {
 	}
 	defer lk.Close()
 	var id [8]byte
-	vk := &VerificationKey{}
+	vk := &VerificationKey{version: formatVersion}
 	if _, err := io.ReadFull(o.Rand, id[:]); err != nil {
 		return nil, fmt.Errorf("audit: init: random log id: %w", err)
 	}
@@ -193,7 +193,14 @@ func Init(dir string, opts Options) (*VerificationKey, error) {
 		return nil, fmt.Errorf("audit: init: random key: %w", err)
 	}
 	vk.logID = hexString(id[:])
-	st := &state{logID: vk.logID, key: vk.key, started: o.Clock().UTC()}
+	// k_0 anchors epoch 1 and is never written here: the writer starts
+	// from k_1, so the machine never holds the verification key.
+	now := o.Clock().UTC()
+	a := newAnchor(&vk.key, vk.logID, 1, 1, now, genesis)
+	if err := appendAnchor(fsys, dir, vk.logID, &a); err != nil {
+		return nil, fmt.Errorf("audit: init: %w", err)
+	}
+	st := &state{ver: formatVersion, logID: vk.logID, epoch: 1, key: vk.key.next(), started: now}
 	defer clear(st.key[:])
 	if err := writeFileAtomic(fsys, dir, stateName, st.encode()); err != nil {
 		return nil, err
@@ -201,7 +208,7 @@ func Init(dir string, opts Options) (*VerificationKey, error) {
 	if _, _, err := loadSigningKey(fsys, dir, vk.logID, o.Rand); err != nil {
 		return nil, fmt.Errorf("audit: init: %w", err)
 	}
-	m := &manifest{LogID: vk.logID}
+	m := &manifest{Ver: formatVersion, LogID: vk.logID}
 	if err := writeFileAtomic(fsys, dir, manifestName, m.encode()); err != nil {
 		return nil, err
 	}
@@ -339,7 +346,11 @@ func Open(dir string, opts Options) (*Log, error) {
 		failedCh: make(chan struct{})}
 	l.fixed = appendFixed(nil, o.Service, o.Node, o.Worker)
 	if _, err := l.fs.Stat(filepath.Join(dir, stateName)); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrNotInitialized, dir)
+		if _, err := l.fs.Stat(filepath.Join(dir, manifestName)); err == nil {
+			return nil, corrupt(stateName, 0, 0, 0, Deleted, "%s is missing from %s, which holds a log (%s): restore it, or verify the log and start a new one",
+				stateName, dir, manifestName)
+		}
+		return nil, fmt.Errorf("%w: %s has no %s", ErrNotInitialized, dir, stateName)
 	}
 	lk, err := l.fs.Lock(filepath.Join(dir, lockName))
 	if err != nil {
@@ -861,7 +872,19 @@ func sameDay(a, b time.Time) bool {
 // memory; the disk copy is gone once the rename is durable.
 func (l *Log) evolve(now time.Time) error {
 	w := &l.w
-	ns := &state{logID: w.st.logID, epoch: w.st.epoch + 1, started: now, key: w.st.key.next()}
+	if now.Before(w.lastT) {
+		now = w.lastT // an epoch never starts before a record of the one before it
+	}
+	now = now.UTC()
+	if w.st.ver >= formatVersion {
+		// The anchor of the next epoch, sealed with this epoch's key, is
+		// durable before the state moves on (see the package doc).
+		a := newAnchor(&w.st.key, w.st.logID, w.st.epoch+1, w.lastSeq+1, now, w.lastMAC)
+		if err := appendAnchor(l.fs, l.dir, w.st.logID, &a); err != nil {
+			return err
+		}
+	}
+	ns := &state{ver: w.st.ver, logID: w.st.logID, epoch: w.st.epoch + 1, started: now, key: w.st.key.next()}
 	if err := writeFileAtomic(l.fs, l.dir, stateName, ns.encode()); err != nil {
 		clear(ns.key[:])
 		return err

@@ -33,6 +33,7 @@ type segmentInfo struct {
 // closed segments removed by retention; their last MAC and checksum stay so
 // the chain of the remaining segments still verifies.
 type manifest struct {
+	Ver      int // format version of the log
 	LogID    string
 	Pruned   []segmentInfo
 	Segments []segmentInfo
@@ -77,6 +78,10 @@ type segmentJSON struct {
 	SHA256     string `json:"sha256"`
 }
 
+// segmentMembers are the members every segment entry must have.
+var segmentMembers = []string{"name", "state", "first_seq", "last_seq", "records", "size", "first_mac",
+	"last_mac", "first_epoch", "last_epoch", "first_time", "last_time", "sha256"}
+
 type manifestJSON struct {
 	V        int           `json:"v"`
 	LogID    string        `json:"log_id"`
@@ -100,7 +105,7 @@ func (s *segmentInfo) toJSON() segmentJSON {
 }
 
 func (m *manifest) encode() []byte {
-	mj := manifestJSON{V: formatVersion, LogID: m.LogID, Genesis: hexString(genesis[:]),
+	mj := manifestJSON{V: m.Ver, LogID: m.LogID, Genesis: hexString(genesis[:]),
 		Pruned: []segmentJSON{}, Segments: []segmentJSON{}}
 	for i := range m.Pruned {
 		mj.Pruned = append(mj.Pruned, m.Pruned[i].toJSON())
@@ -132,6 +137,9 @@ func (j *segmentJSON) info() (segmentInfo, error) {
 	}
 	if j.LastSeq+1 < j.FirstSeq || j.LastSeq-j.FirstSeq+1 != j.Records {
 		return s, fmt.Errorf("segment %s: records %d do not match seq %d..%d", j.Name, j.Records, j.FirstSeq, j.LastSeq)
+	}
+	if j.FirstSeq > maxInt || j.LastSeq > maxInt || j.LastEpoch > maxInt {
+		return s, fmt.Errorf("segment %s: seq or epoch above 2^63-1", j.Name)
 	}
 	if j.Size < 0 || j.FirstEpoch > j.LastEpoch {
 		return s, fmt.Errorf("segment %s: bad size or epochs", j.Name)
@@ -180,20 +188,32 @@ func parseManifest(b []byte) (*manifest, error) {
 	if err := json.Unmarshal(b, &probe); err != nil {
 		return nil, fmt.Errorf("%w: %v", errManifest, err)
 	}
-	if probe.V != formatVersion {
+	if probe.V != formatV1 && probe.V != formatVersion {
 		return nil, fmt.Errorf("%w: unsupported version %d", errManifest, probe.V)
 	}
 	var mj manifestJSON
 	if err := strictJSON(b, &mj); err != nil {
 		return nil, fmt.Errorf("%w: %v", errManifest, err)
 	}
+	var raw struct{ Pruned, Segments []json.RawMessage }
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("%w: %v", errManifest, err)
+	}
+	if err := requireMembers(b, "v", "log_id", "genesis", "pruned", "segments"); err != nil {
+		return nil, fmt.Errorf("%w: %v", errManifest, err)
+	}
+	for _, seg := range append(raw.Pruned, raw.Segments...) {
+		if err := requireMembers(seg, segmentMembers...); err != nil {
+			return nil, fmt.Errorf("%w: segment: %v", errManifest, err)
+		}
+	}
 	if len(mj.LogID) != 16 || !isLowerHex([]byte(mj.LogID)) {
 		return nil, fmt.Errorf("%w: bad log_id", errManifest)
 	}
 	if mj.Genesis != hexString(genesis[:]) {
-		return nil, fmt.Errorf("%w: genesis is not the version 1 value", errManifest)
+		return nil, fmt.Errorf("%w: genesis is not the value of versions 1 and 2", errManifest)
 	}
-	m := &manifest{LogID: mj.LogID}
+	m := &manifest{Ver: mj.V, LogID: mj.LogID}
 	next := uint64(1)
 	var epoch uint64
 	seen := map[string]bool{}

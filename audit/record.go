@@ -17,6 +17,10 @@ const (
 	maxFieldsParse = 256
 )
 
+// maxInt is the largest seq, epoch or count a reader accepts: 2^63-1, so
+// every such number also fits an int64.
+const maxInt = 1<<63 - 1
+
 // Record is one parsed record. Strings are decoded (escapes resolved).
 type Record struct {
 	Seq           uint64
@@ -72,6 +76,7 @@ type rawField struct {
 // recordView is a parsed line whose strings still point into the line. It
 // allocates nothing, which keeps verification fast.
 type recordView struct {
+	ver     int    // format version
 	line    []byte // without newline
 	seq     uint64
 	time    []byte // canonical, fixed width: compares like the instant
@@ -90,7 +95,7 @@ type recordView struct {
 }
 
 // parseRecord parses line (without its newline) strictly: members in the
-// fixed order of format version 1, canonical numbers, strings and times
+// fixed order of format versions 1 and 2, canonical numbers, strings and times
 // only. On error v is left in an unspecified state.
 func parseRecord(line []byte, v *recordView) error {
 	if len(line) > maxLineBytes {
@@ -102,14 +107,14 @@ func parseRecord(line []byte, v *recordView) error {
 		return d.fail("record must start with {\"v\":")
 	}
 	ver, ok := d.uint()
-	if !ok || ver != formatVersion {
-		return fmt.Errorf("%w: unsupported format version (want %d)", errMalformed, formatVersion)
+	if !ok || ver != formatV1 && ver != formatVersion {
+		return fmt.Errorf("%w: unsupported format version (want %d or %d)", errMalformed, formatV1, formatVersion)
 	}
-	v.line = line
+	v.ver, v.line = int(ver), line
 	if !d.lit(`,"seq":`) {
 		return d.fail(`want "seq"`)
 	}
-	if v.seq, ok = d.uint(); !ok || v.seq == 0 {
+	if v.seq, ok = d.uint(); !ok || v.seq == 0 || v.seq > maxInt {
 		return d.fail("bad seq")
 	}
 	if !d.lit(`,"time":"`) {
@@ -215,7 +220,7 @@ func parseRecord(line []byte, v *recordView) error {
 	if !d.lit(`,"epoch":`) {
 		return d.fail(`want "epoch"`)
 	}
-	if v.epoch, ok = d.uint(); !ok {
+	if v.epoch, ok = d.uint(); !ok || v.epoch > maxInt {
 		return d.fail("bad epoch")
 	}
 	if !d.lit(`,"prev":"`) || !d.hex32(&v.prev) || !d.lit(`"`) {

@@ -14,7 +14,7 @@ import (
 func validLine(t *testing.T, e Event) []byte {
 	t.Helper()
 	var k [32]byte
-	s := sealer{logID: "0123456789abcdef", mac: newMAC(&k)}
+	s := sealer{ver: formatVersion, logID: "0123456789abcdef", mac: newMAC(&k)}
 	body := appendBody(nil, &e, appendFixed(nil, "svc", "node", "w"))
 	line := s.appendLine(nil, 7, time.Date(2026, 2, 28, 23, 59, 59, 123456789, time.UTC), body, &genesis)
 	return bytes.TrimSuffix(line, []byte("\n"))
@@ -56,7 +56,10 @@ func TestParseRecordStrict(t *testing.T) {
 		t.Fatalf("ParseRecord(good) = %v", err)
 	}
 	for _, tt := range []struct{ name, old, new string }{
-		{"version 2", `{"v":1,`, `{"v":2,`},
+		{"version 3", `{"v":2,`, `{"v":3,`},
+		{"version 0", `{"v":2,`, `{"v":0,`},
+		{"seq above 2^63-1", `"seq":7`, `"seq":9223372036854775808`},
+		{"epoch above 2^63-1", `"epoch":0`, `"epoch":9223372036854775808`},
 		{"space", `"seq":7`, `"seq": 7`},
 		{"leading zero", `"seq":7`, `"seq":07`},
 		{"member order", `"type":"t","sev":"info"`, `"sev":"info","type":"t"`},

@@ -63,7 +63,16 @@ func (l *Log) recover() (*cutInfo, error) {
 	if man.LogID != st.logID {
 		return nil, corrupt(manifestName, 0, 0, 0, ManifestMismatch, "manifest log id %s, state log id %s", man.LogID, st.logID)
 	}
+	if man.Ver != st.ver {
+		return nil, corrupt(stateName, 0, 0, 0, ManifestMismatch, "state is of format version %d, the manifest of %d", st.ver, man.Ver)
+	}
 	w.man = man
+	if man.Ver >= formatVersion {
+		if err := l.checkAnchors(); err != nil {
+			return nil, err
+		}
+		st = w.st
+	}
 	end := chainEnd{mac: genesis}
 	for _, s := range man.Pruned {
 		end = chainEnd{seq: s.LastSeq, mac: s.LastMAC, epoch: s.LastEpoch, time: s.LastTime}
@@ -96,11 +105,16 @@ func (l *Log) recover() (*cutInfo, error) {
 	if err := checkClosedTail(fsys, dir, man); err != nil {
 		return nil, err
 	}
-	if st.epoch < end.epoch {
-		return nil, corrupt(stateName, 0, 0, 0, WrongEpoch, "state is at epoch %d, the log already at %d (state file rolled back?)", st.epoch, end.epoch)
+	logEpoch := end.epoch
+	if n := len(man.Segments); n > 0 && !man.Segments[n-1].Closed {
+		// An empty live segment still names the epoch it began in.
+		logEpoch = max(logEpoch, man.Segments[n-1].FirstEpoch, man.Segments[n-1].LastEpoch)
+	}
+	if st.epoch < logEpoch {
+		return nil, corrupt(stateName, 0, 0, 0, WrongEpoch, "state is at epoch %d, the log already at %d (state file rolled back?)", st.epoch, logEpoch)
 	}
 	mk := st.key.macKey()
-	w.seal = sealer{logID: man.LogID, epoch: st.epoch, mac: newMAC(&mk)}
+	w.seal = sealer{ver: man.Ver, logID: man.LogID, epoch: st.epoch, mac: newMAC(&mk)}
 	clear(mk[:])
 
 	now := l.o.Clock().UTC()
@@ -156,6 +170,39 @@ func (l *Log) recover() (*cutInfo, error) {
 		return nil, err
 	}
 	return nil, l.startSegment(next, now)
+}
+
+// checkAnchors compares the state with the last epoch anchor (version 2):
+// they name the same epoch and start, or the anchor is one epoch ahead (an
+// evolution cut short between the anchor and the state: it is finished
+// here). Anything else means the state or the epochs file was rolled back
+// or replaced.
+func (l *Log) checkAnchors() error {
+	w := &l.w
+	st := w.st
+	a, err := lastAnchor(l.fs, l.dir, st.logID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case a.epoch == st.epoch && a.time.Equal(st.started):
+		return nil
+	case a.epoch == st.epoch:
+		return corrupt(stateName, 0, 0, 0, WrongEpoch, "state says epoch %d began at %s, its anchor in %s says %s",
+			st.epoch, st.started.Format(timeLayout), epochsName, a.time.Format(timeLayout))
+	case a.epoch == st.epoch+1:
+		ns := &state{ver: st.ver, logID: st.logID, epoch: a.epoch, started: a.time, key: st.key.next()}
+		if err := writeFileAtomic(l.fs, l.dir, stateName, ns.encode()); err != nil {
+			clear(ns.key[:])
+			return err
+		}
+		clear(st.key[:])
+		w.st = ns
+		return nil
+	case a.epoch < st.epoch:
+		return corrupt(epochsName, 0, 0, 0, Truncated, "%s ends at epoch %d, the state is at epoch %d", epochsName, a.epoch, st.epoch)
+	}
+	return corrupt(stateName, 0, 0, 0, WrongEpoch, "state is at epoch %d, %s already at %d (state file rolled back?)", st.epoch, epochsName, a.epoch)
 }
 
 // scanLive checks the live segment record by record against the chain end
@@ -320,21 +367,7 @@ func (l *Log) cutTail(name string, off int64, rest []byte, cut *cutInfo) error {
 	if err := writeFileAtomic(fsys, dir, cut.broken, rest); err != nil {
 		return fmt.Errorf("audit: open: save torn tail: %w", err)
 	}
-	f, err := fsys.OpenFile(filepath.Join(dir, name), os.O_WRONLY, 0)
-	if err != nil {
-		return fmt.Errorf("audit: open: cut torn tail: %w", err)
-	}
-	err = f.Truncate(off)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("audit: open: cut torn tail of %s: %w", name, err)
-	}
-	return nil
+	return truncateFile(fsys, dir, name, off)
 }
 
 // closeRecovered closes the live segment of the previous run (size good),

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // VerifyOptions configure [Verify]. The zero value verifies without a key.
@@ -51,6 +52,12 @@ type VerifyReport struct {
 	// segment: a write in progress or a crash, not checked. Opening the log
 	// cuts it.
 	TornBytes int64
+	// Version is the log's format version. Anchors counts the epoch
+	// anchors checked (version 2: every record lies in its epoch's window;
+	// with the key, each anchor's MAC verified too); version 1 logs have
+	// none, and their epochs are bound to no time or position.
+	Version int
+	Anchors int
 }
 
 // maxEpochJump bounds how far one record may move the epoch forward, so a
@@ -131,6 +138,12 @@ type verifier struct {
 	cf     *checkpointFile
 	nextCk *Checkpoint
 	lastCk *Checkpoint
+
+	// Version 2: the epochs file, the anchor of the epoch of the record
+	// checked last, and the next anchor after it (read ahead).
+	ar           *anchorReader
+	curA, nextA  *anchor
+	anchorsEnded bool
 }
 
 func (v *verifier) fail(loc Location, p Problem, format string, args ...any) *VerifyError {
@@ -163,12 +176,30 @@ func (v *verifier) run() error {
 			}
 			return fmt.Errorf("%w: key for %s, log %s", ErrWrongKey, v.key.logID, v.man.LogID)
 		}
+		if v.key.version != v.man.Ver {
+			return v.fail(Location{File: manifestName}, ManifestMismatch,
+				"the log is of format version %d, the key is of a version %d log (a rewritten or downgraded log?)", v.man.Ver, v.key.version)
+		}
 		v.k = v.key.key
 		mk := v.k.macKey()
 		v.mac = newMAC(&mk)
 		v.rep.MACsChecked = true
 	}
 	defer clear(v.k[:])
+	v.rep.Version = v.man.Ver
+	if v.man.Ver >= formatVersion {
+		ar, err := openAnchors(v.fs, v.dir, v.man.LogID)
+		if err != nil && err != errNoAnchors {
+			return err
+		}
+		if ar != nil {
+			defer ar.close()
+			if v.key != nil {
+				ar.key, ar.k = true, v.key.key
+			}
+			v.ar = ar
+		}
+	}
 	v.last = chainEnd{mac: genesis}
 	for _, s := range v.man.Pruned {
 		v.last = chainEnd{seq: s.LastSeq, mac: s.LastMAC, epoch: s.LastEpoch}
@@ -207,6 +238,9 @@ func (v *verifier) run() error {
 	if n := len(v.man.Pruned); n > 0 && v.prunedClaim < v.man.Pruned[n-1].LastSeq {
 		return v.fail(Location{File: manifestName, Seq: v.man.Pruned[n-1].LastSeq}, ManifestMismatch,
 			"segments through seq %d are marked pruned, but no audit_pruned record covers them", v.man.Pruned[n-1].LastSeq)
+	}
+	if err := v.endAnchors(); err != nil {
+		return err
 	}
 	if v.pk != nil {
 		return v.endTree()
@@ -399,6 +433,12 @@ func (v *verifier) check(it *item) error {
 	}
 	if v.haveLast && string(r.time) < string(v.lastTime[:]) {
 		return v.fail(v.loc(it), Modified, "time goes backwards")
+	}
+	if r.ver != v.man.Ver {
+		return v.fail(v.loc(it), Modified, "record of format version %d in a version %d log", r.ver, v.man.Ver)
+	}
+	if err := v.window(it); err != nil {
+		return err
 	}
 	if !s.Closed && s.Records > 0 && r.seq == s.LastSeq && (r.mac != s.LastMAC || r.epoch != s.LastEpoch ||
 		v.sr.next != s.Size || string(r.time) != s.LastTime.UTC().Format(timeLayout)) {
@@ -609,4 +649,92 @@ func boolInt(b bool) int64 {
 		return 1
 	}
 	return 0
+}
+
+// readAnchor reads the next anchor into v.nextA, or marks the anchors
+// ended. An unterminated last line is an append in progress (or cut short
+// by a crash: Open cuts it) and ends them.
+func (v *verifier) readAnchor(seq uint64) error {
+	a, err := v.ar.next()
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		v.anchorsEnded = true
+		return nil
+	case err != nil:
+		return v.fail(Location{File: epochsName, Line: v.ar.line(), Offset: v.ar.sr.off, Seq: seq}, Modified, "%w", err)
+	}
+	v.nextA = a
+	v.rep.Anchors++
+	return nil
+}
+
+// window checks a record of a version 2 log against the epoch anchors: the
+// record's epoch is the one whose anchor has the highest first seq not
+// above the record's seq; its time lies in that epoch's window (from the
+// anchor's time to the next anchor's); the first record of an epoch
+// follows the record its anchor names; and every segment but the first
+// starts an epoch.
+func (v *verifier) window(it *item) error {
+	if v.man.Ver < formatVersion {
+		return nil
+	}
+	r := &it.v
+	if v.ar == nil {
+		return v.fail(v.loc(it), WrongEpoch, "%s is missing: no anchor places epoch %d", epochsName, r.epoch)
+	}
+	for retried := false; ; {
+		if v.nextA == nil && !v.anchorsEnded {
+			if err := v.readAnchor(r.seq); err != nil {
+				return err
+			}
+		}
+		if v.nextA != nil && v.nextA.seq <= r.seq {
+			v.curA, v.nextA = v.nextA, nil
+			continue
+		}
+		if v.anchorsEnded && !retried && (v.curA == nil || r.epoch > v.curA.epoch) {
+			// A writer may have anchored a new epoch since the file was
+			// read to its end: read on once.
+			v.anchorsEnded, retried = false, true
+			continue
+		}
+		break
+	}
+	a := v.curA
+	t, _ := time.Parse(timeLayout, string(r.time))
+	switch {
+	case a == nil:
+		return v.fail(v.loc(it), WrongEpoch, "no epoch anchor covers seq %d", r.seq)
+	case r.epoch != a.epoch:
+		return v.fail(v.loc(it), WrongEpoch, "seq %d lies in epoch %d (anchored from seq %d at %s), the record names epoch %d",
+			r.seq, a.epoch, a.seq, a.time.Format(timeLayout), r.epoch)
+	case t.Before(a.time):
+		return v.fail(v.loc(it), WrongEpoch, "time %s is before the start of epoch %d (%s)", r.time, a.epoch, a.time.Format(timeLayout))
+	case v.nextA != nil && t.After(v.nextA.time):
+		return v.fail(v.loc(it), WrongEpoch, "time %s is after the start of epoch %d (%s)", r.time, v.nextA.epoch, v.nextA.time.Format(timeLayout))
+	case r.seq == a.seq && r.prev != a.prev:
+		return v.fail(v.loc(it), Modified, "the first record of epoch %d does not follow the record its anchor names", a.epoch)
+	case v.acc.records == 0 && (it.seg > 0 || len(v.man.Pruned) > 0) && r.seq != a.seq:
+		return v.fail(v.loc(it), WrongEpoch, "segment starts inside epoch %d (which began at seq %d): a rotation without a new epoch",
+			a.epoch, a.seq)
+	}
+	return nil
+}
+
+// endAnchors reads the anchors after the last record (each is checked)
+// and requires the epochs file of a version 2 log.
+func (v *verifier) endAnchors() error {
+	if v.man.Ver < formatVersion {
+		return nil
+	}
+	if v.ar == nil {
+		return v.fail(Location{File: epochsName}, Deleted, "the epochs file of a version %d log is missing", v.man.Ver)
+	}
+	for !v.anchorsEnded {
+		v.nextA = nil
+		if err := v.readAnchor(v.last.seq + 1); err != nil {
+			return err
+		}
+	}
+	return nil
 }
