@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -12,13 +13,18 @@ import (
 	"time"
 )
 
-var update = flag.Bool("update", false, "regenerate the golden audit log in testdata/v1")
+var update = flag.Bool("update", false, "regenerate the golden audit log in testdata/v2 and the golden checkpoint")
 
 // goldenDir holds a version 1 log (two closed segments and a live one,
-// several epochs, escaped strings) that Verify must keep accepting.
+// several epochs, escaped strings) that Verify must keep accepting. It was
+// written by the version 1 writer and is never regenerated.
 var goldenDir = filepath.Join("testdata", "v1")
 
-func writeGolden(t *testing.T) {
+// goldenV2Dir holds a version 2 log written the same way: epochs anchored
+// in its epochs file, segments signed with checkpoints.
+var goldenV2Dir = filepath.Join("testdata", "v2")
+
+func writeGolden(t *testing.T, goldenDir string) {
 	os.RemoveAll(goldenDir)
 	seed := sha256.Sum256([]byte("vramseal audit golden v1"))
 	seed2 := sha256.Sum256(seed[:])
@@ -55,16 +61,14 @@ func writeGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Remove(filepath.Join(goldenDir, lockName))
-	os.Remove(filepath.Join(goldenDir, stateName)) // the writer's secret; not needed to verify
+	os.Remove(filepath.Join(goldenDir, stateName))     // the writer's secret; not needed to verify
+	os.Remove(filepath.Join(goldenDir, checkpointKeyName)) // the same
 	if err := os.WriteFile(filepath.Join(goldenDir, "verification.key"), vk.Encode(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestGoldenV1(t *testing.T) {
-	if *update {
-		writeGolden(t)
-	}
 	vk, err := ParseVerificationKey(must(os.ReadFile(filepath.Join(goldenDir, "verification.key"))))
 	if err != nil {
 		t.Fatal(err)
@@ -131,5 +135,69 @@ func TestGoldenCheckpoint(t *testing.T) {
 	}
 	if _, err := ParseCheckpoint(want, k.pub); err != nil {
 		t.Errorf("ParseCheckpoint(golden) = %v", err)
+	}
+}
+
+func TestGoldenV2(t *testing.T) {
+	if *update {
+		writeGolden(t, goldenV2Dir)
+	}
+	vk, err := ParseVerificationKey(must(os.ReadFile(filepath.Join(goldenV2Dir, "verification.key"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vk.Version() != 2 {
+		t.Fatalf("golden v2 key is of version %d", vk.Version())
+	}
+	rep := mustVerify(t, goldenV2Dir, vk)
+	if rep.Records != 7 || rep.Segments < 3 || rep.Epochs < 3 || rep.Version != 2 || rep.Anchors < 4 {
+		t.Errorf("Verify(golden v2) = %+v, want 7 records in >= 3 segments and epochs, >= 4 anchors", rep)
+	}
+	first := must(os.ReadFile(filepath.Join(goldenV2Dir, "audit-20260102-00000000000000000001.ndjson")))
+	if !bytes.HasPrefix(first, []byte(`{"v":2,"seq":1,`)) || !bytes.Contains(first, []byte(`"epoch":1,`)) {
+		t.Errorf("golden v2 starts %.40q, want version 2, seq 1, epoch 1", first)
+	}
+	// The v1 key of the same log ID must not verify it: a v2 log is never
+	// checked by the weaker rules.
+	v1 := *vk
+	v1.version = 1
+	if _, err := Verify(context.Background(), goldenV2Dir, VerifyOptions{Key: &v1}); !isProblem(err, ManifestMismatch) {
+		t.Errorf("Verify(v2 log, v1 key) = %v, want ManifestMismatch", err)
+	}
+}
+
+// TestV1LogKeepsV1 opens a copy of the golden v1 log (with a state made
+// from its verification key, as the v1 writer left it): the log keeps its
+// version, appends v1 records and verifies.
+func TestV1LogKeepsV1(t *testing.T) {
+	vk, err := ParseVerificationKey(must(os.ReadFile(filepath.Join(goldenDir, "verification.key"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := copyDir(t, goldenDir)
+	os.Remove(filepath.Join(dir, "verification.key"))
+	m, err := parseManifest(must(os.ReadFile(filepath.Join(dir, manifestName))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := m.Segments[len(m.Segments)-1]
+	st := &state{ver: 1, logID: vk.LogID(), epoch: last.LastEpoch, started: last.LastTime, key: keyAt(vk.key, 0, last.LastEpoch)}
+	if err := os.WriteFile(filepath.Join(dir, stateName), st.encode(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("Open(copy of golden v1) = %v", err)
+	}
+	r := mustAppend(t, l, Event{Type: "after_upgrade", Severity: SeverityCritical})
+	mustClose(t, l)
+	rep := mustVerify(t, dir, vk)
+	// Open adds an audit_checkpoint_key record (the golden log predates
+	// checkpoints), then the appended one.
+	if rep.Records != 9 || rep.Version != 1 || rep.Anchors != 0 || r.Seq != 9 {
+		t.Errorf("Verify(v1 log appended to) = %+v, seq %d; want 9 version 1 records", rep, r.Seq)
+	}
+	if _, err := os.Stat(filepath.Join(dir, epochsName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a v1 log got an epochs file: %v", err)
 	}
 }

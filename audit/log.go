@@ -428,6 +428,12 @@ func (l *Log) Append(ctx context.Context, e Event) (Receipt, error) {
 		l.rejected.Add(1)
 		return Receipt{}, l.policyErr(err)
 	}
+	if e.Type == prunedType {
+		// Verify counts audit_pruned records as the cover of pruned
+		// segments: only the log writes them.
+		l.rejected.Add(1)
+		return Receipt{}, l.policyErr(fmt.Errorf("%w: event type %s is written only by the log", ErrInvalidEvent, prunedType))
+	}
 	if f := l.failed.Load(); f != nil {
 		l.refused.Add(1)
 		return Receipt{}, l.policyErr(*f)

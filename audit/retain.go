@@ -66,7 +66,7 @@ func (l *Log) pruneLocked(before time.Time) (PruneReport, error) {
 	pruned := w.man.Segments[:n]
 	last := pruned[n-1]
 	rep.Segments, rep.ThroughSeq = n, last.LastSeq
-	e := Event{Type: "audit_pruned", Severity: SeverityHigh, Fields: []Field{
+	e := Event{Type: prunedType, Severity: SeverityHigh, Fields: []Field{
 		String("before", before.UTC().Format(timeLayout)), Int("segments", int64(n)),
 		Int("records", int64(rep.Records)), Int("first_seq", int64(pruned[0].FirstSeq)),
 		Int("through_seq", int64(last.LastSeq)), Digest("through_mac", last.LastMAC),

@@ -445,12 +445,11 @@ func (v *verifier) check(it *item) error {
 		return v.fail(v.loc(it), ManifestMismatch, "manifest checkpoint disagrees with seq %d", r.seq)
 	}
 	// Accept.
-	if string(r.typ) == "audit_pruned" {
-		for _, f := range r.fields {
-			if string(f.key) == "through_seq" && f.kind == KindInt && f.num > 0 {
-				v.prunedClaim = max(v.prunedClaim, uint64(f.num))
-			}
+	if string(r.typ) == prunedType {
+		if err := prunedFields(r); err != nil {
+			return v.fail(v.loc(it), Modified, "%v", err)
 		}
+		v.prunedClaim = max(v.prunedClaim, uint64(r.fields[4].num))
 	}
 	if !v.haveLast || r.epoch != v.last.epoch || v.rep.Records == 0 {
 		if v.rep.Records == 0 {
@@ -735,6 +734,34 @@ func (v *verifier) endAnchors() error {
 		if err := v.readAnchor(v.last.seq + 1); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// prunedType is the type of the record [Log.Prune] writes; prunedKinds
+// are its fields, in order.
+const prunedType = "audit_pruned"
+
+var prunedKinds = []struct {
+	key  string
+	kind Kind
+}{{"before", KindString}, {"segments", KindInt}, {"records", KindInt}, {"first_seq", KindInt},
+	{"through_seq", KindInt}, {"through_mac", KindDigest}}
+
+// prunedFields checks that an audit_pruned record has exactly the fields
+// the log writes, of their kinds, with positive sequence numbers.
+func prunedFields(r *recordView) error {
+	if len(r.fields) != len(prunedKinds) {
+		return fmt.Errorf("audit_pruned record has %d fields, want %d", len(r.fields), len(prunedKinds))
+	}
+	for i, want := range prunedKinds {
+		f := &r.fields[i]
+		if string(f.key) != want.key || f.kind != want.kind {
+			return fmt.Errorf("audit_pruned field %d is %s (%v), want %s (%v)", i+1, f.key, f.kind, want.key, want.kind)
+		}
+	}
+	if r.fields[1].num < 1 || r.fields[2].num < 0 || r.fields[3].num < 1 || r.fields[4].num < r.fields[3].num {
+		return fmt.Errorf("audit_pruned counts or sequence numbers out of range")
 	}
 	return nil
 }
