@@ -61,7 +61,7 @@ func writeGolden(t *testing.T, goldenDir string) {
 		t.Fatal(err)
 	}
 	os.Remove(filepath.Join(goldenDir, lockName))
-	os.Remove(filepath.Join(goldenDir, stateName))     // the writer's secret; not needed to verify
+	os.Remove(filepath.Join(goldenDir, stateName))         // the writer's secret; not needed to verify
 	os.Remove(filepath.Join(goldenDir, checkpointKeyName)) // the same
 	if err := os.WriteFile(filepath.Join(goldenDir, "verification.key"), vk.Encode(), 0o600); err != nil {
 		t.Fatal(err)
