@@ -41,6 +41,8 @@ type serveConfig struct {
 	auditDir     string
 	auditFailure string
 	auditRetain  string
+	auditSegment ByteSize
+	auditEpoch   time.Duration
 	secretFile   string
 	tokenFile    string
 	modelRoots   []string
@@ -65,7 +67,8 @@ type serveConfig struct {
 }
 
 func newServeCmd() *cobra.Command {
-	cfg := serveConfig{simCapacity: 8 << 30, chunkSize: seal.DefaultChunkSize, uploadRate: server.DefaultUploadMinRate}
+	cfg := serveConfig{simCapacity: 8 << 30, chunkSize: seal.DefaultChunkSize, uploadRate: server.DefaultUploadMinRate,
+		auditSegment: defaultAuditSegment, auditEpoch: defaultAuditEpoch}
 	cmd := &cobra.Command{
 		Use: "serve",
 		Example: `  vramseal serve
@@ -102,6 +105,8 @@ machine, since whoever holds it can check, and forge, old records.`,
 	f.StringVar(&cfg.auditDir, "audit-dir", "", "audit log directory (default DATA-DIR/audit)")
 	f.StringVar(&cfg.auditFailure, "audit-failure", "closed", "when the audit log fails: closed (refuse operations) or open (go on, count and report)")
 	f.StringVar(&cfg.auditRetain, "audit-retain", "", "delete closed, verified audit segments older than this (e.g. 2555d); empty keeps everything")
+	f.Var(&cfg.auditSegment, "audit-segment-size", "rotate the audit segment (and evolve the key) before it would grow past this size (64KiB to 1TiB)")
+	f.DurationVar(&cfg.auditEpoch, "audit-epoch-interval", defaultAuditEpoch, "evolve the audit key at least this often, even when idle: a key taken from this machine cannot forge records older than its epoch (1s to 24h)")
 	f.StringVar(&cfg.secretFile, "secret-file", "", "worker secret for seal keys (default DATA-DIR/worker.secret, generated 0600 when absent)")
 	f.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token clients must send: one line, at least 16 printable ASCII characters, mode 0600 or 0400")
 	f.StringArrayVar(&cfg.modelRoots, "model-root", nil, "directory shards may be loaded from by path (repeatable)")
@@ -195,22 +200,9 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	if err != nil {
 		return &ExitError{Code: 2, Err: err}
 	}
-	var policy audit.Policy
-	switch cfg.auditFailure {
-	case "closed":
-		policy = audit.FailClosed
-	case "open":
-		policy = audit.FailOpen
-	default:
-		return &ExitError{Code: 2, Err: fmt.Errorf("--audit-failure %q: use open or closed", cfg.auditFailure)}
-	}
-	var retain time.Duration
-	if cfg.auditRetain != "" {
-		d, err := parseDuration(cfg.auditRetain)
-		if err != nil || d <= 0 {
-			return &ExitError{Code: 2, Err: fmt.Errorf("--audit-retain %q: want a positive duration such as 2555d", cfg.auditRetain)}
-		}
-		retain = d
+	aopts, err := auditOptions(cfg)
+	if err != nil {
+		return &ExitError{Code: 2, Err: err}
 	}
 	var token string
 	if cfg.tokenFile != "" {
@@ -253,7 +245,8 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		host, _ := os.Hostname()
 		workerID = "worker-" + host
 	}
-	log, err := openAudit(cfg, audit.Options{Service: "vramseal", Worker: workerID, Policy: policy, Retain: retain}, say)
+	aopts.Worker = workerID
+	log, err := openAudit(cfg, aopts, say)
 	if err != nil {
 		return err
 	}
@@ -359,7 +352,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		attachAt = "attach socket " + attachSrv.Path()
 	}
 	say(slog.LevelInfo, "serving", fmt.Sprintf("serving on http://%s (%s backend, %d GPU(s), audit log %s, %s, %s)",
-		ln.Addr(), backend, len(devices), auditDir(cfg), policy, attachAt))
+		ln.Addr(), backend, len(devices), auditDir(cfg), aopts.Policy, attachAt))
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -457,6 +450,40 @@ func loadOrCreateSecret(cfg serveConfig) (seal.Key, error) {
 		}
 	}
 	return seal.LoadKeyFile(path)
+}
+
+// Defaults of the audit flags: those of audit.Options.
+const (
+	defaultAuditSegment = 100 << 20
+	defaultAuditEpoch   = time.Hour
+)
+
+// auditOptions turns the --audit-* flags into audit.Options (Worker
+// aside).
+func auditOptions(cfg serveConfig) (audit.Options, error) {
+	o := audit.Options{Service: "vramseal", SegmentMaxBytes: int64(cfg.auditSegment), EpochInterval: cfg.auditEpoch}
+	switch cfg.auditFailure {
+	case "closed":
+		o.Policy = audit.FailClosed
+	case "open":
+		o.Policy = audit.FailOpen
+	default:
+		return o, fmt.Errorf("--audit-failure %q: use open or closed", cfg.auditFailure)
+	}
+	if cfg.auditRetain != "" {
+		d, err := parseDuration(cfg.auditRetain)
+		if err != nil || d <= 0 {
+			return o, fmt.Errorf("--audit-retain %q: want a positive duration such as 2555d", cfg.auditRetain)
+		}
+		o.Retain = d
+	}
+	if cfg.auditSegment < 64<<10 || cfg.auditSegment > 1<<40 {
+		return o, fmt.Errorf("--audit-segment-size %d: want 64KiB to 1TiB", int64(cfg.auditSegment))
+	}
+	if cfg.auditEpoch < time.Second || cfg.auditEpoch > 24*time.Hour {
+		return o, fmt.Errorf("--audit-epoch-interval %v: want 1s to 24h", cfg.auditEpoch)
+	}
+	return o, nil
 }
 
 // openAudit opens the audit log, initialising it on first start.

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/gpu/cuda"
 	"github.com/vramseal/vramseal/narration"
 	"github.com/vramseal/vramseal/narration/narrationtest"
@@ -108,5 +110,25 @@ func TestNarrationHealthIsSnakeCase(t *testing.T) {
 	}
 	if got := string(b); got != `{"emitted":1,"redactions":0,"sink_errors":2,"truncations":0}` {
 		t.Errorf("narration health = %s", got)
+	}
+}
+
+func TestAuditOptionsFromFlags(t *testing.T) {
+	cfg := serveConfig{auditFailure: "open", auditRetain: "30d", auditSegment: 8 << 20, auditEpoch: 10 * time.Minute}
+	o, err := auditOptions(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.SegmentMaxBytes != 8<<20 || o.EpochInterval != 10*time.Minute || o.Policy != audit.FailOpen || o.Retain != 30*24*time.Hour {
+		t.Errorf("auditOptions(%+v) = %+v", cfg, o)
+	}
+	def := newServeCmd().Flags()
+	for _, name := range []string{"audit-segment-size", "audit-epoch-interval"} {
+		if def.Lookup(name) == nil {
+			t.Errorf("serve has no --%s", name)
+		}
+	}
+	if got := def.Lookup("audit-segment-size").DefValue; got != "100MiB" && got != "104857600" {
+		t.Errorf("--audit-segment-size default = %s, want 100MiB", got)
 	}
 }
