@@ -152,10 +152,12 @@ func (o Options) validate() error {
 	return nil
 }
 
-// Init creates the log directory dir (mode 0700; it may exist if empty),
-// a fresh random initial key and log ID, the sealing state at epoch 0 and an
-// empty manifest. It returns the verification key, which the caller must
-// move off the machine: the log keeps only the evolving current key.
+// Init creates the log directory dir (mode 0700; it may exist if empty) in
+// format version 2: a fresh random initial key k_0 and log ID, the anchor
+// of epoch 1 sealed with k_0, the sealing state at epoch 1 (holding k_1,
+// never k_0), the checkpoint key and an empty manifest. It returns the
+// verification key k_0, which the caller must move off the machine: the
+// log keeps only the evolving current key.
 func Init(dir string, opts Options) (*VerificationKey, error) {
 	o := opts.resolved()
 	if err := o.validate(); err != nil {
