@@ -281,6 +281,14 @@ Exit status:
 			} else {
 				fmt.Fprintln(out, "MACs: NOT checked (no --verification-key): links, sequence, epochs, times, checksums and manifest only")
 			}
+			switch {
+			case rep.Version < 2:
+				fmt.Fprintf(out, "epochs: format version %d: epochs are not bound to a time (a key taken from the machine could relabel old records; start a new log for the time bound)\n", rep.Version)
+			case rep.MACsChecked:
+				fmt.Fprintf(out, "epochs: every record lies in its epoch's window; %d epoch anchors checked with the verification key\n", rep.Anchors)
+			default:
+				fmt.Fprintf(out, "epochs: every record lies in its epoch's window; %d epoch anchors in order, their MACs NOT checked (no --verification-key)\n", rep.Anchors)
+			}
 			if rep.CheckpointsChecked && rep.Checkpoints == 0 {
 				fmt.Fprintln(out, "checkpoints: none yet (no records)")
 			} else if rep.CheckpointsChecked {

@@ -45,7 +45,8 @@ func TestAuditCommands(t *testing.T) {
 	l.Close(context.Background())
 
 	out, err := runAuditCLI(t, "audit", "verify", dir, "--verification-key", key)
-	if err != nil || !strings.Contains(out, "OK: 3 records") || !strings.Contains(out, "checked with the verification key") {
+	if err != nil || !strings.Contains(out, "OK: 3 records") || !strings.Contains(out, "checked with the verification key") ||
+		!strings.Contains(out, "epoch anchors checked with the verification key") {
 		t.Fatalf("audit verify = %v\n%s", err, out)
 	}
 	out, err = runAuditCLI(t, "audit", "verify", dir)
