@@ -26,6 +26,7 @@ type anchor struct {
 	epoch uint64
 	seq   uint64
 	time  time.Time
+	stamp string // time in the record time layout, which compares like the instant
 	prev  [32]byte
 	mac   [32]byte
 }
@@ -64,7 +65,7 @@ func (a *anchor) line(logID string) []byte {
 // newAnchor returns the anchor of epoch, sealed with k, the key of the
 // epoch before it.
 func newAnchor(k *epochKey, logID string, epoch, seq uint64, t time.Time, prev [32]byte) anchor {
-	a := anchor{epoch: epoch, seq: seq, time: t.UTC(), prev: prev}
+	a := anchor{epoch: epoch, seq: seq, time: t.UTC(), stamp: t.UTC().Format(timeLayout), prev: prev}
 	a.mac = a.sum(k, logID)
 	return a
 }
@@ -95,7 +96,8 @@ func parseAnchor(b []byte, logID string) (anchor, error) {
 	if len(b)-d.i < len(timeLayout) || !validTime(b[d.i:d.i+len(timeLayout)]) {
 		return bad("bad time")
 	}
-	a.time, _ = time.Parse(timeLayout, string(b[d.i:d.i+len(timeLayout)]))
+	a.stamp = string(b[d.i : d.i+len(timeLayout)])
+	a.time, _ = time.Parse(timeLayout, a.stamp)
 	d.i += len(timeLayout)
 	if !d.lit(" ") || !d.hex32(&a.prev) {
 		return bad("bad prev")

@@ -549,3 +549,56 @@ func TestKeyFileNewline(t *testing.T) {
 		}
 	}
 }
+
+// TestTamperEpochsEveryByte changes every byte of the epochs file, one at
+// a time, and truncates it at every line: Verify with the key must fail.
+func TestTamperEpochsEveryByte(t *testing.T) {
+	f := buildTamperFixture(t)
+	dir := copyDir(t, f.dir)
+	path := filepath.Join(dir, epochsName)
+	orig := must(os.ReadFile(path))
+	for i := range orig {
+		if i == len(orig)-1 {
+			continue // an unterminated last anchor is an append in progress; Open refuses it (see TestOpenCutsTornAnchor)
+		}
+		b := bytes.Clone(orig)
+		b[i] ^= 0x01
+		os.WriteFile(path, b, 0o600)
+		if _, err := Verify(context.Background(), dir, VerifyOptions{Key: f.vk}); err == nil {
+			t.Errorf("Verify passes with byte %d of %s changed (%q)", i, epochsName, orig[i])
+		}
+	}
+	lines := splitLines(orig)
+	for n := range lines {
+		os.WriteFile(path, bytes.Join(lines[:n], nil), 0o600)
+		if _, err := Verify(context.Background(), dir, VerifyOptions{Key: f.vk}); err == nil {
+			t.Errorf("Verify passes with %s cut to %d of %d anchors", epochsName, n, len(lines))
+		}
+	}
+}
+
+// TestOpenCutsTornAnchor: an anchor cut short by a crash (the state never
+// moved to its epoch) is cut by Open, which goes on; an anchor missing
+// under a state that moved on is refused.
+func TestOpenCutsTornAnchor(t *testing.T) {
+	dir, vk, l := newLog(t, Options{})
+	mustAppend(t, l, testEvent(0))
+	mustClose(t, l)
+	path := filepath.Join(dir, epochsName)
+	good := must(os.ReadFile(path))
+	torn := append(bytes.Clone(good), good[:40]...)
+	os.WriteFile(path, torn, 0o600)
+	l, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("Open(torn anchor) = %v", err)
+	}
+	mustAppend(t, l, Event{Type: "x", Severity: SeverityCritical})
+	mustClose(t, l)
+	mustVerify(t, dir, vk)
+	lines := splitLines(must(os.ReadFile(path)))
+	os.WriteFile(path, bytes.Join(lines[:len(lines)-1], nil), 0o600)
+	var ce *CorruptionError
+	if _, err := Open(dir, Options{}); !errors.As(err, &ce) || ce.File != epochsName {
+		t.Errorf("Open(last anchor missing) = %v, want a CorruptionError naming %s", err, epochsName)
+	}
+}

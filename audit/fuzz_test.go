@@ -14,7 +14,7 @@ import (
 
 // goldenLines returns the record lines of the golden segment, for seeds.
 func goldenLines(f *testing.F) [][]byte {
-	ents, _ := filepath.Glob(filepath.Join("testdata", "v1", "*.ndjson"))
+	ents, _ := filepath.Glob(filepath.Join("testdata", "v[12]", "*.ndjson"))
 	var out [][]byte
 	for _, e := range ents {
 		b, err := os.ReadFile(e)
@@ -198,6 +198,22 @@ func FuzzParsePublicKey(f *testing.F) {
 		}
 		if k2, err := ParsePublicKey(k.Encode()); err != nil || k2.String() != k.String() {
 			t.Fatalf("round trip of %q: %v", b, err)
+		}
+	})
+}
+
+func FuzzParseAnchor(f *testing.F) {
+	for _, line := range splitLines(must(os.ReadFile(filepath.Join(goldenV2Dir, epochsName)))) {
+		f.Add(bytes.TrimSuffix(line, []byte("\n")))
+	}
+	f.Add([]byte(anchorHeader))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := parseAnchor(b, "d90fed2d2fa1324d")
+		if err != nil {
+			return
+		}
+		if got := a.line("d90fed2d2fa1324d"); !bytes.Equal(got, append(bytes.Clone(b), '\n')) {
+			t.Errorf("re-encoding differs:\n got %q\nwant %q", got, b)
 		}
 	})
 }

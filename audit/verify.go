@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 )
 
 // VerifyOptions configure [Verify]. The zero value verifies without a key.
@@ -700,16 +699,15 @@ func (v *verifier) window(it *item) error {
 		break
 	}
 	a := v.curA
-	t, _ := time.Parse(timeLayout, string(r.time))
 	switch {
 	case a == nil:
 		return v.fail(v.loc(it), WrongEpoch, "no epoch anchor covers seq %d", r.seq)
 	case r.epoch != a.epoch:
 		return v.fail(v.loc(it), WrongEpoch, "seq %d lies in epoch %d (anchored from seq %d at %s), the record names epoch %d",
 			r.seq, a.epoch, a.seq, a.time.Format(timeLayout), r.epoch)
-	case t.Before(a.time):
+	case string(r.time) < a.stamp:
 		return v.fail(v.loc(it), WrongEpoch, "time %s is before the start of epoch %d (%s)", r.time, a.epoch, a.time.Format(timeLayout))
-	case v.nextA != nil && t.After(v.nextA.time):
+	case v.nextA != nil && string(r.time) > v.nextA.stamp:
 		return v.fail(v.loc(it), WrongEpoch, "time %s is after the start of epoch %d (%s)", r.time, v.nextA.epoch, v.nextA.time.Format(timeLayout))
 	case r.seq == a.seq && r.prev != a.prev:
 		return v.fail(v.loc(it), Modified, "the first record of epoch %d does not follow the record its anchor names", a.epoch)
