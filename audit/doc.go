@@ -194,7 +194,9 @@
 // pruned or rewritten. A reader takes an unterminated last line as an
 // append in progress and ignores it ([Open] cuts it).
 //
-// Anchors must be in order: epochs 1, 2, 3, ... with no gap; S and T never
+// Anchors must name the manifest's log ID and be in order: the first of
+// epoch 1 with S = 1 and P the genesis value, then epochs 2, 3, ... with no
+// gap; S and T never
 // decrease; two anchors with the same S have the same P (epochs without
 // records). The rule a verifier enforces, for every record R of a version 2
 // log: let A be the anchor with the highest S not above R.seq (the last
