@@ -65,8 +65,10 @@ const maxEpochJump = 1 << 20
 
 // Verify checks the log in dir, streaming, in constant memory: every
 // record's format, sequence continuity, chain links, epochs, time order and
-// (with a key) MAC; every closed segment's checksum file; and every claim of
-// the manifest. It needs no lock and may run while a writer appends. It
+// (with a key) MAC; in format version 2, that every record lies in its
+// epoch's window given by the epoch anchors (with a key, each anchor's MAC
+// too); every closed segment's checksum file; and every claim of the
+// manifest. It does not read state.json. It needs no lock and may run while a writer appends. It
 // returns a [*VerifyError] naming the first bad record or file and the
 // [Problem], or [ErrWrongKey].
 func Verify(ctx context.Context, dir string, opts VerifyOptions) (*VerifyReport, error) {
