@@ -118,7 +118,12 @@ type Manager struct {
 	// their last lease to end.
 	revoked map[*shard]struct{}
 	// models are the models sealed by SealModel (and those being sealed).
-	models     map[string]*modelState
+	models map[string]*modelState
+	// staged holds the sealed shards of models still being sealed: their
+	// IDs stay in pending, and SealModel publishes or frees them all.
+	staged map[string]*shard
+	// resetMu serialises resets.
+	resetMu sync.Mutex
 	state      State
 	stopReason string
 	// stops counts calls of stop, so that Reset can tell whether a failure
@@ -229,6 +234,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		pending:  make(map[string]struct{}),
 		revoked:  make(map[*shard]struct{}),
 		models:   make(map[string]*modelState),
+		staged:   make(map[string]*shard),
 		closedCh: make(chan struct{}),
 	}
 	if m.clock == nil {
@@ -552,18 +558,30 @@ func (m *Manager) releaseReason(ctx context.Context, id string, force bool, reas
 		m.mu.Unlock()
 		return &InUseError{ShardID: id, Holders: holders}
 	}
-	delete(m.shards, id)
+	m.unlist(s, holders)
+	m.mu.Unlock()
+	return m.finishRelease(ctx, s, holders, reason, start)
+}
+
+// unlist takes a shard off the list; one with holders is marked revoked.
+// The caller holds m.mu.
+func (m *Manager) unlist(s *shard, holders []LeaseInfo) {
+	delete(m.shards, s.seal.ShardID)
 	m.dropEmptyModel(s.model)
 	if len(holders) > 0 {
 		s.revoked = true
 		m.revoked[s] = struct{}{}
 	}
-	m.mu.Unlock()
+}
+
+// finishRelease frees an unlisted shard's memory, or revokes its holders
+// (the memory then waits for the last lease).
+func (m *Manager) finishRelease(ctx context.Context, s *shard, holders []LeaseInfo, reason string, start time.Time) error {
 	if len(holders) > 0 {
 		return m.revoke(ctx, s, holders, start)
 	}
 	s.busy.Wait()
-	return m.freeBuffer(ctx, s.dev, id, s.buf, s.seal.Size, reason, true, start)
+	return m.freeBuffer(ctx, s.dev, s.seal.ShardID, s.buf, s.seal.Size, reason, true, start)
 }
 
 // dropEmptyModel forgets a model none of whose shards is resident any

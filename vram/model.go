@@ -295,10 +295,20 @@ func (m *Manager) SealModel(ctx context.Context, req ModelRequest) (ModelInfo, e
 	if failed != nil {
 		return ModelInfo{}, m.rejectModel(ctx, start, req, sealed, failed)
 	}
-	m.mu.Lock()
 	files := make([]string, len(req.Files))
 	for i, f := range req.Files {
 		files[i] = f.Name
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ModelInfo{}, m.rejectModel(ctx, start, req, sealed, ErrClosed)
+	}
+	// Publish every shard at once: none was listed before.
+	for _, id := range ids {
+		m.shards[id] = m.staged[id]
+		delete(m.staged, id)
+		delete(m.pending, id)
 	}
 	m.models[req.ID] = &modelState{ref: req.Ref, prov: req.Provenance, sealedAt: m.clock().UTC(), files: files, shards: ids}
 	committed = true
@@ -362,7 +372,16 @@ func (m *Manager) rejectModel(ctx context.Context, start time.Time, req ModelReq
 	ctx = context.WithoutCancel(ctx)
 	var cleanup error
 	for _, id := range sealed {
-		if err := m.releaseReason(ctx, id, true, "model_rejected"); err != nil && !errors.Is(err, ErrNotFound) {
+		// The staged shards were never listed: no one can hold them.
+		m.mu.Lock()
+		s := m.staged[id]
+		delete(m.staged, id)
+		delete(m.pending, id)
+		m.mu.Unlock()
+		if s == nil {
+			continue
+		}
+		if err := m.freeBuffer(ctx, s.dev, id, s.buf, s.seal.Size, "model_rejected", true, start); err != nil {
 			cleanup = errors.Join(cleanup, err)
 		}
 	}
@@ -543,24 +562,47 @@ func (m *Manager) VerifyModel(ctx context.Context, id string, mode VerifyMode) (
 	return out, nil
 }
 
-// ReleaseModel releases every shard of a model. When consumers hold any of
-// them it releases none and returns the first shard's *[InUseError],
+// ReleaseModel releases every shard of a model, or none: when consumers
+// hold any of them it returns the first such shard's *[InUseError],
 // unless force revokes them as [Manager.ReleaseForce] does.
 func (m *Manager) ReleaseModel(ctx context.Context, id string, force bool) error {
-	mi, err := m.Model(id)
-	if err != nil {
-		return err
+	start := time.Now()
+	if err := ValidateShardID(id); err != nil {
+		return m.rejected(ctx, start, "model release", "", err)
 	}
-	if !force {
-		for _, s := range mi.Shards {
-			if len(s.Attachments) > 0 {
-				return &InUseError{ShardID: s.Seal.ShardID, Holders: s.Attachments}
-			}
+	m.mu.Lock()
+	ms, ok := m.models[id]
+	if !ok || ms.pending {
+		m.mu.Unlock()
+		return fmt.Errorf("%w: model %q", ErrNotFound, id)
+	}
+	var (
+		shards  []*shard
+		holders [][]LeaseInfo
+	)
+	for _, sid := range ms.shards {
+		s, ok := m.shards[sid]
+		if !ok || s.model != id {
+			continue
 		}
+		h := s.leaseInfos()
+		if len(h) > 0 && !force {
+			m.mu.Unlock()
+			return &InUseError{ShardID: sid, Holders: h}
+		}
+		shards, holders = append(shards, s), append(holders, h)
+	}
+	for i, s := range shards {
+		m.unlist(s, holders[i])
+	}
+	delete(m.models, id)
+	m.mu.Unlock()
+	if len(shards) == 0 {
+		return fmt.Errorf("%w: model %q", ErrNotFound, id)
 	}
 	var first error
-	for _, s := range mi.Shards {
-		if err := m.releaseReason(ctx, s.Seal.ShardID, force, "released"); err != nil && !errors.Is(err, ErrNotFound) && first == nil {
+	for i, s := range shards {
+		if err := m.finishRelease(ctx, s, holders[i], "released", start); err != nil && first == nil {
 			first = err
 		}
 	}

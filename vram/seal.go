@@ -90,17 +90,21 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	}
 	m.pending[id] = struct{}{}
 	m.mu.Unlock()
+	committed := false
 	defer func() {
-		m.mu.Lock()
-		delete(m.pending, id)
-		m.mu.Unlock()
+		// A model's shard keeps its ID claimed, staged, until the model
+		// is published or rejected as a whole.
+		if req.model == "" || !committed {
+			m.mu.Lock()
+			delete(m.pending, id)
+			m.mu.Unlock()
+		}
 	}()
 
 	buf, err := m.allocate(ctx, d, id, req.Size)
 	if err != nil {
 		return ShardInfo{}, err
 	}
-	committed := false
 	defer func() {
 		if !committed {
 			// The seal failed after allocating: free the memory, and record
@@ -184,7 +188,13 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 		m.mu.Unlock()
 		return ShardInfo{}, ErrClosed
 	}
-	m.shards[id] = sh
+	if req.model != "" {
+		// Not listed, verifiable, attachable or releasable until
+		// SealModel publishes the whole model.
+		m.staged[id] = sh
+	} else {
+		m.shards[id] = sh
+	}
 	d.reserved -= req.Size
 	d.used += req.Size
 	committed = true
