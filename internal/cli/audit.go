@@ -77,18 +77,11 @@ nothing: hand it to auditors.`,
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "created audit log %s in %s\nverification key written to %s: move it off this machine\n",
 				vk.LogID(), safeText(args[0]), safeText(keyFile))
-			pk, err := audit.ReadPublicKey(args[0], nil)
-			if err == nil {
-				err = finishPrivate(pf, pk.Encode())
-			} else {
-				pf.Close()
-				os.Remove(pubFile)
-			}
+			pk, err := writeCheckpointPub(pf, args[0])
 			if err != nil {
-				return fmt.Errorf("audit init: the log and its verification key were created, but the checkpoint public key was not written to %s (it is also in %s): %w",
-					safeText(pubFile), safeText(filepath.Join(args[0], "checkpoint.pub")), err)
+				return fmt.Errorf("audit init: %w", err)
 			}
-			fmt.Fprintf(out, "checkpoint public key written to %s: give it to auditors\n  %s\n", safeText(pubFile), pk)
+			fmt.Fprintln(out, publicKeyLine(pubFile, pk))
 			return nil
 		},
 	}
@@ -141,6 +134,30 @@ func initAudit(dir, keyFile string, writeKey func(f *os.File, data []byte) error
 		return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s, but not the key file: %v", qkey, werr, qdir, err)
 	}
 	return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s: nothing was created", qkey, werr, qdir)
+}
+
+// writeCheckpointPub writes the checkpoint public key of the new log in
+// dir to pf, a new file from [createPublic], and returns the key. On
+// failure pf is removed, and the error says where the key still is.
+func writeCheckpointPub(pf *os.File, dir string) (*audit.PublicKey, error) {
+	pk, err := audit.ReadPublicKey(dir, nil)
+	if err == nil {
+		err = finishPrivate(pf, pk.Encode())
+	} else {
+		pf.Close()
+		os.Remove(pf.Name())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the log and its verification key were created, but the checkpoint public key was not written to %s (it is also in %s): %w",
+			safeText(pf.Name()), safeText(filepath.Join(dir, "checkpoint.pub")), err)
+	}
+	return pk, nil
+}
+
+// publicKeyLine tells where the checkpoint public key pk was written, and
+// the key itself, on two lines.
+func publicKeyLine(path string, pk *audit.PublicKey) string {
+	return fmt.Sprintf("checkpoint public key written to %s: give it to auditors\n  %s", safeText(path), pk)
 }
 
 // writeKeyFile writes the verification key to the new file f, makes it
