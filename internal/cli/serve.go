@@ -540,7 +540,7 @@ func openDevices(ctx context.Context, cfg serveConfig, n *narration.Narrator) ([
 		if why != "" {
 			n.Emit(ctx, &narration.Event{Level: slog.LevelWarn, Action: "device_fallback", Target: "sim",
 				Human: "No usable NVIDIA GPU; running on the SIMULATED device (weights stay in host memory)", Error: why})
-			choice.reason = "--device auto: no usable NVIDIA GPU: " + why
+			choice.reason = "--device auto: " + why
 		}
 		out := make([]gpu.Device, len(devs))
 		for i, d := range devs {
