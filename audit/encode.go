@@ -17,10 +17,6 @@ const (
 	formatVersion = 2 // epochs anchored in the epochs file
 )
 
-// FormatVersion is the record and manifest format version this package
-// writes: the "v" of every record it appends.
-const FormatVersion = formatVersion
-
 // timeLayout is the only accepted time form: UTC, nanoseconds, fixed width.
 const timeLayout = "2006-01-02T15:04:05.000000000Z"
 

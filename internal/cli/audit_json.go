@@ -39,13 +39,17 @@ type verifyJSON struct {
 	SignedSize         uint64 `json:"signed_size"`
 	UnsignedRecords    uint64 `json:"unsigned_records"`
 	TornBytes          int64  `json:"torn_bytes"`
+	FormatVersion      int    `json:"format_version"`
+	EpochsTimeBound    bool   `json:"epochs_time_bound"`
+	EpochAnchors       int    `json:"epoch_anchors"`
 }
 
 func toVerifyJSON(r *audit.VerifyReport) verifyJSON {
 	return verifyJSON{OK: true, Records: r.Records, FirstSeq: r.FirstSeq, LastSeq: r.LastSeq, Segments: r.Segments,
 		PrunedSegments: r.Pruned, Epochs: r.Epochs, FirstEpoch: r.FirstEpoch, LastEpoch: r.LastEpoch,
 		MACsChecked: r.MACsChecked, CheckpointsChecked: r.CheckpointsChecked, Checkpoints: r.Checkpoints,
-		SignedSize: r.SignedSize, UnsignedRecords: r.Unsigned, TornBytes: r.TornBytes}
+		SignedSize: r.SignedSize, UnsignedRecords: r.Unsigned, TornBytes: r.TornBytes,
+		FormatVersion: r.Version, EpochsTimeBound: r.Version >= 2, EpochAnchors: r.Anchors}
 }
 
 // pruneJSON is the --json form of audit prune.

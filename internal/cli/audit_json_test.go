@@ -91,7 +91,8 @@ func TestAuditJSON(t *testing.T) {
 		want  map[string]any // members every line must have, with these values
 	}{
 		{[]string{"verify", dir, "--verification-key", key, "--public-key", pub}, 1,
-			map[string]any{"ok": true, "records": 5.0, "first_seq": 1.0, "last_seq": 5.0, "macs_checked": true, "checkpoints_checked": true}},
+			map[string]any{"ok": true, "records": 5.0, "first_seq": 1.0, "last_seq": 5.0, "macs_checked": true, "checkpoints_checked": true,
+				"format_version": 2.0, "epochs_time_bound": true}},
 		{[]string{"verify", dir}, 1, map[string]any{"ok": true, "macs_checked": false, "checkpoints_checked": false}},
 		{[]string{"query", dir, "--json"}, 5, map[string]any{"type": "shard_sealed"}},
 		{[]string{"query", dir, "--json", "--format", "ndjson", "--field", "n=3"}, 1, map[string]any{"seq": 4.0}},

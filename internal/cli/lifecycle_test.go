@@ -93,7 +93,8 @@ func fieldText(r *audit.Record, key string) string {
 func TestDaemonLifecycleAudit(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	args := []string{"--device", "sim", "--sim-devices", "2", "--sim-capacity", "64MiB", "--data-dir", data,
-		"--headroom", "1MiB", "--max-shard-size", "32MiB", "--scrub-rate", "16MiB", "--scrub-interval", "1h", "--audit-failure", "open"}
+		"--headroom", "1MiB", "--max-shard-size", "32MiB", "--scrub-rate", "16MiB", "--scrub-interval", "1h", "--audit-failure", "open",
+		"--audit-segment-size", "1MiB", "--audit-epoch-interval", "1m"}
 	addr, stop := serveInProcess(t, args...)
 	model, _ := writeModel(t, 200_000)
 	if _, stderr, err := runCLI(t, "shard", "add", model, "--shard-id", "lifecycle-a", "--addr", "http://"+addr); err != nil {
@@ -170,7 +171,9 @@ func TestDaemonLifecycleAudit(t *testing.T) {
 		{started, "scrub_interval_us", "3600000000"},
 		{started, "audit_failure", "fail-open"},
 		{started, "audit_retain", "forever"},
-		{started, "audit_format", "1"},
+		{started, "audit_format", "2"},
+		{started, "audit_segment_size", "1048576"},
+		{started, "audit_epoch_interval_us", "60000000"},
 		{started, "audit_log_id", pk.LogID()},
 		{started, "listen", addr},
 		{started, "token_required", "false"},
