@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -231,6 +232,37 @@ func TestStopReason(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if r, d := stopReason(tt.ctx, tt.serveErr); r != tt.reason || d != tt.detail {
 				t.Errorf("stopReason = %q, %q; want %q, %q", r, d, tt.reason, tt.detail)
+			}
+		})
+	}
+}
+
+// failingAuditor refuses every event with err.
+type failingAuditor struct{ err error }
+
+func (a failingAuditor) Append(context.Context, audit.Event) (audit.Receipt, error) {
+	return audit.Receipt{}, a.err
+}
+
+// A fail-closed log that cannot record a lifecycle event stops the daemon
+// (the error names the event); a fail-open one does not.
+func TestLifecycleAuditFailure(t *testing.T) {
+	closed := errors.New("audit: log failed: disk full")
+	open := fmt.Errorf("%w: audit: log failed: disk full", audit.ErrNotRecorded)
+	for _, tt := range []struct {
+		name    string
+		err     error
+		refused bool
+	}{
+		{"fail-closed", closed, true},
+		{"fail-open", open, false},
+		{"recorded", nil, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l := &lifecycle{log: failingAuditor{tt.err}}
+			err := l.append(context.Background(), EventDaemonStarted, nil)
+			if refused := err != nil; refused != tt.refused || refused && (!errors.Is(err, closed) || !strings.Contains(err.Error(), EventDaemonStarted)) {
+				t.Errorf("append with the log answering %v = %v; want refused %v, naming %s", tt.err, err, tt.refused, EventDaemonStarted)
 			}
 		})
 	}

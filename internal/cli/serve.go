@@ -359,6 +359,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	}
 	life, err := recordStarted(ctx, log, m, cfg, backend, ln.Addr().String())
 	if err != nil {
+		ln.Close()
 		return err
 	}
 	say(slog.LevelInfo, "serving", fmt.Sprintf("serving on http://%s (%s backend, %d GPU(s), audit log %s, %s, %s)",
