@@ -267,6 +267,7 @@ type Log struct {
 	o     Options
 	fixed []byte // encoded service, node, worker
 	lock  io.Closer
+	ver   int // the log's format version, fixed at Open
 
 	mu     sync.RWMutex // Append holds it shared while enqueuing
 	closed bool
@@ -377,6 +378,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		lk.Close()
 		return nil, err
 	}
+	l.ver = l.w.man.Ver
 	l.epoch.Store(l.w.st.epoch)
 	l.lastSeq.Store(l.w.lastSeq)
 	l.lastSync.Store(time.Now().UnixNano())
@@ -527,6 +529,11 @@ func (l *Log) Close(ctx context.Context) error {
 	}
 	return nil
 }
+
+// FormatVersion returns the log's format version: that of new logs for a
+// log made by [Init], an older one for a log that was made with it (a log
+// keeps its version).
+func (l *Log) FormatVersion() int { return l.ver }
 
 // Stats returns the counters.
 func (l *Log) Stats() Stats {

@@ -241,4 +241,21 @@ func TestEndToEndScrub(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"scrub"`) || !strings.Contains(out, `"30"`) {
 		t.Fatalf("audit query: exit %d, want a scrub failure naming chunk 30:\n%s", code, out)
 	}
+	// The lifecycle: started on the simulator with test faults on; stopped
+	// by the signal after releasing the (quarantined) shard.
+	out, code = run(t, bin, "audit", "query", filepath.Join(data, "audit"), "--type", "daemon_started,daemon_stopped", "--format", "ndjson")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 {
+		t.Fatalf("audit query of the lifecycle: exit %d, want 2 records:\n%s", code, out)
+	}
+	for _, want := range []string{`"type":"daemon_started"`, `"backend":"sim"`, `"weights_in_host_memory":true`, `"test_faults":true`, `"resident_shards_found":0`} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("daemon_started lacks %s:\n%s", want, lines[0])
+		}
+	}
+	for _, want := range []string{`"type":"daemon_stopped"`, `"reason":"signal"`, `"detail":"interrupt signal received"`, `"shards_released":1`} {
+		if !strings.Contains(lines[1], want) {
+			t.Errorf("daemon_stopped lacks %s:\n%s", want, lines[1])
+		}
+	}
 }

@@ -34,7 +34,10 @@ func newAuditCmd() *cobra.Command {
 }
 
 func newAuditInitCmd() *cobra.Command {
-	var keyFile, pubFile string
+	var (
+		keyFile, pubFile string
+		asJSON           bool
+	)
 	cmd := &cobra.Command{
 		Use: "init DIR --verification-key FILE [--public-key FILE]",
 		Example: `  # before the first serve, to hold the key yourself from the start:
@@ -75,25 +78,24 @@ nothing: hand it to auditors.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "created audit log %s in %s\nverification key written to %s: move it off this machine\n",
-				vk.LogID(), safeText(args[0]), safeText(keyFile))
-			pk, err := audit.ReadPublicKey(args[0], nil)
-			if err == nil {
-				err = finishPrivate(pf, pk.Encode())
-			} else {
-				pf.Close()
-				os.Remove(pubFile)
+			if !asJSON {
+				fmt.Fprintf(out, "created audit log %s in %s\nverification key written to %s: move it off this machine\n",
+					vk.LogID(), safeText(args[0]), safeText(keyFile))
 			}
+			pk, err := writeCheckpointPub(pf, args[0])
 			if err != nil {
-				return fmt.Errorf("audit init: the log and its verification key were created, but the checkpoint public key was not written to %s (it is also in %s): %w",
-					safeText(pubFile), safeText(filepath.Join(args[0], "checkpoint.pub")), err)
+				return fmt.Errorf("audit init: %w", err)
 			}
-			fmt.Fprintf(out, "checkpoint public key written to %s: give it to auditors\n  %s\n", safeText(pubFile), pk)
+			if asJSON {
+				return writeJSON(out, initJSON{LogID: vk.LogID(), Dir: args[0], VerificationKey: keyFile, PublicKeyFile: pubFile, PublicKey: pk.String()})
+			}
+			fmt.Fprintln(out, publicKeyLine(pubFile, pk))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "verification-key", "", "file to write the verification key to (required)")
 	cmd.Flags().StringVar(&pubFile, "public-key", "", "file to write the checkpoint public key to (default: the verification key file + .pub)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 
@@ -141,6 +143,30 @@ func initAudit(dir, keyFile string, writeKey func(f *os.File, data []byte) error
 		return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s, but not the key file: %v", qkey, werr, qdir, err)
 	}
 	return nil, fmt.Errorf("audit init: write verification key %s: %w; removed the new audit log in %s: nothing was created", qkey, werr, qdir)
+}
+
+// writeCheckpointPub writes the checkpoint public key of the new log in
+// dir to pf, a new file from [createPublic], and returns the key. On
+// failure pf is removed, and the error says where the key still is.
+func writeCheckpointPub(pf *os.File, dir string) (*audit.PublicKey, error) {
+	pk, err := audit.ReadPublicKey(dir, nil)
+	if err == nil {
+		err = finishPrivate(pf, pk.Encode())
+	} else {
+		pf.Close()
+		os.Remove(pf.Name())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the log and its verification key were created, but the checkpoint public key was not written to %s (it is also in %s): %w",
+			safeText(pf.Name()), safeText(filepath.Join(dir, "checkpoint.pub")), err)
+	}
+	return pk, nil
+}
+
+// publicKeyLine tells where the checkpoint public key pk was written, and
+// the key itself, on two lines.
+func publicKeyLine(path string, pk *audit.PublicKey) string {
+	return fmt.Sprintf("checkpoint public key written to %s: give it to auditors\n  %s", safeText(path), pk)
 }
 
 // writeKeyFile writes the verification key to the new file f, makes it
@@ -209,7 +235,10 @@ func readKey(path string) (*audit.VerificationKey, error) {
 const exitVerifyFailed = 4
 
 func newAuditVerifyCmd() *cobra.Command {
-	var keyFile, pubFile string
+	var (
+		keyFile, pubFile string
+		asJSON           bool
+	)
 	cmd := &cobra.Command{
 		Use: "verify DIR [--verification-key FILE] [--public-key FILE]",
 		Example: `  vramseal audit verify vramseal-data/audit --verification-key ~/audit-verification.key
@@ -248,6 +277,9 @@ Exit status:
 			out := cmd.OutOrStdout()
 			rep, err := audit.Verify(cmd.Context(), args[0], audit.VerifyOptions{Key: vk, PublicKey: pk})
 			var ve *audit.VerifyError
+			if errors.As(err, &ve) && asJSON {
+				return &ExitError{Code: exitVerifyFailed, Err: err}
+			}
 			if errors.As(err, &ve) {
 				fmt.Fprintf(out, "FAIL: %s\n  file:    %s\n", ve.Problem, safeText(ve.File))
 				if ve.Line > 0 {
@@ -264,11 +296,17 @@ Exit status:
 				// Either the wrong key or a log replaced wholesale: a
 				// verification failure either way, never "bad input" that a
 				// monitoring script might shrug off.
+				if asJSON {
+					return &ExitError{Code: exitVerifyFailed, Err: err}
+				}
 				fmt.Fprintf(out, "FAIL: the log in %s is not the log of this key\n", safeText(args[0]))
 				return &ExitError{Code: exitVerifyFailed, Err: err}
 			}
 			if err != nil {
 				return err
+			}
+			if asJSON {
+				return writeJSON(out, toVerifyJSON(rep))
 			}
 			fmt.Fprintf(out, "OK: %d records (seq %d..%d), %d segments, %d epochs (%d..%d)",
 				rep.Records, rep.FirstSeq, rep.LastSeq, rep.Segments, rep.Epochs, rep.FirstEpoch, rep.LastEpoch)
@@ -308,6 +346,7 @@ Exit status:
 	}
 	cmd.Flags().StringVar(&keyFile, "verification-key", "", "verification key file written by audit init")
 	cmd.Flags().StringVar(&pubFile, "public-key", "", "checkpoint public key file written by audit init")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 
@@ -316,6 +355,7 @@ func newAuditQueryCmd() *cobra.Command {
 		types, sevs, fields []string
 		minSev, since       string
 		until, cid, format  string
+		asJSON              bool
 	)
 	cmd := &cobra.Command{
 		Use: "query DIR",
@@ -324,8 +364,8 @@ func newAuditQueryCmd() *cobra.Command {
 		Short: "Select records by type, severity, time, field or correlation ID",
 		Long: `Stream the records of the audit log in DIR that match every given filter.
 --format ndjson (default) prints the records' exact lines (still verifiable);
---format table prints one escaped line per record. Query does not verify:
-run audit verify for that.`,
+--format table prints one escaped line per record; --json is --format
+ndjson. Query does not verify: run audit verify for that.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := audit.Filter{Types: types, CorrelationID: cid}
@@ -356,6 +396,12 @@ run audit verify for that.`,
 					return &ExitError{Code: 2, Err: fmt.Errorf("audit query: --field %q: want KEY=VALUE", kv)}
 				}
 				f.Fields = append(f.Fields, audit.FieldMatch{Key: k, Value: v})
+			}
+			if asJSON {
+				if cmd.Flags().Changed("format") && format != "ndjson" {
+					return &ExitError{Code: 2, Err: fmt.Errorf("audit query: --json prints the records as NDJSON: it cannot be combined with --format %s", safeText(format))}
+				}
+				format = "ndjson"
 			}
 			w := bufio.NewWriter(cmd.OutOrStdout())
 			defer w.Flush()
@@ -391,6 +437,7 @@ run audit verify for that.`,
 	fl.StringVar(&cid, "cid", "", "correlation ID")
 	fl.StringArrayVar(&fields, "field", nil, "field value KEY=VALUE, e.g. shard_id=abc (repeatable)")
 	fl.StringVar(&format, "format", "ndjson", "output: ndjson or table")
+	fl.BoolVar(&asJSON, "json", false, "print the records' exact lines, NDJSON (the same as --format ndjson)")
 	return cmd
 }
 
@@ -505,12 +552,15 @@ overrides in values are shown escaped, never interpreted by the terminal.`,
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep showing new records")
 	cmd.Flags().IntVarP(&n, "lines", "n", 10, "how many of the newest records to show first")
-	cmd.Flags().BoolVar(&jsonl, "json", false, "print the exact record lines instead")
+	cmd.Flags().BoolVar(&jsonl, "json", false, "print the records' exact lines instead, NDJSON")
 	return cmd
 }
 
 func newAuditPruneCmd() *cobra.Command {
-	var retain string
+	var (
+		retain string
+		asJSON bool
+	)
 	cmd := &cobra.Command{
 		Use: "prune DIR --retain 2555d",
 		Example: `  # with the daemon stopped (it holds the log's lock):
@@ -542,10 +592,14 @@ stop the daemon first, or set its retention instead.`,
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), pruneJSON{PrunedSegments: rep.Segments, PrunedRecords: rep.Records, ThroughSeq: rep.ThroughSeq})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "pruned %d segments (%d records); pruned through seq %d\n", rep.Segments, rep.Records, rep.ThroughSeq)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&retain, "retain", "", "retention period, e.g. 2555d (required)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -36,12 +36,13 @@ func newSealCmd() *cobra.Command {
 		Use: "seal FILE",
 		Example: `  vramseal seal model.safetensors
   vramseal seal model.bin --device sim --sim-capacity 16GiB --json`,
-		Short: "Seal a model file into VRAM, verify it, print the handle, release it",
+		Short: "Seal a model file into VRAM, verify it, print the seal, release it",
 		Long: `Seal copies FILE into GPU memory (an NVIDIA GPU with --device cuda, or auto
 when one is usable; the simulated device otherwise), seals it (flat SHA-256
 digest, chunk tree root, HMAC signature), verifies it from device memory in
-full and sampled mode, prints the shard handle, and releases the memory: a
-one-shot check of the whole residency path on this machine. It exits 0 only
+full and sampled mode, prints the seal (shard ID, GPU, digest, tree root, key
+ID), and releases the memory: a one-shot check of the whole residency path
+on this machine. It exits 0 only
 if every step succeeds; 2 for bad input, 3 when the shard does not fit, 4 for
 an integrity failure or a VRAM-only policy violation.
 

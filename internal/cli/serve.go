@@ -86,7 +86,13 @@ flag on the command line wins over the environment.
 On first start the daemon creates the data directory (0700) with a worker
 secret (worker.secret, 0600) and an audit log (audit/); the audit log's
 verification key is written to audit-verification.key: move it off this
-machine, since whoever holds it can check, and forge, old records.`,
+machine, since whoever holds it can check, and forge, old records. The
+checkpoint public key is printed and written to audit-verification.key.pub:
+give it to auditors (audit verify --public-key); it forges nothing.
+
+The audit log records daemon_started (version, backend and why, devices,
+policy settings) before the daemon serves, and daemon_stopped (why, shards
+released, uptime) after it released every shard.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := applyEnv(cmd.Flags()); err != nil {
@@ -294,7 +300,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 			if h.RetentionErr != nil {
 				a["retention_error"] = h.RetentionErr.Error()
 			}
-			out := map[string]any{"audit": a, "backend": backend, "narration": narrationHealth(narrator.Stats())}
+			out := map[string]any{"audit": a, "backend": backend.name, "narration": narrationHealth(narrator.Stats())}
 			if cfg.scrubRate > 0 {
 				st := m.ScrubStats()
 				sc := map[string]any{"rate_bytes_per_second": int64(cfg.scrubRate), "passes": st.Passes,
@@ -351,13 +357,19 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	if attachSrv != nil {
 		attachAt = "attach socket " + attachSrv.Path()
 	}
+	life, err := recordStarted(ctx, log, m, cfg, backend, ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	say(slog.LevelInfo, "serving", fmt.Sprintf("serving on http://%s (%s backend, %d GPU(s), audit log %s, %s, %s)",
 		ln.Addr(), backend, len(devices), auditDir(cfg), aopts.Policy, attachAt))
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	var serveErr error
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
+		serveErr = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	// Graceful shutdown: stop accepting, finish in-flight requests,
@@ -376,13 +388,13 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	if attachSrv != nil {
 		serr = errors.Join(serr, attachSrv.Close(context.Background()))
 	}
-	merr := m.Close(context.Background())
+	merr := life.stop(ctx, m, serveErr)
 	// The audit log gets its own deadline: the releases just recorded
 	// must reach the disk whatever the requests used up.
 	actx, acancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer acancel()
 	aerr := log.Close(actx)
-	return errors.Join(serr, merr, aerr)
+	return errors.Join(serveErr, serr, merr, aerr)
 }
 
 // attachSocketPath is the attach socket's path, or "" when it is off.
@@ -499,7 +511,10 @@ func openAudit(cfg serveConfig, opts audit.Options, say func(slog.Level, string,
 		if werr := writePrivate(keyPath, vk.Encode()); werr != nil {
 			return nil, fmt.Errorf("write verification key: %w", werr)
 		}
-		say(slog.LevelWarn, "audit_created", fmt.Sprintf("created audit log %s; its verification key is %s: move it off this machine", dir, keyPath))
+		say(slog.LevelWarn, "audit_created", fmt.Sprintf("created audit log %s; its verification key is %s: move it off this machine (it verifies, and can forge, the log)", dir, keyPath))
+		if err := servePublicKey(dir, keyPath+".pub", say); err != nil {
+			return nil, err
+		}
 		log, err = audit.Open(dir, opts)
 	}
 	if err != nil {
@@ -514,22 +529,25 @@ var openCUDA = cuda.Open
 // openDevices picks the GPU backend. auto uses CUDA when a usable NVIDIA
 // GPU is present and otherwise falls back to the simulator, saying why;
 // with an explicit --cuda-library there is no fallback: the operator asked
-// for that driver.
-func openDevices(ctx context.Context, cfg serveConfig, n *narration.Narrator) ([]gpu.Device, []*sim.Device, string, error) {
-	useSim := func(why string) ([]gpu.Device, []*sim.Device, string, error) {
+// for that driver. The choice says which backend and why, for the
+// daemon_started audit record.
+func openDevices(ctx context.Context, cfg serveConfig, n *narration.Narrator) ([]gpu.Device, []*sim.Device, backendChoice, error) {
+	useSim := func(why string) ([]gpu.Device, []*sim.Device, backendChoice, error) {
 		devs, err := sim.New(sim.Options{Devices: cfg.simDevices, Capacity: int64(cfg.simCapacity)})
 		if err != nil {
-			return nil, nil, "", err
+			return nil, nil, backendChoice{}, err
 		}
+		choice := backendChoice{name: "sim", reason: "--device sim"}
 		if why != "" {
 			n.Emit(ctx, &narration.Event{Level: slog.LevelWarn, Action: "device_fallback", Target: "sim",
 				Human: "No usable NVIDIA GPU; running on the SIMULATED device (weights stay in host memory)", Error: why})
+			choice.reason = "--device auto: " + why
 		}
 		out := make([]gpu.Device, len(devs))
 		for i, d := range devs {
 			out[i] = d
 		}
-		return out, devs, "sim", nil
+		return out, devs, choice, nil
 	}
 	switch cfg.device {
 	case "sim":
@@ -538,7 +556,7 @@ func openDevices(ctx context.Context, cfg serveConfig, n *narration.Narrator) ([
 		drv, err := openCUDA(cuda.Options{LibraryPath: cfg.cudaLibrary})
 		if err != nil {
 			if cfg.device == "cuda" || cfg.cudaLibrary != "" || !errors.Is(err, cuda.ErrUnavailable) {
-				return nil, nil, "", fmt.Errorf("--device %s: %w", cfg.device, err)
+				return nil, nil, backendChoice{}, fmt.Errorf("--device %s: %w", cfg.device, err)
 			}
 			return useSim(err.Error())
 		}
@@ -546,9 +564,13 @@ func openDevices(ctx context.Context, cfg serveConfig, n *narration.Narrator) ([
 		for _, d := range drv.Devices() {
 			out = append(out, d)
 		}
-		return out, nil, "cuda", nil
+		choice := backendChoice{name: "cuda", reason: "--device cuda"}
+		if cfg.device == "auto" {
+			choice.reason = "--device auto: the CUDA driver loaded and found a usable NVIDIA GPU"
+		}
+		return out, nil, choice, nil
 	default:
-		return nil, nil, "", &ExitError{Code: 2, Err: fmt.Errorf("--device %s: use auto, sim or cuda", strconv.Quote(cfg.device))}
+		return nil, nil, backendChoice{}, &ExitError{Code: 2, Err: fmt.Errorf("--device %s: use auto, sim or cuda", strconv.Quote(cfg.device))}
 	}
 }
 

@@ -65,8 +65,11 @@ func TestDeviceAutoFallsBackLoudly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("--device auto without a CUDA driver = %v, want the simulator", err)
 	}
-	if backend != "sim" || len(devs) != 2 || len(sims) != 2 {
-		t.Errorf("backend %q with %d devices (%d simulated), want sim with 2", backend, len(devs), len(sims))
+	if backend.name != "sim" || len(devs) != 2 || len(sims) != 2 {
+		t.Errorf("backend %q with %d devices (%d simulated), want sim with 2", backend.name, len(devs), len(sims))
+	}
+	if !strings.Contains(backend.reason, "--device auto") || !strings.Contains(backend.reason, "libcuda.so.1 not found") {
+		t.Errorf("fallback reason %q, want --device auto and the driver's error", backend.reason)
 	}
 	e := rec.RequireOne(narrationtest.Match{Action: "device_fallback", Target: "sim"})
 	if !strings.Contains(e.Human, "SIMULATED") || e.Error == "" {
