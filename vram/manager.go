@@ -123,7 +123,7 @@ type Manager struct {
 	// IDs stay in pending, and SealModel publishes or frees them all.
 	staged map[string]*shard
 	// resetMu serialises resets.
-	resetMu sync.Mutex
+	resetMu    sync.Mutex
 	state      State
 	stopReason string
 	// stops counts calls of stop, so that Reset can tell whether a failure
