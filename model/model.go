@@ -37,6 +37,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/vramseal/vramseal/provenance"
 	"github.com/vramseal/vramseal/seal"
@@ -165,12 +166,16 @@ func baseName(rel string, root *os.Root) string {
 }
 
 func openError(rel string, err error) error {
-	if errors.Is(err, fs.ErrNotExist) {
-		return invalid("%s does not exist", quote(rel))
-	}
 	var pe *fs.PathError
-	if errors.As(err, &pe) && strings.Contains(pe.Err.Error(), "escapes") {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return invalid("%s does not exist", quote(rel))
+	case errors.As(err, &pe) && strings.Contains(pe.Err.Error(), "escapes"):
 		return invalid("%s leads outside the model directory", quote(rel))
+	case errors.Is(err, fs.ErrPermission):
+		return invalid("%s cannot be read: permission denied", quote(rel))
+	case errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
+		return invalid("%s: %v", quote(rel), errors.Unwrap(err))
 	}
 	return fmt.Errorf("model: %s: %w", quote(rel), err)
 }
@@ -256,7 +261,9 @@ func (l *Layout) open(name string) (*os.File, os.FileInfo, error) {
 	if !st.Mode().IsRegular() {
 		return nil, nil, invalid("%s is not a regular file", quote(name))
 	}
-	fh, err := l.root.Open(name)
+	// O_NONBLOCK: a file swapped for a FIFO after the Stat must not block
+	// the open (reads of a regular file ignore the flag).
+	fh, err := l.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, nil, openError(name, err)
 	}
@@ -289,6 +296,14 @@ func (l *Layout) scanDir() error {
 			return nil
 		}
 		if d.IsDir() {
+			return nil
+		}
+		if !d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0 {
+			// FIFOs, sockets and devices are never model files: one
+			// named as a weight is an error, others are left out.
+			if strings.HasSuffix(p, ".safetensors") || strings.HasSuffix(p, ".gguf") || p == IndexFile {
+				return invalid("%s is not a regular file", quote(p))
+			}
 			return nil
 		}
 		all = append(all, p)
@@ -545,11 +560,11 @@ func (l *Layout) ExpectDigests(r io.Reader) (*Expectation, error) {
 		return nil, invalid("--expect-digests: %v", err)
 	}
 	if !l.Dir && len(l.Weights) == 1 {
-		sum, ok := d[l.Weights[0].Name]
+		sum, ok := d[path.Base(l.Weights[0].Name)]
 		if !ok {
 			return nil, fmt.Errorf("--expect-digests: %w: %s", provenance.ErrNotCovered, quote(l.Weights[0].Name))
 		}
-		d = provenance.Digests{provenance.SingleFile: sum}
+		d = provenance.Digests{l.Weights[0].Resource: sum}
 	} else if !l.Dir {
 		// Split GGUF parts are named by their base names.
 		keep := provenance.Digests{}

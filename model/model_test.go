@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/gpu"
@@ -305,6 +306,33 @@ func TestSignedFileMissing(t *testing.T) {
 	}
 }
 
+// A FIFO where a signed file should be is skipped, so the signature's
+// file is missing: an error, never a hang.
+func TestFIFOInModelDirectory(t *testing.T) {
+	root := copyTree(t, filepath.Join(fixtures, "tiny-llama"))
+	cfg := filepath.Join(root, "tiny-llama", "config.json")
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := openLayout(t, openRoot(t, root), "tiny-llama")
+	done := make(chan error, 1)
+	go func() { done <- l.Check(signature(t, "tiny-llama.sig")) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, vram.ErrInvalidInput) || !strings.Contains(err.Error(), "config.json") {
+			t.Errorf("Check = %v, want config.json missing", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Check blocked on a FIFO")
+	}
+	if _, err := provenance.HashFile(filepath.Join(root, "tiny-llama"), "config.json"); !errors.Is(err, provenance.ErrMalformed) {
+		t.Errorf("HashFile of a FIFO = %v, want refused", err)
+	}
+}
+
 func TestExpectDigests(t *testing.T) {
 	dir := filepath.Join(fixtures, "tiny-llama")
 	var sums bytes.Buffer
@@ -410,6 +438,18 @@ func TestSplitGGUF(t *testing.T) {
 	}
 	if _, err := model.Open(openRoot(t, root), "m-00001-of-00003.gguf"); !errors.Is(err, vram.ErrInvalidInput) || !strings.Contains(err.Error(), "part 3 of 3") {
 		t.Errorf("missing part: err = %v", err)
+	}
+	// A split file of one part is checked by its own name.
+	if err := os.WriteFile(filepath.Join(root, "one-00001-of-00001.gguf"), g, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	one := openLayout(t, openRoot(t, root), "one-00001-of-00001.gguf")
+	exp, err := one.ExpectDigests(strings.NewReader(fmt.Sprintf("%x  one-00001-of-00001.gguf\n", sha256Of(g))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := one.Check(exp); err != nil {
+		t.Errorf("digests of a one-part split GGUF: %v", err)
 	}
 }
 

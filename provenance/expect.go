@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // Limits on sha256sum files.
@@ -142,7 +143,8 @@ func HashFileIn(root *os.Root, rel string) ([32]byte, error) {
 	if err := checkPath(rel); err != nil || rel == SingleFile {
 		return sum, fmt.Errorf("%w: %q is not a relative file path", ErrMalformed, printable(rel))
 	}
-	f, err := root.Open(rel)
+	// O_NONBLOCK: a FIFO must not block the open; it is refused below.
+	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return sum, fmt.Errorf("provenance: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vramseal/vramseal/model"
 	"github.com/vramseal/vramseal/provenance"
@@ -221,6 +222,9 @@ func (s *Server) uploadModel(w http.ResponseWriter, r *http.Request) (vram.Model
 	if name == "" {
 		return vram.ModelInfo{}, badRequest("file_name is required: the weight file's base name")
 	}
+	if !validFileName(name) {
+		return vram.ModelInfo{}, badRequest("file_name must be a base name of at most 255 printable characters, without / or \\")
+	}
 	format := q.Get("format")
 	switch {
 	case format == "" && strings.HasSuffix(name, ".safetensors"):
@@ -267,10 +271,23 @@ func (s *Server) uploadModel(w http.ResponseWriter, r *http.Request) (vram.Model
 	mi, err := s.sealModel(r, l, mr, exp, experr)
 	body.finish(w)
 	if body.aborted != nil && err != nil {
-		s.uploadAborted(r.Context(), id, body.aborted)
+		s.uploadAborted(r.Context(), id+"-0", body.aborted) // the model's one shard
 		return mi, &httpError{http.StatusRequestTimeout, CodeUploadTooSlow, body.aborted}
 	}
 	return mi, err
+}
+
+// validFileName accepts a printable base name of at most 255 bytes.
+func validFileName(name string) bool {
+	if name == "." || name == ".." || len(name) > 255 || !utf8.ValidString(name) || strings.ContainsAny(name, "/\\") {
+		return false
+	}
+	for _, r := range name {
+		if !strconv.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // releaseModel releases every shard of a model; ?force=true revokes

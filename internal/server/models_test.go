@@ -172,4 +172,10 @@ func TestModelUploadWithSignature(t *testing.T) {
 	if got := len(f.m.Shards()); got != 1 {
 		t.Errorf("%d shards resident, want only the first model's", got)
 	}
+	for _, name := range []string{"a%2Fb.safetensors", "..", "x%1B%5B31m.safetensors", strings.Repeat("a", 256)} {
+		r := f.call(t, "POST", "/v1/models?model_id=n&file_name="+name, "application/octet-stream", bytes.NewReader(data))
+		if r.status != 400 || !strings.Contains(r.raw, "file_name") {
+			t.Errorf("file_name %q: %d %s, want 400", name, r.status, r.raw)
+		}
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -585,7 +586,9 @@ func (s *Server) openModel(path string) (*os.File, error) {
 	}
 	var f *os.File
 	if err == nil {
-		f, err = root.Open(rel)
+		// O_NONBLOCK: a file swapped for a FIFO after the Stat must not
+		// block the open; Seal checks the open file again.
+		f, err = root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	}
 	if err != nil {
 		return nil, &httpError{http.StatusForbidden, CodeInvalid, fmt.Errorf("path %s is outside the model roots or unreadable", strconv.Quote(path))}

@@ -55,7 +55,7 @@ func TestSlowUploadIsAborted(t *testing.T) {
 		t.Fatal(err)
 	}
 	minRate := func(o *Options) { o.UploadMinRate = 64 << 10; o.UploadRateGrace = 300 * time.Millisecond }
-	shard := "/v1/shards?shard_id=slow&model_ref=m"
+	shard := "/v1/shards?shard_id=slow-0&model_ref=m"
 	tests := []struct {
 		name   string
 		opts   func(*Options)
@@ -122,8 +122,8 @@ func TestSlowUploadIsAborted(t *testing.T) {
 				t.Fatalf("%d %s events, want 1", len(got), EventUploadAborted)
 			}
 			e := got[0]
-			if e["reason"] != tt.reason || e["shard_id"] != "slow" || e["expected_bytes"] != strconv.FormatInt(tt.size, 10) || e["correlation_id"] != "slow-upload-1" {
-				t.Errorf("%s event = %v, want reason %s for slow, %d bytes expected, the request's correlation ID", EventUploadAborted, e, tt.reason, tt.size)
+			if e["reason"] != tt.reason || e["shard_id"] != "slow-0" || e["expected_bytes"] != strconv.FormatInt(tt.size, 10) || e["correlation_id"] != "slow-upload-1" {
+				t.Errorf("%s event = %v, want reason %s for slow-0 (the model slow's shard), %d bytes expected, the request's correlation ID", EventUploadAborted, e, tt.reason, tt.size)
 			}
 		})
 	}
