@@ -26,6 +26,7 @@
 package model
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,8 +83,10 @@ type File struct {
 	// Format is [vram.FormatSafetensors] or [vram.FormatGGUF].
 	Format string
 	// Tensors is the parsed GGUF tensor table (nil for safetensors, whose
-	// header is parsed while it streams).
-	Tensors *tensor.Map
+	// header is parsed while it streams), and TensorsHeader the SHA-256
+	// of the header bytes it was parsed from, which the seal checks.
+	Tensors       *tensor.Map
+	TensorsHeader seal.Hash
 }
 
 // Layout is a model found on disk. Close it when done.
@@ -246,7 +249,12 @@ func (l *Layout) weight(name, format string) (File, error) {
 		if err != nil {
 			return File{}, fmt.Errorf("%w: %s: %w", ErrInvalid, quote(name), err)
 		}
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(fh, 0, tm.DataStart)); err != nil {
+			return File{}, fmt.Errorf("model: read %s: %w", quote(name), err)
+		}
 		f.Tensors = tm
+		h.Sum(f.TensorsHeader[:0])
 	}
 	return f, nil
 }
@@ -515,7 +523,7 @@ func (l *Layout) Request(id, ref string, e *Expectation, devices []int) vram.Mod
 	}
 	for _, w := range l.Weights {
 		w := w
-		mf := vram.ModelFile{Name: w.Name, Size: w.Size, Format: w.Format, Tensors: w.Tensors,
+		mf := vram.ModelFile{Name: w.Name, Size: w.Size, Format: w.Format, Tensors: w.Tensors, TensorsHeader: w.TensorsHeader,
 			Open: func() (io.ReadCloser, error) {
 				fh, st, err := l.open(w.Name)
 				if err != nil {

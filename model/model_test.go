@@ -557,3 +557,25 @@ func TestFileChangedAfterLayout(t *testing.T) {
 	}
 	e.nothingResident(t)
 }
+
+// A GGUF file whose header changes after its tensor table was read is
+// refused: the map always describes the sealed bytes.
+func TestGGUFHeaderChangedAfterLayout(t *testing.T) {
+	root := t.TempDir()
+	g := readFile(t, filepath.Join(fixtures, "tiny.gguf"))
+	p := filepath.Join(root, "tiny.gguf")
+	if err := os.WriteFile(p, g, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, 1, 64<<20)
+	l := openLayout(t, openRoot(t, root), "tiny.gguf")
+	g[40] ^= 0x20 // inside the metadata, same size
+	if err := os.WriteFile(p, g, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.m.SealModel(context.Background(), l.Request("tiny", "", nil, nil))
+	if !errors.Is(err, vram.ErrInvalidInput) || !strings.Contains(err.Error(), "GGUF header changed") {
+		t.Errorf("err = %v, want the changed header refused", err)
+	}
+	e.nothingResident(t)
+}

@@ -1,8 +1,11 @@
 package vram
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"hash"
 
+	"github.com/vramseal/vramseal/seal"
 	"github.com/vramseal/vramseal/tensor"
 )
 
@@ -33,6 +36,25 @@ type headerCapture struct {
 	want int64
 	buf  []byte
 	err  error // why the shard cannot be safetensors
+
+	// prefix and sum hash the first prefix bytes (a GGUF file's header,
+	// whose tensor map the caller parsed), 0 for none.
+	prefix int64
+	sum    hash.Hash
+}
+
+// hashPrefix makes c hash the first n bytes of the stream as well.
+func (c *headerCapture) hashPrefix(n int64) {
+	c.prefix, c.sum = n, sha256.New()
+}
+
+// prefixSum is the SHA-256 of the first prefix bytes (once streamed).
+func (c *headerCapture) prefixSum() seal.Hash {
+	var h seal.Hash
+	if c.sum != nil {
+		c.sum.Sum(h[:0])
+	}
+	return h
 }
 
 func newHeaderCapture(size int64, format string) *headerCapture {
@@ -46,6 +68,9 @@ func newHeaderCapture(size int64, format string) *headerCapture {
 
 // add records p, the shard's bytes from offset off, in stream order.
 func (c *headerCapture) add(off int64, p []byte) {
+	if c.sum != nil && off < c.prefix {
+		c.sum.Write(p[:min(int64(len(p)), c.prefix-off)])
+	}
 	for c.want > 0 && off < c.want && len(p) > 0 {
 		if off != int64(len(c.buf)) {
 			return // bytes out of order: cannot happen in a stream

@@ -70,9 +70,10 @@ type ModelFile struct {
 	Name string
 	// Size is the file's size in bytes, as checked before the seal.
 	Size int64
-	// Format and Tensors are as in [SealRequest].
-	Format  string
-	Tensors *tensor.Map
+	// Format, Tensors and TensorsHeader are as in [SealRequest].
+	Format        string
+	Tensors       *tensor.Map
+	TensorsHeader seal.Hash
 	// Open opens the file for one sequential read of Size bytes.
 	Open func() (io.ReadCloser, error)
 	// Check, when set, is given the file's flat SHA-256 digest computed
@@ -335,7 +336,7 @@ func (m *Manager) sealModelFile(ctx context.Context, req ModelRequest, i, dev in
 	defer rc.Close()
 	return m.Seal(ctx, SealRequest{
 		ShardID: id, ModelRef: req.Ref, ShardIndex: i, ShardCount: len(req.Files), Device: dev,
-		Size: f.Size, Data: rc, Format: f.Format, Tensors: f.Tensors, Check: f.Check, model: req.ID,
+		Size: f.Size, Data: rc, Format: f.Format, Tensors: f.Tensors, TensorsHeader: f.TensorsHeader, Check: f.Check, model: req.ID,
 	})
 }
 

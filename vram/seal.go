@@ -46,6 +46,11 @@ type SealRequest struct {
 	// the same file ([tensor.ParseGGUF]); required with [FormatGGUF] and
 	// refused otherwise. Its Size must equal Size.
 	Tensors *tensor.Map
+	// TensorsHeader is the SHA-256 of the bytes [0, Tensors.DataStart)
+	// the map was parsed from (FormatGGUF only): a stream whose header
+	// differs, a file changed after it was parsed, is refused, so the map
+	// always describes the sealed bytes.
+	TensorsHeader seal.Hash
 	// Check, when set, is given the flat SHA-256 digest of the bytes that
 	// were copied, before the seal is signed: the digest a publisher
 	// signed is checked against the very bytes that became resident. An
@@ -114,15 +119,18 @@ func (m *Manager) Seal(ctx context.Context, req SealRequest) (ShardInfo, error) 
 	}()
 
 	t0 := time.Now()
-	capture := req.Format
+	capture, prefix := req.Format, int64(0)
 	if capture == FormatGGUF {
-		capture = FormatRaw
+		capture, prefix = FormatRaw, req.Tensors.DataStart
 	}
-	digest, leaves, tm, err := m.copyAndHash(ctx, d, buf, req.Data, req.Size, capture)
+	digest, leaves, tm, header, err := m.copyAndHash(ctx, d, buf, req.Data, req.Size, capture, prefix)
 	if err != nil {
 		return ShardInfo{}, err
 	}
 	if req.Format == FormatGGUF {
+		if header != req.TensorsHeader {
+			return ShardInfo{}, invalid("the GGUF header changed after its tensor table was read (the file changed while it was loaded)")
+		}
 		tm = req.Tensors
 	}
 	if req.Check != nil {

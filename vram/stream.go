@@ -102,7 +102,9 @@ func (s *streamer) Write(p []byte) (int, error) {
 // the shard has none; see [SealRequest.Format]). Host memory stays
 // bounded: stagingBuffers buffers of about copyBufferSize bytes, and a
 // safetensors header.
-func (m *Manager) copyAndHash(ctx context.Context, d *deviceState, buf gpu.Buffer, r io.Reader, size int64, format string) (seal.Hash, []seal.Hash, *tensor.Map, error) {
+//
+// With prefix > 0 it also returns the SHA-256 of the first prefix bytes.
+func (m *Manager) copyAndHash(ctx context.Context, d *deviceState, buf gpu.Buffer, r io.Reader, size int64, format string, prefix int64) (seal.Hash, []seal.Hash, *tensor.Map, seal.Hash, error) {
 	h := seal.NewHasher(m.opts.ChunkSize)
 	defer h.Close()
 	// Batches are a whole number of chunks so device writes and leaves
@@ -110,6 +112,9 @@ func (m *Manager) copyAndHash(ctx context.Context, d *deviceState, buf gpu.Buffe
 	n := min(max(copyBufferSize/m.opts.ChunkSize, 1)*m.opts.ChunkSize, size)
 	s := &streamer{ctx: ctx, dev: d, buf: buf, h: h, size: size, batch: n, writeErr: make(chan error, 1),
 		header: newHeaderCapture(size, format)}
+	if prefix > 0 {
+		s.header.hashPrefix(prefix)
+	}
 	var err error
 	switch src := r.(type) {
 	case *bytes.Reader, *bytes.Buffer:
@@ -122,17 +127,17 @@ func (m *Manager) copyAndHash(ctx context.Context, d *deviceState, buf gpu.Buffe
 		err = s.readFrom(r)
 	}
 	if err != nil {
-		return seal.Hash{}, nil, nil, err
+		return seal.Hash{}, nil, nil, seal.Hash{}, err
 	}
 	if s.off != size {
-		return seal.Hash{}, nil, nil, invalid("shard data ended early: expected %d bytes, got %d", size, s.off)
+		return seal.Hash{}, nil, nil, seal.Hash{}, invalid("shard data ended early: expected %d bytes, got %d", size, s.off)
 	}
 	tm, err := s.header.tensorMap(format)
 	if err != nil {
-		return seal.Hash{}, nil, nil, err
+		return seal.Hash{}, nil, nil, seal.Hash{}, err
 	}
 	digest, leaves, _ := h.Sum()
-	return digest, leaves, tm, nil
+	return digest, leaves, tm, s.header.prefixSum(), nil
 }
 
 // readFrom reads r into staging buffers on a reader goroutine, so that
