@@ -358,6 +358,11 @@ func (m *Manager) Devices(ctx context.Context) ([]gpu.Info, error) {
 func (m *Manager) State() (State, string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.stateLocked()
+}
+
+// stateLocked is State for a caller that holds m.mu.
+func (m *Manager) stateLocked() (State, string) {
 	if m.laterFailures > 0 {
 		return m.state, fmt.Sprintf("%s (and %d later failures)", m.stopReason, m.laterFailures)
 	}
@@ -386,13 +391,20 @@ func (m *Manager) Reset(ctx context.Context, reason string) error {
 	if err := validateText("reset reason", reason, 1024, true); err != nil {
 		return m.rejected(ctx, start, "reset", m.opts.WorkerID, err)
 	}
-	was, why := m.State()
+	// One reset at a time: a second one waits and finds the worker
+	// running.
+	m.resetMu.Lock()
+	defer m.resetMu.Unlock()
+	// The state, its reason and the failure count are read together, so
+	// a failure that lands now is either in the recorded reason or makes
+	// the reset fail below.
+	m.mu.Lock()
+	was, why := m.stateLocked()
+	gen := m.stops
+	m.mu.Unlock()
 	if was == Running {
 		return ErrNotStopped
 	}
-	m.mu.Lock()
-	gen := m.stops
-	m.mu.Unlock()
 	if err := m.record(ctx, audit.Event{Type: EventReset, Severity: audit.SeverityHigh, Fields: []audit.Field{
 		audit.String("reason", reason),
 		audit.String("previous_state", was.String()),

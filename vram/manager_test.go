@@ -664,6 +664,35 @@ func TestResetOfRunningWorkerIsANoOp(t *testing.T) {
 	}
 }
 
+func TestConcurrentResetsRecordOne(t *testing.T) {
+	o := newObserved(t, audit.FailClosed, 1<<20)
+	o.m.stop("a failure")
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- o.m.Reset(context.Background(), "dealt with it") }()
+	}
+	var ok, noop int
+	for range 2 {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrNotStopped):
+			noop++
+		default:
+			t.Fatalf("Reset = %v", err)
+		}
+	}
+	resets := 0
+	for _, r := range o.records(t) {
+		if r.Type == EventReset {
+			resets++
+		}
+	}
+	if ok != 1 || noop != 1 || resets != 1 {
+		t.Errorf("%d resets succeeded, %d were no-ops, %d recorded; want 1, 1, 1", ok, noop, resets)
+	}
+}
+
 func TestResetNamesQuarantinedShards(t *testing.T) {
 	m, devs := newTestManager(t, 1, 1<<20)
 	sealBytes(t, m, "bad", 0, randomBytes(3, 4*testChunk))

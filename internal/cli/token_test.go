@@ -63,6 +63,27 @@ func TestServeTokenFile(t *testing.T) {
 			}
 		})
 	}
+	// A credential another user (root) owns may be group-readable: the
+	// daemon's user reads it through its group, as with a Kubernetes
+	// secret mounted with fsGroup and mode 0440.
+	if os.Getuid() == 0 {
+		p := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(p, []byte(secret), 0o440); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, 65534, os.Getgid()); err != nil {
+			t.Fatal(err)
+		}
+		if tok, err := readTokenFile("--token-file", p, true); err != nil || tok != secret {
+			t.Errorf("0440 owned by another user: %q, %v; want the token", tok, err)
+		}
+		if err := os.Chmod(p, 0o444); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readTokenFile("--token-file", p, true); ExitCode(err) != 2 {
+			t.Errorf("0444 owned by another user: %v, want refused", err)
+		}
+	}
 	// A client reads the same format but does not judge the mode.
 	p := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(p, []byte(secret+"\n"), 0o644); err != nil {

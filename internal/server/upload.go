@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"time"
 
@@ -120,7 +121,14 @@ func newUploadReader(w http.ResponseWriter, body io.Reader, expected int64, lim 
 func (u *uploadReader) limit(now time.Time) (time.Time, string) {
 	at, why := now.Add(u.lim.idle), UploadStalled
 	if u.lim.minRate > 0 {
-		need := time.Duration(float64(u.done) / float64(u.lim.minRate) * float64(time.Second))
+		// Seconds the bytes so far may take at the minimum rate; past
+		// about 292 years a Duration overflows, and such a deadline is no
+		// deadline.
+		secs := float64(u.done) / float64(u.lim.minRate)
+		need := time.Duration(math.MaxInt64)
+		if secs < float64(math.MaxInt64/int64(time.Second)) {
+			need = time.Duration(secs * float64(time.Second))
+		}
 		if t := u.start.Add(max(u.lim.grace, need)); t.Before(at) {
 			at, why = t, UploadTooSlow
 		}

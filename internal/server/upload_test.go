@@ -145,6 +145,8 @@ func TestUploadLimit(t *testing.T) {
 		{"idle first", uploadLimits{idle: time.Second, grace: 10 * time.Second, minRate: mib}, 0, time.Second, UploadStalled},
 		{"no rate rule", uploadLimits{idle: time.Hour, grace: 10 * time.Second}, 0, time.Hour, UploadStalled},
 		{"deadline caps", uploadLimits{idle: time.Hour, grace: 10 * time.Second, minRate: mib, timeout: 30 * time.Second}, 60 * mib, 30 * time.Second, UploadDeadline},
+		// 10 GiB at 1 byte/s is centuries: no rate deadline, not an overflow.
+		{"rate deadline past the Duration range", uploadLimits{idle: time.Hour, grace: 10 * time.Second, minRate: 1}, 10 << 30, time.Hour, UploadStalled},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
