@@ -131,11 +131,21 @@ func (b *binder) err(path string) error {
 	return fmt.Errorf("%w: %s lacks %s (driver too old?)", ErrUnavailable, path, strings.Join(b.missing, ", "))
 }
 
+// dlopenError says which library could not be loaded. dlerror's message
+// usually starts with the path already ("libcuda.so.1: cannot open shared
+// object file"): the path is then not said twice.
+func dlopenError(path string, err error) error {
+	if strings.HasPrefix(err.Error(), path+":") {
+		return fmt.Errorf("load %w", err)
+	}
+	return fmt.Errorf("load %s: %w", path, err)
+}
+
 // loadDriver opens the CUDA driver library at path and binds its functions.
 func loadDriver(path string) (*driverAPI, error) {
 	lib, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: load %s: %w", ErrUnavailable, path, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, dlopenError(path, err))
 	}
 	var a driverAPI
 	b := binder{lib: lib}
@@ -192,7 +202,7 @@ func loadDriver(path string) (*driverAPI, error) {
 func loadNVML(path string) (*nvmlAPI, error) {
 	lib, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
 	if err != nil {
-		return nil, fmt.Errorf("cuda: load %s: %w", path, err)
+		return nil, fmt.Errorf("cuda: %w", dlopenError(path, err))
 	}
 	var a nvmlAPI
 	b := binder{lib: lib}
