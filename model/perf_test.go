@@ -83,7 +83,9 @@ func parallelSHA256(t testing.TB, paths []string) {
 // against hashing them with SHA-256 in parallel in the same run, and model
 // add with a signature against model add without. Set VRAMSEAL_PERF=1 to
 // run it; VRAMSEAL_PERF_MIB sets the file size (default 256) and
-// VRAMSEAL_PERF_ROUNDS the rounds (default 5). It asserts no time.
+// VRAMSEAL_PERF_ROUNDS the rounds (default 5); VRAMSEAL_PERF_PHASES=1
+// logs each add's preparation (signature and layout checks) and seal
+// times. It asserts no time.
 func TestModelAddPerformance(t *testing.T) {
 	if os.Getenv("VRAMSEAL_PERF") == "" {
 		t.Skip("set VRAMSEAL_PERF=1 to measure")
@@ -163,8 +165,12 @@ func TestModelAddPerformance(t *testing.T) {
 				}
 			}
 		}()
+		t0 := time.Now()
 		_, err = m.SealModel(context.Background(), l.Request("m", "", exp, nil))
 		d := time.Since(start)
+		if os.Getenv("VRAMSEAL_PERF_PHASES") != "" {
+			t.Logf("signed=%v prep %v seal %v", signed, t0.Sub(start), time.Since(t0))
+		}
 		close(stop)
 		peakHeap = max(peakHeap, <-sampled)
 		if err != nil {
