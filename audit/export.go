@@ -1,0 +1,425 @@
+package audit
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// This file is the read side for copies of a log kept elsewhere
+// (replication): the raw record lines from a sequence number on, the
+// signed checkpoints above a tree size, the durable end of an open log,
+// and [Copy], which turns such copies back into a log directory that
+// [Verify] checks like any other.
+
+// ErrPruned is returned by [RecordReader.Read] when the records asked for
+// were deleted by retention before they were read.
+var ErrPruned = errors.New("audit: records pruned")
+
+// DurableSeq returns the sequence number of the last record covered by an
+// fsync (0 for an empty log): a record at or below it survives a crash of
+// the machine. Copies of the log should take only these, so that a copy
+// never holds a record the log itself could lose and then write again
+// with other contents.
+func (l *Log) DurableSeq() uint64 { return l.durableSeq.Load() }
+
+// Dir returns the log's directory.
+func (l *Log) Dir() string { return l.dir }
+
+// RecordReader reads the exact record lines of the log in a directory, in
+// sequence order from a given sequence number, across segments (following
+// the manifest) and across rotations by a writer appending meanwhile. It
+// needs no lock. It keeps only its position (segment and offset) between
+// calls, so memory stays bounded however far behind the reader is. A
+// RecordReader is not safe for concurrent use.
+type RecordReader struct {
+	fs   FS
+	dir  string
+	next uint64 // next sequence number to return
+	seg  string // segment holding next, "" until located
+	off  int64  // offset of next in seg
+}
+
+// NewRecordReader returns a reader of the log in dir that starts at
+// sequence number from (0 and 1 both mean the first record).
+func NewRecordReader(dir string, from uint64, opts ReadOptions) *RecordReader {
+	fsys := opts.FS
+	if fsys == nil {
+		fsys = OSFS{}
+	}
+	return &RecordReader{fs: fsys, dir: dir, next: max(from, 1)}
+}
+
+// Next returns the sequence number of the next record Read returns.
+func (r *RecordReader) Next() uint64 { return r.next }
+
+// errReadStop ends a segment read early: the limit was reached.
+var errReadStop = errors.New("audit: read stopped")
+
+// Read calls fn with the sequence number and exact line (without its
+// newline; valid only during the call) of each record from [RecordReader.Next]
+// on, at most limit records (0: no limit) and none above through (0: no
+// bound), and returns how many it passed. It returns when it reaches the end
+// of the complete lines written so far (an unterminated last line of the live
+// segment is a write in progress and is not read). A line that does not
+// parse, or a sequence number out of order, is an error; so is an error of
+// fn, after which the record fn refused is read again by the next call.
+// Records already pruned match [ErrPruned].
+func (r *RecordReader) Read(ctx context.Context, limit int, through uint64, fn func(seq uint64, line []byte) error) (int, error) {
+	if through != 0 && r.next > through {
+		return 0, nil
+	}
+	man, err := loadManifest(r.fs, r.dir)
+	if err != nil {
+		return 0, err
+	}
+	if r.seg == "" {
+		if len(man.Segments) == 0 {
+			return 0, nil
+		}
+		if first := man.Segments[0].FirstSeq; r.next < first {
+			return 0, fmt.Errorf("%w: seq %d to %d of %s were deleted by retention", ErrPruned, r.next, first-1, r.dir)
+		}
+		for _, s := range man.Segments {
+			if s.FirstSeq <= r.next {
+				r.seg, r.off = s.Name, 0
+			}
+		}
+	}
+	n := 0
+	for {
+		idx := -1
+		for i, s := range man.Segments {
+			if s.Name == r.seg {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			return n, fmt.Errorf("%w: segment %s holding seq %d left the manifest of %s", ErrPruned, r.seg, r.next, r.dir)
+		}
+		live := idx == len(man.Segments)-1
+		pos := r.off
+		var ferr error
+		_, err := readSegment(ctx, r.fs, r.dir, r.seg, r.off, live, func(v *recordView) error {
+			if v.seq < r.next {
+				pos += int64(len(v.line)) + 1 // before the start, in the first segment read
+				return nil
+			}
+			if v.seq != r.next {
+				return fmt.Errorf("%w: %s offset %d: seq %d where %d was expected", errMalformed, r.seg, pos, v.seq, r.next)
+			}
+			if limit > 0 && n >= limit || through != 0 && v.seq > through {
+				return errReadStop
+			}
+			if err := fn(v.seq, v.line); err != nil {
+				ferr = err
+				return errReadStop
+			}
+			pos += int64(len(v.line)) + 1
+			r.next++
+			n++
+			return nil
+		})
+		r.off = pos
+		switch {
+		case errors.Is(err, errReadStop):
+			return n, ferr
+		case err != nil:
+			return n, err
+		}
+		if !live {
+			r.seg, r.off = man.Segments[idx+1].Name, 0
+			continue
+		}
+		// The end of the live segment: if the writer has rotated since the
+		// manifest was read, finish this segment and go on to the next.
+		if man, err = loadManifest(r.fs, r.dir); err != nil {
+			return n, err
+		}
+		rotated := false
+		for i, s := range man.Segments {
+			if s.Name == r.seg && i+1 < len(man.Segments) {
+				rotated = true
+			}
+		}
+		if !rotated {
+			return n, nil
+		}
+	}
+}
+
+// ReadCheckpoints calls fn, oldest first, with each signed checkpoint of
+// the log in dir whose tree size is above after, verified with the log's
+// public key (checkpoint.pub). An unfinished last checkpoint (a write in
+// progress) is left out. It needs no lock, and reads only the checkpoint
+// files of the segments that may hold such checkpoints.
+func ReadCheckpoints(ctx context.Context, dir string, after uint64, opts ReadOptions, fn func(*Checkpoint) error) error {
+	fsys := opts.FS
+	if fsys == nil {
+		fsys = OSFS{}
+	}
+	k, err := ReadPublicKey(dir, fsys)
+	if err != nil {
+		return err
+	}
+	man, err := loadManifest(fsys, dir)
+	if err != nil {
+		return err
+	}
+	start := 0
+	for i, s := range man.Segments {
+		if s.FirstSeq <= after+1 {
+			start = i // a checkpoint of size K lives with record K
+		}
+	}
+	for i := start; i < len(man.Segments); i++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		cf, found, err := openCheckpoints(fsys, dir, man.Segments[i].Name)
+		if err != nil {
+			return err
+		}
+		if !found {
+			continue
+		}
+		for {
+			ck, err := cf.next(k)
+			if err == io.EOF || err == errTornNote {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("audit: %s: checkpoint %d: %w", cf.name, cf.n+1, err)
+			}
+			if ck.Size <= after {
+				continue
+			}
+			if err := fn(ck); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Copy rebuilds a log directory from a copy of a log's records and signed
+// checkpoints kept elsewhere (a replica), so that [Verify] checks the copy
+// with every rule it applies to a log, and [NewRecordReader] reads it.
+// Checkpoints are added first, then the records in sequence order; Close
+// writes the manifest. The records are split into segments where the log
+// itself must have rotated (the epoch or the UTC day changes right after a
+// checkpoint of the record before), which is how the writer leaves them.
+// Memory holds the tree sizes of the checkpoints and one entry per
+// segment; records and notes go straight to files. Copy is not safe for
+// concurrent use.
+type Copy struct {
+	fs    FS
+	dir   string
+	logID string
+	sizes map[uint64]bool
+	notes File // the checkpoints, in order, until Close
+	man   manifest
+	seg   *segmentInfo
+	f     File
+	h     hash.Hash
+	last  uint64
+	rec   Record
+}
+
+const copyNotesName = "copy-checkpoints.tmp"
+
+// NewCopy starts a copy of log logID in dir, which must not exist or be
+// empty.
+func NewCopy(dir, logID string, opts ReadOptions) (*Copy, error) {
+	fsys := opts.FS
+	if fsys == nil {
+		fsys = OSFS{}
+	}
+	if len(logID) != 16 || !isLowerHex([]byte(logID)) {
+		return nil, fmt.Errorf("audit: copy: log id %q is not 16 lowercase hex digits", truncateForError(logID))
+	}
+	if err := fsys.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("audit: copy: %w", err)
+	}
+	if ents, err := fsys.ReadDir(dir); err != nil {
+		return nil, fmt.Errorf("audit: copy: %w", err)
+	} else if len(ents) > 0 {
+		return nil, fmt.Errorf("audit: copy %s: directory is not empty", dir)
+	}
+	notes, err := fsys.OpenFile(filepath.Join(dir, copyNotesName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit: copy: %w", err)
+	}
+	return &Copy{fs: fsys, dir: dir, logID: logID, sizes: map[uint64]bool{}, notes: notes,
+		man: manifest{LogID: logID}}, nil
+}
+
+// AddCheckpoint adds a signed checkpoint (its note, verbatim). Its text must
+// parse; its signature is checked by [Verify] with the public key.
+func (c *Copy) AddCheckpoint(note []byte) error {
+	if c.seg != nil {
+		return errors.New("audit: copy: checkpoints must come before the records")
+	}
+	if len(note) > maxNoteBytes {
+		return fmt.Errorf("%w: larger than %d bytes", errCheckpoint, maxNoteBytes)
+	}
+	msg, rest, err := splitNote(note)
+	if err != nil || len(rest) != 0 {
+		return fmt.Errorf("%w: not one signed note", errCheckpoint)
+	}
+	text, _, _ := splitNoteText(msg)
+	ck, err := parseCheckpointText(text)
+	if err != nil {
+		return err
+	}
+	c.sizes[ck.Size] = true
+	if _, err := c.notes.Write(msg); err != nil {
+		return fmt.Errorf("audit: copy: %w", err)
+	}
+	return nil
+}
+
+// splitNoteText returns the text of a signed note (up to and including
+// the newline before the empty line).
+func splitNoteText(msg []byte) (string, []byte, bool) {
+	for i := 0; i+1 < len(msg); i++ {
+		if msg[i] == '\n' && msg[i+1] == '\n' {
+			return string(msg[:i+1]), msg[i+2:], true
+		}
+	}
+	return "", nil, false
+}
+
+// AddRecord adds the next record's exact line (without its newline). Its
+// sequence number must be one more than the last one added; it must parse
+// and belong to the copy's log.
+func (c *Copy) AddRecord(line []byte) error {
+	var v recordView
+	if err := parseRecord(line, &v); err != nil {
+		return err
+	}
+	if string(v.idLogID) != c.logID {
+		return fmt.Errorf("%w: record seq %d belongs to log %q, not %s", errMalformed, v.seq, truncateForError(string(v.idLogID)), c.logID)
+	}
+	if c.last == 0 && c.seg == nil {
+		if v.seq != 1 {
+			return fmt.Errorf("%w: the copy starts at seq %d, not 1", errMalformed, v.seq)
+		}
+	} else if v.seq != c.last+1 {
+		return fmt.Errorf("%w: seq %d follows seq %d", errMalformed, v.seq, c.last)
+	}
+	v.record(&c.rec)
+	t := c.rec.Time
+	if c.seg != nil && c.sizes[c.last] && (v.epoch != c.seg.LastEpoch || !sameDay(t, c.seg.LastTime)) {
+		if err := c.closeSegment(); err != nil {
+			return err
+		}
+	}
+	if c.seg == nil {
+		name := segmentName(t, v.seq)
+		f, err := c.fs.OpenFile(filepath.Join(c.dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("audit: copy: %w", err)
+		}
+		c.f, c.h = f, sha256.New()
+		c.seg = &segmentInfo{Name: name, FirstSeq: v.seq, FirstMAC: v.mac, FirstEpoch: v.epoch, FirstTime: t}
+	}
+	buf := append(append(make([]byte, 0, len(line)+1), line...), '\n')
+	if _, err := c.f.Write(buf); err != nil {
+		return fmt.Errorf("audit: copy: %w", err)
+	}
+	c.h.Write(buf)
+	s := c.seg
+	s.Records++
+	s.Size += int64(len(buf))
+	s.LastSeq, s.LastMAC, s.LastEpoch, s.LastTime = v.seq, v.mac, v.epoch, t
+	c.last = v.seq
+	return nil
+}
+
+func (c *Copy) closeSegment() error {
+	s := c.seg
+	s.Closed = true
+	c.h.Sum(s.SHA256[:0])
+	if err := c.f.Close(); err != nil {
+		return fmt.Errorf("audit: copy: %w", err)
+	}
+	if err := writeFileAtomic(c.fs, c.dir, s.Name+checksumSuffix, checksumLine(s.SHA256, s.Name)); err != nil {
+		return err
+	}
+	c.man.Segments = append(c.man.Segments, *s)
+	c.seg, c.f = nil, nil
+	return nil
+}
+
+// Last returns the sequence number of the last record added.
+func (c *Copy) Last() uint64 { return c.last }
+
+// Close finishes the copy: the last segment stays open (live), every
+// checkpoint goes to the checkpoint file of the segment holding its last
+// record (or the last segment), and the manifest is written.
+func (c *Copy) Close() error {
+	if c.seg != nil {
+		s := *c.seg
+		if err := c.f.Close(); err != nil {
+			return fmt.Errorf("audit: copy: %w", err)
+		}
+		c.man.Segments = append(c.man.Segments, s)
+		c.seg, c.f = nil, nil
+	}
+	if err := c.placeCheckpoints(); err != nil {
+		return err
+	}
+	return writeFileAtomic(c.fs, c.dir, manifestName, c.man.encode())
+}
+
+func (c *Copy) placeCheckpoints() error {
+	path := filepath.Join(c.dir, copyNotesName)
+	defer c.fs.Remove(path)
+	if err := c.notes.Close(); err != nil {
+		return fmt.Errorf("audit: copy: %w", err)
+	}
+	if len(c.sizes) == 0 {
+		return nil
+	}
+	if len(c.man.Segments) == 0 {
+		return fmt.Errorf("%w: the copy has %d checkpoints and no records", errCheckpoint, len(c.sizes))
+	}
+	b, err := readFile(c.fs, path, maxCheckpointFileBytes*int64(len(c.man.Segments)))
+	if err != nil {
+		return fmt.Errorf("audit: copy: %w", err)
+	}
+	for len(b) > 0 {
+		msg, rest, err := splitNote(b)
+		if err != nil {
+			return fmt.Errorf("audit: copy: %w", err)
+		}
+		text, _, _ := splitNoteText(msg)
+		ck, err := parseCheckpointText(text)
+		if err != nil {
+			return err
+		}
+		seg := c.man.Segments[len(c.man.Segments)-1].Name
+		for _, s := range c.man.Segments {
+			if s.FirstSeq <= ck.Size && ck.Size <= s.LastSeq {
+				seg = s.Name
+			}
+		}
+		if err := appendCheckpoint(c.fs, c.dir, seg, msg); err != nil {
+			return err
+		}
+		b = rest
+	}
+	return nil
+}
+
+// String returns "copy of <log id> in <dir> through seq <n>".
+func (c *Copy) String() string {
+	return "copy of " + c.logID + " in " + c.dir + " through seq " + strconv.FormatUint(c.last, 10)
+}
