@@ -134,11 +134,14 @@ func startShipper(t testing.TB, l *audit.Log, o Options) *Shipper {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool, why ...*string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
+			for _, w := range why {
+				what += ": " + *w
+			}
 			t.Fatalf("%s: not within %s", what, d)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -149,11 +152,17 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 // the latest checkpoint.
 func caughtUp(t testing.TB, s *Shipper, l *audit.Log) {
 	t.Helper()
+	var why string
 	waitFor(t, "replication caught up", 20*time.Second, func() bool {
 		st := s.Status()
 		ck, err := audit.LatestCheckpoint(l.Dir(), audit.ReadOptions{})
-		return st.Acked == l.DurableSeq() && st.Acked > 0 && err == nil && st.AckedCheckpoint == ck.Size && ck.Size == st.Acked
-	})
+		if err != nil {
+			why = err.Error()
+			return false
+		}
+		why = fmt.Sprintf("status %+v, latest checkpoint %d", st, ck.Size)
+		return st.Acked == l.DurableSeq() && st.Acked > 0 && st.AckedCheckpoint == ck.Size && ck.Size == st.Acked
+	}, &why)
 }
 
 func urlOf(s *server.Server) string { return s.ClientURL() }

@@ -202,9 +202,21 @@ func forEach(ctx context.Context, js jetstream.JetStream, stream, subj string, t
 	if err != nil {
 		return fmt.Errorf("replicate: read %s: %w", subj, err)
 	}
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
-	if err != nil {
-		return fmt.Errorf("replicate: read %s: %w", subj, err)
+	// A cluster that just lost a server may take a few seconds to elect
+	// new leaders: retry the consumer's creation for a while.
+	var cons jetstream.Consumer
+	for try := 0; ; try++ {
+		cons, err = js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+		if err == nil {
+			break
+		}
+		if try == 20 || ctx.Err() != nil {
+			return fmt.Errorf("replicate: read %s: %w", subj, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	for {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(timeout))
