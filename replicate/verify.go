@@ -305,7 +305,11 @@ func verifyNode(ctx context.Context, js jetstream.JetStream, stream, logID, node
 		case rec.Seq < next:
 			return fail(Duplicate, sseq, rec.Seq, "record %d again (after %d)", rec.Seq, c.Last())
 		case rec.Seq > next:
-			return fail(Gap, sseq, next, "records %d to %d are missing: seq %d follows %d", next, rec.Seq-1, rec.Seq, c.Last())
+			missing := fmt.Sprintf("records %d to %d are", next, rec.Seq-1)
+			if rec.Seq-1 == next {
+				missing = fmt.Sprintf("record %d is", next)
+			}
+			return fail(Gap, sseq, next, "%s missing: seq %d follows %d", missing, rec.Seq, c.Last())
 		}
 		if err := c.AddRecord(m.Data()); err != nil {
 			return fail(Malformed, sseq, rec.Seq, "%w", err)
