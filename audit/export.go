@@ -47,16 +47,17 @@ type RecordReader struct {
 }
 
 // NewRecordReader returns a reader of the log in dir that starts at
-// sequence number from (0 and 1 both mean the first record).
+// sequence number from; 0 means the oldest record retention has kept.
 func NewRecordReader(dir string, from uint64, opts ReadOptions) *RecordReader {
 	fsys := opts.FS
 	if fsys == nil {
 		fsys = OSFS{}
 	}
-	return &RecordReader{fs: fsys, dir: dir, next: max(from, 1)}
+	return &RecordReader{fs: fsys, dir: dir, next: from}
 }
 
-// Next returns the sequence number of the next record Read returns.
+// Next returns the sequence number of the next record Read returns (0
+// before the first Read of a reader from the oldest kept record).
 func (r *RecordReader) Next() uint64 { return r.next }
 
 // errReadStop ends a segment read early: the limit was reached.
@@ -82,6 +83,9 @@ func (r *RecordReader) Read(ctx context.Context, limit int, through uint64, fn f
 	if r.seg == "" {
 		if len(man.Segments) == 0 {
 			return 0, nil
+		}
+		if r.next == 0 {
+			r.next = man.Segments[0].FirstSeq
 		}
 		if first := man.Segments[0].FirstSeq; r.next < first {
 			return 0, fmt.Errorf("%w: seq %d to %d of %s were deleted by retention", ErrPruned, r.next, first-1, r.dir)
