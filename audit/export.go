@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -35,15 +36,19 @@ func (l *Log) Dir() string { return l.dir }
 // RecordReader reads the exact record lines of the log in a directory, in
 // sequence order from a given sequence number, across segments (following
 // the manifest) and across rotations by a writer appending meanwhile. It
-// needs no lock. It keeps only its position (segment and offset) between
-// calls, so memory stays bounded however far behind the reader is. A
-// RecordReader is not safe for concurrent use.
+// needs no lock. Between calls it keeps its position (segment, offset and
+// the open file) and one line buffer, so memory stays bounded however far
+// behind the reader is, and each call reads only what is new. A
+// RecordReader is not safe for concurrent use; Close releases its file.
 type RecordReader struct {
 	fs   FS
 	dir  string
 	next uint64 // next sequence number to return
 	seg  string // segment holding next, "" until located
 	off  int64  // offset of next in seg
+	f    File   // seg, open
+	br   *bufio.Reader
+	v    recordView
 }
 
 // NewRecordReader returns a reader of the log in dir that starts at
@@ -60,8 +65,16 @@ func NewRecordReader(dir string, from uint64, opts ReadOptions) *RecordReader {
 // before the first Read of a reader from the oldest kept record).
 func (r *RecordReader) Next() uint64 { return r.next }
 
-// errReadStop ends a segment read early: the limit was reached.
-var errReadStop = errors.New("audit: read stopped")
+// Close releases the open segment file. The reader may be used again; it
+// then reopens it.
+func (r *RecordReader) Close() error {
+	if r.f == nil {
+		return nil
+	}
+	err := r.f.Close()
+	r.f = nil
+	return err
+}
 
 // Read calls fn with the sequence number and exact line (without its
 // newline; valid only during the call) of each record from [RecordReader.Next]
@@ -108,36 +121,12 @@ func (r *RecordReader) Read(ctx context.Context, limit int, through uint64, fn f
 			return n, fmt.Errorf("%w: segment %s holding seq %d left the manifest of %s", ErrPruned, r.seg, r.next, r.dir)
 		}
 		live := idx == len(man.Segments)-1
-		pos := r.off
-		var ferr error
-		_, err := readSegment(ctx, r.fs, r.dir, r.seg, r.off, live, func(v *recordView) error {
-			if v.seq < r.next {
-				pos += int64(len(v.line)) + 1 // before the start, in the first segment read
-				return nil
-			}
-			if v.seq != r.next {
-				return fmt.Errorf("%w: %s offset %d: seq %d where %d was expected", errMalformed, r.seg, pos, v.seq, r.next)
-			}
-			if limit > 0 && n >= limit || through != 0 && v.seq > through {
-				return errReadStop
-			}
-			if err := fn(v.seq, v.line); err != nil {
-				ferr = err
-				return errReadStop
-			}
-			pos += int64(len(v.line)) + 1
-			r.next++
-			n++
-			return nil
-		})
-		r.off = pos
-		switch {
-		case errors.Is(err, errReadStop):
-			return n, ferr
-		case err != nil:
+		done, err := r.readSegment(ctx, live, limit, through, fn, &n)
+		if err != nil || done {
 			return n, err
 		}
 		if !live {
+			r.Close()
 			r.seg, r.off = man.Segments[idx+1].Name, 0
 			continue
 		}
@@ -155,6 +144,81 @@ func (r *RecordReader) Read(ctx context.Context, limit int, through uint64, fn f
 		if !rotated {
 			return n, nil
 		}
+	}
+}
+
+// readSegment reads r.seg from r.off to its end (done false) or until the
+// limit, through or fn stop it (done true).
+func (r *RecordReader) readSegment(ctx context.Context, live bool, limit int, through uint64, fn func(uint64, []byte) error, n *int) (done bool, err error) {
+	fail := func(err error) (bool, error) {
+		return false, fmt.Errorf("audit: read %s (offset %d): %w", r.seg, r.off, err)
+	}
+	if r.f == nil {
+		f, err := r.fs.OpenFile(filepath.Join(r.dir, r.seg), os.O_RDONLY, 0)
+		if err != nil {
+			if live && errors.Is(err, os.ErrNotExist) {
+				return false, nil
+			}
+			return fail(err)
+		}
+		r.f = f
+	}
+	if sk, ok := r.f.(io.Seeker); ok {
+		if _, err := sk.Seek(r.off, io.SeekStart); err != nil {
+			return fail(err)
+		}
+	} else {
+		r.Close()
+		f, err := r.fs.OpenFile(filepath.Join(r.dir, r.seg), os.O_RDONLY, 0)
+		if err != nil {
+			return fail(err)
+		}
+		r.f = f
+		if _, err := io.CopyN(io.Discard, f, r.off); err != nil {
+			return fail(err)
+		}
+	}
+	if r.br == nil {
+		r.br = bufio.NewReaderSize(r.f, maxLineBytes+2)
+	}
+	r.br.Reset(r.f)
+	for i := 0; ; i++ {
+		if i&1023 == 0 {
+			if err := ctx.Err(); err != nil {
+				return true, err
+			}
+		}
+		line, err := r.br.ReadSlice('\n')
+		switch {
+		case err == io.EOF && (live || len(line) == 0):
+			return false, nil // the end, or a write in progress
+		case err == io.EOF:
+			return fail(fmt.Errorf("%w: unterminated last line", errMalformed))
+		case errors.Is(err, bufio.ErrBufferFull):
+			return fail(errLineTooLong)
+		case err != nil:
+			return fail(err)
+		}
+		if err := parseRecord(line[:len(line)-1], &r.v); err != nil {
+			return fail(err)
+		}
+		seq := r.v.seq
+		if seq < r.next {
+			r.off += int64(len(line)) // before the start, in the first segment read
+			continue
+		}
+		if seq != r.next {
+			return fail(fmt.Errorf("%w: seq %d where %d was expected", errMalformed, seq, r.next))
+		}
+		if limit > 0 && *n >= limit || through != 0 && seq > through {
+			return true, nil
+		}
+		if err := fn(seq, line[:len(line)-1]); err != nil {
+			return true, err
+		}
+		r.off += int64(len(line))
+		r.next++
+		*n++
 	}
 }
 

@@ -276,6 +276,7 @@ func (s *Shipper) session(ctx context.Context) error {
 			fmt.Sprintf("audit replication: resumed after record %d on %s (%d records to catch up)", acked, s.subj, s.src.DurableSeq()-min(acked, s.src.DurableSeq())))
 	}
 	rr := audit.NewRecordReader(s.src.Dir(), acked+1, audit.ReadOptions{})
+	defer rr.Close()
 	var lastCkptLook time.Time
 	batch := make([]*nats.Msg, 0, s.o.BatchRecords)
 	for {
@@ -452,6 +453,7 @@ func (s *Shipper) resumeRecords(ctx context.Context, stream jetstream.Stream) (s
 	}
 	var local []byte
 	rr := audit.NewRecordReader(s.src.Dir(), r.Seq, audit.ReadOptions{})
+	defer rr.Close()
 	if _, err := rr.Read(ctx, 1, r.Seq, func(_ uint64, line []byte) error {
 		local = append([]byte(nil), line...)
 		return nil

@@ -353,6 +353,7 @@ func compareLocal(ctx context.Context, cdir, local string, r *NodeReport) error 
 	}
 	lr := audit.NewRecordReader(local, 0, audit.ReadOptions{})
 	cr := audit.NewRecordReader(cdir, 0, audit.ReadOptions{})
+	defer func() { lr.Close(); cr.Close() }()
 	var chunk [][]byte
 	var first uint64
 	for {
@@ -371,6 +372,7 @@ func compareLocal(ctx context.Context, cdir, local string, r *NodeReport) error 
 			break
 		}
 		if cr.Next() < first {
+			cr.Close()
 			cr = audit.NewRecordReader(cdir, first, audit.ReadOptions{})
 		}
 		i := 0
