@@ -181,4 +181,3 @@ func lagRound(b *testing.B, conn ConnOptions, node string) float64 {
 	slices.Sort(lags)
 	return lags[total*99/100]
 }
-
