@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -130,6 +131,9 @@ type Shipper struct {
 	subj  string
 	csubj string
 	nc    *nats.Conn
+	// closing is set before the connection is closed: the disconnection
+	// that Close causes is not narrated.
+	closing atomic.Bool
 
 	mu     sync.Mutex
 	st     Status
@@ -149,6 +153,9 @@ func New(src Source, opts Options) (*Shipper, error) {
 	s.st = Status{Stream: o.stream(), Subject: s.subj, FailClosed: o.FailClosed}
 	nc, err := connect(o.ConnOptions, true,
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if s.closing.Load() {
+				return
+			}
 			msg := "audit replication: disconnected from NATS"
 			if err != nil {
 				msg += ": " + truncate(err.Error())
@@ -156,6 +163,9 @@ func New(src Source, opts Options) (*Shipper, error) {
 			o.Narrate(slog.LevelWarn, "audit_replication_disconnected", msg+"; records wait in the local log")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			if s.closing.Load() {
+				return
+			}
 			o.Narrate(slog.LevelInfo, "audit_replication_reconnected", "audit replication: reconnected to "+truncate(nc.ConnectedUrlRedacted()))
 		}))
 	if err != nil {
@@ -166,7 +176,10 @@ func New(src Source, opts Options) (*Shipper, error) {
 }
 
 // Close disconnects. Run returns soon after.
-func (s *Shipper) Close() { s.nc.Close() }
+func (s *Shipper) Close() {
+	s.closing.Store(true)
+	s.nc.Close()
+}
 
 // Status returns the current state.
 func (s *Shipper) Status() Status {

@@ -97,9 +97,14 @@ func TestServeReplicatesAndVerifyFrom(t *testing.T) {
 }
 
 func runCLIContext(ctx context.Context, args ...string) (string, string, error) {
-	var out, errb strings.Builder
-	cmd := New(&out, &errb)
+	out := &lockedBuffer{serving: make(chan struct{})}
+	errb := &lockedBuffer{serving: make(chan struct{})}
+	cmd := New(out, errb)
 	cmd.SetArgs(args)
 	err := cmd.ExecuteContext(ctx)
-	return out.String(), errb.String(), err
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	errb.mu.Lock()
+	defer errb.mu.Unlock()
+	return out.b.String(), errb.b.String(), err
 }
