@@ -222,58 +222,142 @@ func (r *RecordReader) readSegment(ctx context.Context, live bool, limit int, th
 	}
 }
 
-// ReadCheckpoints calls fn, oldest first, with each signed checkpoint of
-// the log in dir whose tree size is above after, verified with the log's
-// public key (checkpoint.pub). An unfinished last checkpoint (a write in
-// progress) is left out. It needs no lock, and reads only the checkpoint
-// files of the segments that may hold such checkpoints.
-func ReadCheckpoints(ctx context.Context, dir string, after uint64, opts ReadOptions, fn func(*Checkpoint) error) error {
+// CheckpointReader reads the signed checkpoints of the log in a directory,
+// oldest first, from a tree size on, verified with the log's public key
+// (checkpoint.pub), while a writer may be appending them. It needs no lock
+// and keeps its position (segment and offset) between calls, so each call
+// reads only what is new. It is not safe for concurrent use.
+type CheckpointReader struct {
+	fs    FS
+	dir   string
+	k     *PublicKey
+	after uint64 // tree size of the last checkpoint returned
+	seg   string // segment whose checkpoint file is read, "" until located
+	off   int64
+}
+
+// NewCheckpointReader returns a reader of the checkpoints of the log in dir
+// whose tree size is above after.
+func NewCheckpointReader(dir string, after uint64, opts ReadOptions) (*CheckpointReader, error) {
 	fsys := opts.FS
 	if fsys == nil {
 		fsys = OSFS{}
 	}
 	k, err := ReadPublicKey(dir, fsys)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	man, err := loadManifest(fsys, dir)
+	return &CheckpointReader{fs: fsys, dir: dir, k: k, after: after}, nil
+}
+
+// Read calls fn with each new checkpoint, oldest first. An unfinished last
+// checkpoint (a write in progress) is read by a later call. A checkpoint that
+// does not verify is an error; so is an error of fn, after which the
+// checkpoint fn refused is read again by the next call.
+func (c *CheckpointReader) Read(ctx context.Context, fn func(*Checkpoint) error) error {
+	man, err := loadManifest(c.fs, c.dir)
 	if err != nil {
 		return err
 	}
-	start := 0
-	for i, s := range man.Segments {
-		if s.FirstSeq <= after+1 {
-			start = i // a checkpoint of size K lives with record K
+	if c.k.logID != man.LogID {
+		return fmt.Errorf("audit: %s is for log %s, the manifest for %s", checkpointPubName, c.k.logID, man.LogID)
+	}
+	if c.seg == "" {
+		for _, s := range man.Segments {
+			if s.FirstSeq <= c.after+1 {
+				c.seg, c.off = s.Name, 0 // a checkpoint of size K lives with record K
+			}
+		}
+		if c.seg == "" {
+			if len(man.Segments) == 0 {
+				return nil
+			}
+			c.seg = man.Segments[0].Name
 		}
 	}
-	for i := start; i < len(man.Segments); i++ {
+	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		cf, found, err := openCheckpoints(fsys, dir, man.Segments[i].Name)
-		if err != nil {
+		idx := -1
+		for i, s := range man.Segments {
+			if s.Name == c.seg {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			return fmt.Errorf("%w: segment %s left the manifest of %s", ErrPruned, c.seg, c.dir)
+		}
+		if err := c.readFile(fn); err != nil {
 			return err
 		}
-		if !found {
-			continue
+		if idx == len(man.Segments)-1 {
+			return nil
 		}
-		for {
-			ck, err := cf.next(k)
-			if err == io.EOF || err == errTornNote {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("audit: %s: checkpoint %d: %w", cf.name, cf.n+1, err)
-			}
-			if ck.Size <= after {
-				continue
-			}
-			if err := fn(ck); err != nil {
-				return err
+		c.seg, c.off = man.Segments[idx+1].Name, 0
+	}
+}
+
+// readFile reads the checkpoints of c.seg's file from c.off on.
+func (c *CheckpointReader) readFile(fn func(*Checkpoint) error) error {
+	name := c.seg + checkpointsSuffix
+	f, err := c.fs.OpenFile(filepath.Join(c.dir, name), os.O_RDONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("audit: read %s: %w", name, err)
+	}
+	defer f.Close()
+	if sk, ok := f.(io.Seeker); ok {
+		_, err = sk.Seek(c.off, io.SeekStart)
+	} else {
+		_, err = io.CopyN(io.Discard, f, c.off)
+	}
+	if err != nil {
+		return fmt.Errorf("audit: read %s: %w", name, err)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxCheckpointFileBytes+1-c.off))
+	if err != nil {
+		return fmt.Errorf("audit: read %s: %w", name, err)
+	}
+	if c.off+int64(len(b)) > maxCheckpointFileBytes {
+		return fmt.Errorf("audit: %s is larger than %d bytes", name, maxCheckpointFileBytes)
+	}
+	for len(b) > 0 {
+		msg, rest, err := splitNote(b)
+		if err == errTornNote {
+			return nil
+		}
+		if err == nil {
+			var ck *Checkpoint
+			if ck, err = ParseCheckpoint(msg, c.k); err == nil {
+				ck.file = name
+				if ck.Size > c.after {
+					if err := fn(ck); err != nil {
+						return err
+					}
+					c.after = ck.Size
+				}
 			}
 		}
+		if err != nil {
+			return fmt.Errorf("audit: %s (offset %d): %w", name, c.off, err)
+		}
+		c.off += int64(len(msg))
+		b = rest
 	}
 	return nil
+}
+
+// ReadCheckpoints calls fn, oldest first, with each signed checkpoint of
+// the log in dir whose tree size is above after (see [CheckpointReader]).
+func ReadCheckpoints(ctx context.Context, dir string, after uint64, opts ReadOptions, fn func(*Checkpoint) error) error {
+	c, err := NewCheckpointReader(dir, after, opts)
+	if err != nil {
+		return err
+	}
+	return c.Read(ctx, fn)
 }
 
 // Copy rebuilds a log directory from a copy of a log's records and signed

@@ -163,3 +163,94 @@ func TestCopyRefusesBadInput(t *testing.T) {
 		t.Fatal("Read did not return fn's error")
 	}
 }
+
+// TestCheckpointReaderIncremental reads checkpoints as the writer signs
+// them, across rotations and a reopening, each once.
+func TestCheckpointReaderIncremental(t *testing.T) {
+	ctx := context.Background()
+	o := Options{Node: "n1", SegmentMaxBytes: 4 << 10, FsyncInterval: -1}
+	dir, _, l := newLog(t, o)
+	cr, err := NewCheckpointReader(dir, 0, ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []uint64
+	read := func() {
+		t.Helper()
+		if err := cr.Read(ctx, func(c *Checkpoint) error {
+			if len(sizes) > 0 && c.Size <= sizes[len(sizes)-1] {
+				t.Fatalf("checkpoint of size %d after %d", c.Size, sizes[len(sizes)-1])
+			}
+			sizes = append(sizes, c.Size)
+			return nil
+		}); err != nil {
+			t.Fatalf("Read = %v", err)
+		}
+	}
+	read()
+	for i := range 40 {
+		mustAppend(t, l, testEvent(i))
+	}
+	mustClose(t, l)
+	read()
+	n := len(sizes)
+	if n < 2 || sizes[n-1] != 40 {
+		t.Fatalf("checkpoints %v, want several ending at 40", sizes)
+	}
+	read()
+	if len(sizes) != n {
+		t.Fatalf("a second Read gave %v again", sizes[n:])
+	}
+	// The same reader goes on after the log is reopened and appended to.
+	l2, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l2, testEvent(41))
+	mustClose(t, l2)
+	var all [][]byte
+	ReadCheckpoints(ctx, dir, 40, ReadOptions{}, func(c *Checkpoint) error {
+		all = append(all, c.Note)
+		return nil
+	})
+	if len(all) == 0 {
+		t.Fatal("no checkpoint after reopening and appending")
+	}
+	read()
+	if got := sizes[len(sizes)-1]; got <= 40 {
+		t.Fatalf("last checkpoint %d, want above 40", got)
+	}
+}
+
+// FuzzCopy feeds arbitrary checkpoints and record lines to a Copy: it
+// refuses or takes them, and never panics.
+func FuzzCopy(f *testing.F) {
+	dir, vk, l := newLog(f, Options{Node: "n1", FsyncInterval: -1})
+	for i := range 3 {
+		mustAppend(f, l, testEvent(i))
+	}
+	mustClose(f, l)
+	var lines [][]byte
+	NewRecordReader(dir, 1, ReadOptions{}).Read(context.Background(), 0, 0, func(_ uint64, b []byte) error {
+		lines = append(lines, bytes.Clone(b))
+		return nil
+	})
+	var note []byte
+	ReadCheckpoints(context.Background(), dir, 0, ReadOptions{}, func(c *Checkpoint) error {
+		note = c.Note
+		return nil
+	})
+	f.Add(note, lines[0], lines[1])
+	f.Add([]byte("vramseal/audit/x\n1\n\n"), lines[1], lines[0])
+	f.Fuzz(func(t *testing.T, ck, a, b []byte) {
+		c, err := NewCopy(t.TempDir()+"/c", vk.logID, ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.AddCheckpoint(ck)
+		if c.AddRecord(a) == nil {
+			c.AddRecord(b)
+		}
+		c.Close()
+	})
+}

@@ -290,6 +290,10 @@ func (s *Shipper) session(ctx context.Context) error {
 	}
 	rr := audit.NewRecordReader(s.src.Dir(), acked+1, audit.ReadOptions{})
 	defer rr.Close()
+	cr, err := audit.NewCheckpointReader(s.src.Dir(), ckSize, audit.ReadOptions{})
+	if err != nil {
+		return fmt.Errorf("replicate: %w", err)
+	}
 	var lastCkptLook time.Time
 	batch := make([]*nats.Msg, 0, s.o.BatchRecords)
 	for {
@@ -342,7 +346,7 @@ func (s *Shipper) session(ctx context.Context) error {
 		}
 		if now := time.Now(); now.Sub(lastCkptLook) >= checkpointPoll || !worked && ckSize < acked {
 			lastCkptLook = now
-			ckSize, ckStream, err = s.shipCheckpoints(ctx, stream, ckSize, ckStream, acked)
+			ckSize, ckStream, err = s.shipCheckpoints(ctx, cr, ckSize, ckStream, acked)
 			if err != nil {
 				return err
 			}
@@ -357,10 +361,10 @@ func (s *Shipper) session(ctx context.Context) error {
 	}
 }
 
-// checkpointPoll is how often the shipper reads the local checkpoint files
+// checkpointPoll is how often the shipper looks for new local checkpoints
 // while records keep coming; the writer signs one at most every checkpoint
 // interval (one second by default).
-const checkpointPoll = 500 * time.Millisecond
+const checkpointPoll = 100 * time.Millisecond
 
 // maxBatchBytes caps the data of one batch (a record line is at most 1 MiB).
 const maxBatchBytes = 4 << 20
@@ -497,12 +501,12 @@ func (s *Shipper) resumeCheckpoints(ctx context.Context, stream jetstream.Stream
 
 // shipCheckpoints publishes the local checkpoints above size that cover
 // only acknowledged records.
-func (s *Shipper) shipCheckpoints(ctx context.Context, stream jetstream.Stream, size, streamSeq, acked uint64) (uint64, uint64, error) {
+func (s *Shipper) shipCheckpoints(ctx context.Context, cr *audit.CheckpointReader, size, streamSeq, acked uint64) (uint64, uint64, error) {
 	js, err := jetstream.New(s.nc)
 	if err != nil {
 		return size, streamSeq, err
 	}
-	err = audit.ReadCheckpoints(ctx, s.src.Dir(), size, audit.ReadOptions{}, func(ck *audit.Checkpoint) error {
+	err = cr.Read(ctx, func(ck *audit.Checkpoint) error {
 		if ck.Size > acked {
 			return errBatchFull // later: its records are not in the stream yet
 		}
