@@ -81,6 +81,23 @@ func TestServeReplicatesAndVerifyFrom(t *testing.T) {
 	if err != nil || !strings.Contains(out, "OK: node gpu-7_lab") || !strings.Contains(out, "local log") {
 		t.Fatalf("audit verify --from = %v\n%s", err, out)
 	}
+	// /healthz's replication member, from a shipper of the reopened log.
+	l2, err := audit.Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close(context.Background())
+	sh, err := replicate.New(l2, replicate.Options{ConnOptions: replicate.ConnOptions{URLs: []string{url}}, Node: "gpu-7.lab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	h := replicationHealth(sh)
+	for _, k := range []string{"connected", "acked_seq", "durable_seq", "lag_records", "lag_seconds", "errors", "policy"} {
+		if _, ok := h[k]; !ok {
+			t.Errorf("replication health %v lacks %q", h, k)
+		}
+	}
 	// Bad input is a usage error.
 	for _, args := range [][]string{
 		{"audit", "verify", "--from", url, dir},
