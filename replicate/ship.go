@@ -190,9 +190,12 @@ func (s *Shipper) Status() Status {
 	st.Durable = s.src.DurableSeq()
 	if st.Durable > st.Acked {
 		st.LagRecords = st.Durable - st.Acked
-		if !s.behind.IsZero() {
-			st.Lag = max(s.o.Clock().Sub(s.behind), 0)
+		if s.behind.IsZero() {
+			// No batch read yet (NATS was out of reach): the lag counts
+			// from when it was first seen.
+			s.behind = s.o.Clock()
 		}
+		st.Lag = max(s.o.Clock().Sub(s.behind), 0)
 	}
 	return st
 }
