@@ -360,10 +360,107 @@ func ReadCheckpoints(ctx context.Context, dir string, after uint64, opts ReadOpt
 	return c.Read(ctx, fn)
 }
 
-// Copy rebuilds a log directory from a copy of a log's records and signed
-// checkpoints kept elsewhere (a replica), so that [Verify] checks the copy
-// with every rule it applies to a log, and [NewRecordReader] reads it.
-// Checkpoints are added first, then the records in sequence order; Close
+// AnchorReader reads the epoch anchors of the log in a directory (the
+// epochs file of format version 2; a version 1 log has none), in epoch
+// order from a given epoch on, while a writer may be appending them. It
+// keeps its position between calls. It is not safe for concurrent use.
+type AnchorReader struct {
+	fs   FS
+	dir  string
+	next uint64 // next epoch to return
+	off  int64
+	last *anchor
+	br   *bufio.Reader
+}
+
+// NewAnchorReader returns a reader of the anchors of the log in dir of
+// the epochs after the epoch after (0: from epoch 1).
+func NewAnchorReader(dir string, after uint64, opts ReadOptions) *AnchorReader {
+	fsys := opts.FS
+	if fsys == nil {
+		fsys = OSFS{}
+	}
+	return &AnchorReader{fs: fsys, dir: dir, next: after + 1}
+}
+
+// Read calls fn with the epoch and exact line (without its newline; valid
+// only during the call) of each new anchor. An unterminated last line (an
+// append in progress) is read by a later call; an anchor out of order or
+// malformed is an error, and so is an error of fn, after which the anchor
+// fn refused is read again by the next call.
+func (r *AnchorReader) Read(ctx context.Context, fn func(epoch uint64, line []byte) error) error {
+	man, err := loadManifest(r.fs, r.dir)
+	if err != nil {
+		return err
+	}
+	f, err := r.fs.OpenFile(filepath.Join(r.dir, epochsName), os.O_RDONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("audit: read %s: %w", epochsName, err)
+	}
+	defer f.Close()
+	if sk, ok := f.(io.Seeker); ok {
+		_, err = sk.Seek(r.off, io.SeekStart)
+	} else {
+		_, err = io.CopyN(io.Discard, f, r.off)
+	}
+	if err != nil {
+		return fmt.Errorf("audit: read %s: %w", epochsName, err)
+	}
+	if r.br == nil {
+		r.br = bufio.NewReaderSize(f, 4096)
+	}
+	r.br.Reset(f)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		line, err := r.br.ReadSlice('\n')
+		if err == io.EOF {
+			return nil // the end, or an append in progress
+		}
+		if err != nil {
+			return fmt.Errorf("audit: read %s (offset %d): %w", epochsName, r.off, err)
+		}
+		a, err := parseAnchor(line[:len(line)-1], man.LogID)
+		if err == nil && a.epoch >= r.next {
+			if a.epoch != r.next {
+				err = fmt.Errorf("%w: epoch %d where %d was expected", errAnchor, a.epoch, r.next)
+			} else if r.last != nil {
+				err = a.follows(r.last)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("audit: read %s (offset %d): %w", epochsName, r.off, err)
+		}
+		if a.epoch >= r.next {
+			if err := fn(a.epoch, line[:len(line)-1]); err != nil {
+				return err
+			}
+			r.next++
+		}
+		r.last = &a
+		r.off += int64(len(line))
+	}
+}
+
+// AnchorEpoch returns the epoch of an anchor line of log logID (without its
+// newline), checking its form only.
+func AnchorEpoch(line []byte, logID string) (uint64, error) {
+	a, err := parseAnchor(line, logID)
+	if err != nil {
+		return 0, err
+	}
+	return a.epoch, nil
+}
+
+// Copy rebuilds a log directory from a copy of a log's epoch anchors,
+// records and signed checkpoints kept elsewhere (a replica), so that
+// [Verify] checks the copy with every rule it applies to a log, and
+// [NewRecordReader] reads it. Anchors may come at any time, in order;
+// checkpoints come before the records, which come in sequence order; Close
 // writes the manifest. The records are split into segments where the log
 // itself must have rotated (the epoch or the UTC day changes right after a
 // checkpoint of the record before), which is how the writer leaves them.
@@ -371,17 +468,19 @@ func ReadCheckpoints(ctx context.Context, dir string, after uint64, opts ReadOpt
 // segment; records and notes go straight to files. Copy is not safe for
 // concurrent use.
 type Copy struct {
-	fs    FS
-	dir   string
-	logID string
-	sizes map[uint64]bool
-	notes File // the checkpoints, in order, until Close
-	man   manifest
-	seg   *segmentInfo
-	f     File
-	h     hash.Hash
-	last  uint64
-	rec   Record
+	fs         FS
+	dir        string
+	logID      string
+	sizes      map[uint64]bool
+	notes      File // the checkpoints, in order, until Close
+	epochs     File // the epochs file, open once an anchor came
+	lastAnchor *anchor
+	man        manifest
+	seg        *segmentInfo
+	f          File
+	h          hash.Hash
+	last       uint64
+	rec        Record
 }
 
 const copyNotesName = "copy-checkpoints.tmp"
@@ -410,6 +509,31 @@ func NewCopy(dir, logID string, opts ReadOptions) (*Copy, error) {
 	}
 	return &Copy{fs: fsys, dir: dir, logID: logID, sizes: map[uint64]bool{}, notes: notes,
 		man: manifest{LogID: logID}}, nil
+}
+
+// AddAnchor adds the next epoch anchor's exact line (without its newline):
+// it must parse and follow the one before (the first is of epoch 1). Its
+// MAC is checked by [Verify] with the verification key.
+func (c *Copy) AddAnchor(line []byte) error {
+	a, err := parseAnchor(line, c.logID)
+	if err != nil {
+		return err
+	}
+	if err := a.follows(c.lastAnchor); err != nil {
+		return err
+	}
+	if c.epochs == nil {
+		f, err := c.fs.OpenFile(filepath.Join(c.dir, epochsName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("audit: copy: %w", err)
+		}
+		c.epochs = f
+	}
+	if _, err := c.epochs.Write(append(append(make([]byte, 0, len(line)+1), line...), '\n')); err != nil {
+		return fmt.Errorf("audit: copy: %w", err)
+	}
+	c.lastAnchor = &a
+	return nil
 }
 
 // AddCheckpoint adds a signed checkpoint (its note, verbatim). Its text must
@@ -465,6 +589,11 @@ func (c *Copy) AddRecord(line []byte) error {
 		}
 	} else if v.seq != c.last+1 {
 		return fmt.Errorf("%w: seq %d follows seq %d", errMalformed, v.seq, c.last)
+	}
+	if c.man.Ver == 0 {
+		c.man.Ver = v.ver
+	} else if v.ver != c.man.Ver {
+		return fmt.Errorf("%w: record seq %d is of format version %d, the copy's %d", errMalformed, v.seq, v.ver, c.man.Ver)
 	}
 	v.record(&c.rec)
 	t := c.rec.Time
@@ -525,8 +654,16 @@ func (c *Copy) Close() error {
 		c.man.Segments = append(c.man.Segments, s)
 		c.seg, c.f = nil, nil
 	}
+	if c.epochs != nil {
+		if err := c.epochs.Close(); err != nil {
+			return fmt.Errorf("audit: copy: %w", err)
+		}
+	}
 	if err := c.placeCheckpoints(); err != nil {
 		return err
+	}
+	if c.man.Ver == 0 {
+		c.man.Ver = formatVersion
 	}
 	return writeFileAtomic(c.fs, c.dir, manifestName, c.man.encode())
 }

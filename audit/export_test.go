@@ -82,6 +82,20 @@ func TestExportCopyRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ar := NewAnchorReader(dir, 0, ReadOptions{})
+	anchors := 0
+	if err := ar.Read(ctx, func(e uint64, line []byte) error {
+		anchors++
+		if got, err := AnchorEpoch(line, vk.logID); err != nil || got != e || e != uint64(anchors) {
+			t.Fatalf("anchor %d: AnchorEpoch = %d, %v; Read said epoch %d", anchors, got, err, e)
+		}
+		return c.AddAnchor(line)
+	}); err != nil || anchors < 2 {
+		t.Fatalf("AnchorReader.Read = %d anchors, %v; want several", anchors, err)
+	}
+	if err := ar.Read(ctx, func(uint64, []byte) error { t.Fatal("an anchor read twice"); return nil }); err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range notes {
 		if err := c.AddCheckpoint(n); err != nil {
 			t.Fatalf("AddCheckpoint = %v", err)

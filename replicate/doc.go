@@ -14,10 +14,11 @@
 // messages rather than dropping old ones), a duplicate window of two
 // minutes and allow_atomic (atomic batch publish, nats-server 2.12 or
 // later). A Shipper refuses a stream of that name that lacks any of these.
-// Each log writes two subjects:
+// Each log writes three subjects:
 //
 //	vramseal.audit.<log id>.<node>.records       one message per record
 //	vramseal.audit.<log id>.<node>.checkpoints   one message per signed checkpoint
+//	vramseal.audit.<log id>.<node>.epochs        one message per epoch anchor (format version 2)
 //
 // where <log id> is the log's 16 hex digit ID and <node> the node name with
 // every byte outside [A-Za-z0-9_-] replaced by "_" ([Token]).
@@ -25,8 +26,11 @@
 // A record message's data is the record's exact line without its newline;
 // its header Nats-Msg-Id is "<log id>-<seq>". A checkpoint message's data is
 // the signed note, verbatim; its Nats-Msg-Id is "<log id>-checkpoint-<tree
-// size>". Messages of a subject are in sequence order, each record exactly
-// once, from seq 1, and a checkpoint only after the record it covers.
+// size>". An anchor message's data is the anchor's line of the epochs file
+// without its newline; its Nats-Msg-Id is "<log id>-epoch-<epoch>".
+// Messages of a subject are in order, each once, from seq 1 and epoch 1; an
+// anchor is published before any record of its epoch, and a checkpoint only
+// after the record it covers.
 //
 // # No gap, no duplicate
 //
@@ -40,8 +44,8 @@
 // reads the last message of the subject and goes on from the record after
 // it. So whatever fails, and however often, the subject holds each record
 // once and in order; a duplicate of a batch whose acknowledgement was lost
-// is refused by the expected sequence (and the message IDs). Checkpoints go
-// one at a time with the same expected-sequence rule.
+// is refused by the expected sequence (and the message IDs). Checkpoints and
+// anchors go one at a time with the same expected-sequence rule.
 //
 // A record is shipped only once it is durable in the local log
 // ([audit.Log.DurableSeq]), so the stream never holds a record the machine

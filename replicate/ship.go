@@ -130,6 +130,7 @@ type Shipper struct {
 	logID string
 	subj  string
 	csubj string
+	esubj string
 	nc    *nats.Conn
 	// closing is set before the connection is closed: the disconnection
 	// that Close causes is not narrated.
@@ -149,7 +150,7 @@ func New(src Source, opts Options) (*Shipper, error) {
 		return nil, errors.New("replicate: the log has no checkpoint public key")
 	}
 	s := &Shipper{src: src, o: o, logID: pk.LogID()}
-	s.subj, s.csubj = RecordsSubject(s.logID, o.Node), CheckpointsSubject(s.logID, o.Node)
+	s.subj, s.csubj, s.esubj = RecordsSubject(s.logID, o.Node), CheckpointsSubject(s.logID, o.Node), EpochsSubject(s.logID, o.Node)
 	s.st = Status{Stream: o.stream(), Subject: s.subj, FailClosed: o.FailClosed}
 	nc, err := connect(o.ConnOptions, true,
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -283,6 +284,11 @@ func (s *Shipper) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	epoch, epStream, err := s.resumeAnchors(ctx, stream)
+	if err != nil {
+		return err
+	}
+	ar := audit.NewAnchorReader(s.src.Dir(), epoch, audit.ReadOptions{})
 	s.mu.Lock()
 	wasBehind := s.st.LastError != ""
 	s.st.Acked, s.st.AckedCheckpoint, s.st.LastError, s.st.Err = acked, ckSize, "", nil
@@ -305,6 +311,12 @@ func (s *Shipper) session(ctx context.Context) error {
 		}
 		durable := s.src.DurableSeq()
 		worked := false
+		// The anchors first: a record's epoch is anchored before the
+		// record is written, so the stream never holds a record of an
+		// epoch whose anchor it lacks.
+		if epStream, err = s.shipAnchors(ctx, ar, epStream); err != nil {
+			return err
+		}
 		if rr.Next() <= durable {
 			batch = batch[:0]
 			var bytes int
@@ -500,6 +512,42 @@ func (s *Shipper) resumeCheckpoints(ctx context.Context, stream jetstream.Stream
 		return 0, 0, fmt.Errorf("%w: the last message of %s (stream seq %d): %w", errStopped, s.csubj, m.Sequence, err)
 	}
 	return ck.Size, m.Sequence, nil
+}
+
+// resumeAnchors reads the subject's last epoch anchor.
+func (s *Shipper) resumeAnchors(ctx context.Context, stream jetstream.Stream) (epoch, streamSeq uint64, err error) {
+	m, err := stream.GetLastMsgForSubject(ctx, s.esubj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("replicate: read the last message of %s: %w", s.esubj, err)
+	}
+	e, err := audit.AnchorEpoch(m.Data, s.logID)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: the last message of %s (stream seq %d): %w", errStopped, s.esubj, m.Sequence, err)
+	}
+	return e, m.Sequence, nil
+}
+
+// shipAnchors publishes the local log's new epoch anchors, one at a time.
+func (s *Shipper) shipAnchors(ctx context.Context, ar *audit.AnchorReader, streamSeq uint64) (uint64, error) {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return streamSeq, err
+	}
+	err = ar.Read(ctx, func(epoch uint64, line []byte) error {
+		actx, cancel := context.WithTimeout(ctx, s.o.AckTimeout)
+		defer cancel()
+		a, err := js.Publish(actx, s.esubj, line, jetstream.WithMsgID(s.logID+"-epoch-"+strconv.FormatUint(epoch, 10)),
+			jetstream.WithExpectLastSequencePerSubject(streamSeq))
+		if err != nil {
+			return fmt.Errorf("replicate: epoch anchor %d: %w", epoch, err)
+		}
+		streamSeq = a.Sequence
+		return nil
+	})
+	return streamSeq, err
 }
 
 // shipCheckpoints publishes the local checkpoints above size that cover

@@ -113,8 +113,14 @@ func CheckpointsSubject(logID, node string) string {
 	return subjectPrefix + logID + "." + Token(node) + ".checkpoints"
 }
 
+// EpochsSubject returns the subject of the epoch anchors of log logID
+// written on node.
+func EpochsSubject(logID, node string) string {
+	return subjectPrefix + logID + "." + Token(node) + ".epochs"
+}
+
 // parseSubject splits a subject of the stream into log ID, node token and
-// kind ("records" or "checkpoints").
+// kind ("records", "checkpoints" or "epochs").
 func parseSubject(s string) (logID, node, kind string, ok bool) {
 	rest, found := strings.CutPrefix(s, subjectPrefix)
 	if !found {
@@ -122,7 +128,7 @@ func parseSubject(s string) (logID, node, kind string, ok bool) {
 	}
 	parts := strings.Split(rest, ".")
 	if len(parts) != 3 || len(parts[0]) != 16 || parts[1] == "" || parts[1] != Token(parts[1]) ||
-		parts[2] != "records" && parts[2] != "checkpoints" {
+		parts[2] != "records" && parts[2] != "checkpoints" && parts[2] != "epochs" {
 		return "", "", "", false
 	}
 	for _, c := range parts[0] {

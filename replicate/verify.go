@@ -256,6 +256,28 @@ func verifyNode(ctx context.Context, js jetstream.JetStream, stream, logID, node
 	if err != nil {
 		return err
 	}
+	var lastEpoch uint64
+	err = forEach(ctx, js, stream, EpochsSubject(logID, node), timeout, func(m jetstream.Msg, sseq uint64) error {
+		e, err := audit.AnchorEpoch(m.Data(), logID)
+		if err != nil {
+			return fail(Malformed, sseq, 0, "not an epoch anchor: %w", err)
+		}
+		switch {
+		case e <= lastEpoch:
+			return fail(Duplicate, sseq, 0, "the anchor of epoch %d again (after %d)", e, lastEpoch)
+		case e > lastEpoch+1:
+			return fail(Gap, sseq, 0, "the anchor of epoch %d follows that of epoch %d", e, lastEpoch)
+		}
+		if err := c.AddAnchor(m.Data()); err != nil {
+			return fail(Malformed, sseq, 0, "%w", err)
+		}
+		lastEpoch = e
+		return nil
+	})
+	if err != nil {
+		c.Close()
+		return err
+	}
 	var lastSize uint64
 	err = forEach(ctx, js, stream, CheckpointsSubject(logID, node), timeout, func(m jetstream.Msg, sseq uint64) error {
 		var size uint64

@@ -27,6 +27,18 @@ func closedLog(t *testing.T, node string, n int) (string, *audit.PublicKey, [][]
 	return l.Dir(), l.PublicKey(), lines, notes
 }
 
+// readAnchors returns the epoch anchor lines of the log in dir.
+func readAnchors(t *testing.T, dir string) (anchors [][]byte) {
+	t.Helper()
+	if err := audit.NewAnchorReader(dir, 0, audit.ReadOptions{}).Read(context.Background(), func(_ uint64, b []byte) error {
+		anchors = append(anchors, bytes.Clone(b))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return anchors
+}
+
 func readLog(t *testing.T, dir string) (lines, notes [][]byte) {
 	t.Helper()
 	if _, err := audit.NewRecordReader(dir, 1, audit.ReadOptions{}).Read(context.Background(), 0, 0, func(_ uint64, b []byte) error {
@@ -46,7 +58,7 @@ func readLog(t *testing.T, dir string) (lines, notes [][]byte) {
 
 // publish writes records and checkpoints to a new stream as given, with no
 // checks: what a hostile or broken writer could leave there.
-func publish(t *testing.T, url, stream, logID, node string, lines, notes [][]byte) {
+func publish(t *testing.T, url, stream, logID, node string, anchors, lines, notes [][]byte) {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -57,6 +69,11 @@ func publish(t *testing.T, url, stream, logID, node string, lines, notes [][]byt
 	ctx := context.Background()
 	if _, err := ensureStream(ctx, js, nc, stream, 1, 0); err != nil {
 		t.Fatal(err)
+	}
+	for _, b := range anchors {
+		if _, err := js.Publish(ctx, EpochsSubject(logID, node), b); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, b := range lines {
 		if _, err := js.Publish(ctx, RecordsSubject(logID, node), b); err != nil {
@@ -73,7 +90,8 @@ func publish(t *testing.T, url, stream, logID, node string, lines, notes [][]byt
 // TestVerifyHostileStream puts corrupt or hostile contents in the stream:
 // the verifier names the node, the kind of problem and where it is.
 func TestVerifyHostileStream(t *testing.T) {
-	_, pk, lines, notes := closedLog(t, "n1", 40)
+	dir, pk, lines, notes := closedLog(t, "n1", 40)
+	anchors := readAnchors(t, dir)
 	_, _, otherLines, otherNotes := closedLog(t, "n1", 10)
 	logID := pk.LogID()
 	with := func(l [][]byte, i int, b []byte) [][]byte {
@@ -84,28 +102,30 @@ func TestVerifyHostileStream(t *testing.T) {
 	forged := bytes.Clone(notes[len(notes)-1])
 	forged = bytes.Replace(forged, []byte("\n40\n"), []byte("\n39\n"), 1)
 	tests := []struct {
-		name         string
-		node         string
-		lines, notes [][]byte
-		kind         Kind
-		seq          uint64
+		name                  string
+		node                  string
+		anchors, lines, notes [][]byte
+		kind                  Kind
+		seq                   uint64
 	}{
-		{"wrong node", "n2", lines, nil, WrongNode, 1},
-		{"gap", "n1", append(append([][]byte(nil), lines[:9]...), lines[10:]...), nil, Gap, 10},
-		{"duplicate", "n1", append(append(append([][]byte(nil), lines[:10]...), lines[9]), lines[10:]...), nil, Duplicate, 10},
-		{"not a record", "n1", with(lines, 3, []byte("{\"v\":1,\"seq\":4}")), nil, Malformed, 0},
-		{"record of another log", "n1", with(lines, 0, otherLines[0]), nil, WrongNode, 1},
-		{"forged checkpoint", "n1", lines, [][]byte{notes[0], forged}, BadCheckpoint, 0},
-		{"checkpoint of another key", "n1", lines, [][]byte{otherNotes[0]}, BadCheckpoint, 0},
-		{"duplicate checkpoint", "n1", lines, [][]byte{notes[0], notes[0]}, Duplicate, 0},
-		{"checkpoint beyond the records", "n1", lines[:20], notes, "", 0},
-		{"record altered", "n1", with(lines, 5, bytes.Replace(lines[5], []byte(`"n":5`), []byte(`"n":6`), 1)), notes, "", 0},
+		{"anchors missing", "n1", nil, lines, notes, ChainBroken, 1},
+		{"anchor repeated", "n1", append([][]byte{anchors[0]}, anchors...), lines, notes, Duplicate, 0},
+		{"wrong node", "n2", anchors, lines, nil, WrongNode, 1},
+		{"gap", "n1", anchors, append(append([][]byte(nil), lines[:9]...), lines[10:]...), nil, Gap, 10},
+		{"duplicate", "n1", anchors, append(append(append([][]byte(nil), lines[:10]...), lines[9]), lines[10:]...), nil, Duplicate, 10},
+		{"not a record", "n1", anchors, with(lines, 3, []byte("{\"v\":1,\"seq\":4}")), nil, Malformed, 0},
+		{"record of another log", "n1", anchors, with(lines, 0, otherLines[0]), nil, WrongNode, 1},
+		{"forged checkpoint", "n1", anchors, lines, [][]byte{notes[0], forged}, BadCheckpoint, 0},
+		{"checkpoint of another key", "n1", anchors, lines, [][]byte{otherNotes[0]}, BadCheckpoint, 0},
+		{"duplicate checkpoint", "n1", anchors, lines, [][]byte{notes[0], notes[0]}, Duplicate, 0},
+		{"checkpoint beyond the records", "n1", anchors, lines[:20], notes, "", 0},
+		{"record altered", "n1", anchors, with(lines, 5, bytes.Replace(lines[5], []byte(`"n":5`), []byte(`"n":6`), 1)), notes, "", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := runServer(t, t.TempDir(), 0, nil, nil, "s1") // streams' subjects may not overlap
 			stream := "HOSTILE"
-			publish(t, srv.ClientURL(), stream, logID, tt.node, tt.lines, tt.notes)
+			publish(t, srv.ClientURL(), stream, logID, tt.node, tt.anchors, tt.lines, tt.notes)
 			reps, err := Verify(context.Background(), VerifyOptions{ConnOptions: ConnOptions{URLs: []string{srv.ClientURL()}, Stream: stream},
 				PublicKeys: []*audit.PublicKey{pk}})
 			if err != nil {
@@ -161,7 +181,7 @@ func TestVerifyLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines, notes := readLog(t, dir)
-	publish(t, srv.ClientURL(), DefaultStream, l.PublicKey().LogID(), "n1", lines, notes)
+	publish(t, srv.ClientURL(), DefaultStream, l.PublicKey().LogID(), "n1", readAnchors(t, dir), lines, notes)
 	vo := VerifyOptions{ConnOptions: ConnOptions{URLs: []string{srv.ClientURL()}}, PublicKeys: []*audit.PublicKey{l.PublicKey()}}
 
 	vo.Local = dir
