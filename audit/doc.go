@@ -8,7 +8,10 @@
 // [Tail] read it. [LatestCheckpoint], [ProveInclusion] and
 // [ProveConsistency] give signed checkpoints and proofs that anyone holding
 // the log's [PublicKey] checks offline ([CheckInclusion],
-// [CheckConsistency]).
+// [CheckConsistency]). [NewRecordReader], [NewCheckpointReader],
+// [NewAnchorReader] and [Log.DurableSeq] read a log for a copy kept
+// elsewhere (package replicate), and [Copy] turns such a copy back into a
+// log directory that [Verify] checks like any other.
 //
 // # Guarantees
 //

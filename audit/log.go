@@ -287,6 +287,7 @@ type Log struct {
 	dropped, rejected, refused, lost, lastSeq atomic.Uint64
 	epoch                                     atomic.Uint64
 	lastSync                                  atomic.Int64
+	durableSeq                                atomic.Uint64 // see [Log.DurableSeq]
 
 	w  writer      // owned by the writer goroutine after Open
 	tw *treeWriter // the tree and checkpoints, fed by the writer goroutine
@@ -381,6 +382,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	l.ver = l.w.man.Ver
 	l.epoch.Store(l.w.st.epoch)
 	l.lastSeq.Store(l.w.lastSeq)
+	l.durableSeq.Store(l.w.lastSeq)
 	l.lastSync.Store(time.Now().UnixNano())
 	l.w.lastSyncReal, l.w.lastCkpt = time.Now(), time.Now()
 	l.tw.start()
@@ -829,6 +831,7 @@ func (l *Log) writeOut(sync bool) error {
 		if w.durTree > 0 {
 			l.tw.mark(w.durTree)
 		}
+		l.durableSeq.Store(w.lastSeq)
 	}
 	return nil
 }

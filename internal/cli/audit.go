@@ -236,14 +236,18 @@ const exitVerifyFailed = 4
 
 func newAuditVerifyCmd() *cobra.Command {
 	var (
-		keyFile, pubFile string
-		asJSON           bool
+		keyFile  string
+		pubFiles []string
+		replica  replicaFlags
+		asJSON   bool
 	)
 	cmd := &cobra.Command{
-		Use: "verify DIR [--verification-key FILE] [--public-key FILE]",
+		Use: "verify {DIR | --from nats://HOST:PORT [--node NODE] [--local DIR]} [--verification-key FILE] [--public-key FILE]",
 		Example: `  vramseal audit verify vramseal-data/audit --verification-key ~/audit-verification.key
   vramseal audit verify vramseal-data/audit --public-key ~/audit-verification.key.pub   # an auditor: no secret
-  vramseal audit verify vramseal-data/audit    # links, epochs, checksums; no MACs`,
+  vramseal audit verify vramseal-data/audit    # links, epochs, checksums; no MACs
+  vramseal audit verify --from nats://nats-1:4222 --public-key gpu-1.pub --public-key gpu-2.pub
+  vramseal audit verify --from nats://nats-1:4222 --node gpu-1 --local /var/lib/vramseal/audit --public-key gpu-1.pub`,
 		Short: "Verify every record, link, epoch, checksum, the manifest and the signed checkpoints",
 		Long: `Verify the audit log in DIR, streaming. With the verification key every
 MAC is checked too; without it, everything else, and the output says so.
@@ -252,6 +256,16 @@ the records is rebuilt and every signed checkpoint is checked: its
 signature, that its root is the tree's at its size (so each checkpoint is
 consistent with the ones before it), and that every closed segment ends
 with one. The public key is no secret, so an auditor can run this anywhere.
+
+With --from, verify instead the copies that serve --audit-replicate shipped
+to a NATS JetStream stream: for each node (or the one --node names), every
+message must be the next record or checkpoint of that node's log (no gap,
+duplicate, record of another node, forged checkpoint or checkpoint of
+another key), and the copy is verified as a log, with the public keys given
+(repeat --public-key, one per node's log). With --local DIR the copy is also
+compared with that node's local log: a local log that was truncated, rolled
+back, forked or rewritten is named with the first sequence number where the
+copies differ.
 
 Exit status:
   0  everything verified
@@ -262,15 +276,30 @@ Exit status:
      inserted, reordered or duplicated, the manifest is missing or does not
      match, a signed checkpoint does not verify or disagrees with the
      records, or the log is not the one the key belongs to`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(replica.from) > 0 {
+				if len(args) > 0 || keyFile != "" {
+					return &ExitError{Code: 2, Err: errors.New("audit verify --from takes no DIR and no --verification-key: use --local DIR and --public-key")}
+				}
+				return verifyReplicas(cmd, replica, pubFiles)
+			}
+			if len(args) != 1 {
+				return &ExitError{Code: 2, Err: errors.New("audit verify: give the log's DIR, or --from nats://HOST:PORT")}
+			}
+			if replica.node != "" || replica.local != "" {
+				return &ExitError{Code: 2, Err: errors.New("audit verify: --node and --local need --from")}
+			}
+			if len(pubFiles) > 1 {
+				return &ExitError{Code: 2, Err: errors.New("audit verify DIR: one --public-key")}
+			}
 			vk, err := readKey(keyFile)
 			if err != nil {
 				return fmt.Errorf("audit verify: verification key: %w", err)
 			}
 			var pk *audit.PublicKey
-			if pubFile != "" {
-				if pk, err = readPublicKey(pubFile); err != nil {
+			if len(pubFiles) == 1 {
+				if pk, err = readPublicKey(pubFiles[0]); err != nil {
 					return fmt.Errorf("audit verify: %w", err)
 				}
 			}
@@ -345,7 +374,8 @@ Exit status:
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "verification-key", "", "verification key file written by audit init")
-	cmd.Flags().StringVar(&pubFile, "public-key", "", "checkpoint public key file written by audit init")
+	cmd.Flags().StringArrayVar(&pubFiles, "public-key", nil, "checkpoint public key file written by audit init (with --from: one per log)")
+	replica.add(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/vramseal/vramseal/gpu/sim"
 	"github.com/vramseal/vramseal/internal/server"
 	"github.com/vramseal/vramseal/narration"
+	"github.com/vramseal/vramseal/replicate"
 	"github.com/vramseal/vramseal/seal"
 	"github.com/vramseal/vramseal/vram"
 )
@@ -64,6 +65,7 @@ type serveConfig struct {
 	uploadRate   ByteSize
 	uploadGrace  time.Duration
 	uploadLimit  time.Duration
+	replicate    replicateConfig
 }
 
 func newServeCmd() *cobra.Command {
@@ -110,6 +112,7 @@ released, uptime) after it released every shard.`,
 	f.StringVar(&cfg.dataDir, "data-dir", "vramseal-data", "directory for the worker secret and the audit log")
 	f.StringVar(&cfg.auditDir, "audit-dir", "", "audit log directory (default DATA-DIR/audit)")
 	f.StringVar(&cfg.auditFailure, "audit-failure", "closed", "when the audit log fails: closed (refuse operations) or open (go on, count and report)")
+	cfg.replicate.flags(f)
 	f.StringVar(&cfg.auditRetain, "audit-retain", "", "delete closed, verified audit segments older than this (e.g. 2555d); empty keeps everything")
 	f.Var(&cfg.auditSegment, "audit-segment-size", "rotate the audit segment (and evolve the key) before it would grow past this size (64KiB to 1TiB)")
 	f.DurationVar(&cfg.auditEpoch, "audit-epoch-interval", defaultAuditEpoch, "evolve the audit key at least this often, even when idle: a key taken from this machine cannot forge records older than its epoch (1s to 24h)")
@@ -210,6 +213,9 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	if err != nil {
 		return &ExitError{Code: 2, Err: err}
 	}
+	if err := cfg.replicate.check(); err != nil {
+		return &ExitError{Code: 2, Err: err}
+	}
 	var token string
 	if cfg.tokenFile != "" {
 		var err error
@@ -252,11 +258,24 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 		workerID = "worker-" + host
 	}
 	aopts.Worker = workerID
+	aopts.Node = cfg.replicate.node
 	log, err := openAudit(cfg, aopts, say)
 	if err != nil {
 		return err
 	}
 	defer log.Close(context.Background())
+	shipper, stopShipper, err := startReplication(cfg.replicate, log, say)
+	if err != nil {
+		return err
+	}
+	defer stopShipper(context.Background())
+	replStatus := (func() replicate.Status)(nil)
+	ready := server.AuditReady(log.Health)
+	if shipper != nil {
+		replStatus = shipper.Status
+		auditReady := ready
+		ready = func() error { return errors.Join(auditReady(), shipper.Ready()) }
+	}
 
 	m, err := vram.New(ctx, vram.Options{
 		Devices: devices, Key: key, WorkerID: workerID, Headroom: int64(cfg.headroom),
@@ -286,7 +305,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	opts := server.Options{
 		Manager: m, Token: token, ModelRoots: cfg.modelRoots, Narrator: narrator, Audit: log,
 		UploadIdleTimeout: cfg.uploadIdle, UploadMinRate: int64(cfg.uploadRate), UploadRateGrace: cfg.uploadGrace, UploadTimeout: cfg.uploadLimit,
-		Ready: server.AuditReady(log.Health),
+		Ready: ready,
 		Health: func() map[string]any {
 			h, st := log.Health(), log.Stats()
 			a := map[string]any{"ok": h.OK, "state": h.State, "policy": h.Policy.String(), "queue": h.Queue,
@@ -301,6 +320,9 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 				a["retention_error"] = h.RetentionErr.Error()
 			}
 			out := map[string]any{"audit": a, "backend": backend.name, "narration": narrationHealth(narrator.Stats())}
+			if shipper != nil {
+				out["replication"] = replicationHealth(shipper)
+			}
 			if cfg.scrubRate > 0 {
 				st := m.ScrubStats()
 				sc := map[string]any{"rate_bytes_per_second": int64(cfg.scrubRate), "passes": st.Passes,
@@ -312,7 +334,7 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 			}
 			return out
 		},
-		Collectors: []prometheus.Collector{server.NewAuditCollector(log.Stats, log.Health)},
+		Collectors: []prometheus.Collector{server.NewAuditCollector(log.Stats, log.Health), server.NewReplicationCollector(replStatus)},
 	}
 	if cfg.testFaults {
 		if simDevs == nil {
@@ -394,6 +416,11 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	actx, acancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer acancel()
 	aerr := log.Close(actx)
+	// What the log just wrote goes to the stream before the daemon exits,
+	// if the stream is there to take it within a few seconds.
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer rcancel()
+	stopShipper(rctx)
 	return errors.Join(serveErr, serr, merr, aerr)
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/replicate"
 	"github.com/vramseal/vramseal/vram"
 )
 
@@ -30,6 +31,17 @@ import (
 //	vramseal_audit_fsyncs_total                         counter
 //	vramseal_audit_healthy                              gauge, 0 or 1
 //	vramseal_audit_write_errors_total                   counter
+//
+// and, from [NewReplicationCollector]:
+//
+//	vramseal_audit_replication_configured               gauge, 0 or 1
+//	vramseal_audit_replication_connected                gauge, 0 or 1
+//	vramseal_audit_replication_stopped                  gauge, 0 or 1
+//	vramseal_audit_replication_acked_seq                gauge
+//	vramseal_audit_replication_lag_records              gauge
+//	vramseal_audit_replication_lag_seconds              gauge
+//	vramseal_audit_replication_records_total            counter
+//	vramseal_audit_replication_errors_total             counter
 //
 // Per-device series carry the label names dcgm-exporter uses, so that
 // one query can join vramseal's view of a GPU with DCGM's: gpu (the
@@ -223,4 +235,56 @@ func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descAuditHealthy, prometheus.GaugeValue, healthy)
 	ch <- prometheus.MustNewConstMetric(descAuditErrors, prometheus.CounterValue, float64(st.Failed+st.Lost))
+}
+
+var (
+	descReplConfigured = prometheus.NewDesc("vramseal_audit_replication_configured", "1 when the audit log is replicated to NATS JetStream (serve --audit-replicate), else 0.", nil, nil)
+	descReplConnected  = prometheus.NewDesc("vramseal_audit_replication_connected", "1 while the audit replication is connected to NATS.", nil, nil)
+	descReplStopped    = prometheus.NewDesc("vramseal_audit_replication_stopped", "1 when audit replication stopped for good: the stream and the local log disagree.", nil, nil)
+	descReplAcked      = prometheus.NewDesc("vramseal_audit_replication_acked_seq", "Sequence number of the last audit record the stream acknowledged.", nil, nil)
+	descReplLagRecords = prometheus.NewDesc("vramseal_audit_replication_lag_records", "Durable audit records not yet acknowledged by the stream.", nil, nil)
+	descReplLagSeconds = prometheus.NewDesc("vramseal_audit_replication_lag_seconds", "Age of the oldest durable audit record not yet acknowledged by the stream (0 when caught up).", nil, nil)
+	descReplRecords    = prometheus.NewDesc("vramseal_audit_replication_records_total", "Audit records the stream acknowledged since start.", nil, nil)
+	descReplErrors     = prometheus.NewDesc("vramseal_audit_replication_errors_total", "Failures of audit replication since start (each retried).", nil, nil)
+)
+
+// NewReplicationCollector exports the state of audit replication: pass a
+// [replicate.Shipper]'s Status method, or nil when the log is not
+// replicated (the series then read 0, with
+// vramseal_audit_replication_configured 0, so alerts can tell).
+func NewReplicationCollector(status func() replicate.Status) prometheus.Collector {
+	return &replCollector{status: status}
+}
+
+type replCollector struct{ status func() replicate.Status }
+
+func (c *replCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descReplConfigured, descReplConnected, descReplStopped, descReplAcked,
+		descReplLagRecords, descReplLagSeconds, descReplRecords, descReplErrors} {
+		ch <- d
+	}
+}
+
+func (c *replCollector) Collect(ch chan<- prometheus.Metric) {
+	var st replicate.Status
+	configured := c.status != nil
+	if configured {
+		st = c.status()
+	}
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	gauge(descReplConfigured, boolFloat(configured))
+	gauge(descReplConnected, boolFloat(st.Connected))
+	gauge(descReplStopped, boolFloat(st.Stopped))
+	gauge(descReplAcked, float64(st.Acked))
+	gauge(descReplLagRecords, float64(st.LagRecords))
+	gauge(descReplLagSeconds, st.Lag.Seconds())
+	ch <- prometheus.MustNewConstMetric(descReplRecords, prometheus.CounterValue, float64(st.Shipped))
+	ch <- prometheus.MustNewConstMetric(descReplErrors, prometheus.CounterValue, float64(st.Errors))
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
