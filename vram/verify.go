@@ -272,17 +272,13 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 	}
 	// The sealed leaves live in host memory: prove the ones this
 	// verification relies on against the signed root first (all of them at
-	// once in full mode, one inclusion proof per chunk when sampling).
+	// once in full mode, one multiproof of the sampled chunks otherwise).
 	if full {
 		if seal.Root(s.tree.leaves()) != s.seal.Root {
 			return VerifyResult{}, failure(s, ReasonNotSealed, errLeavesAltered)
 		}
-	} else {
-		for _, c := range chunks {
-			if err := s.tree.prove(c, s.seal.Root); err != nil {
-				return VerifyResult{}, failure(s, ReasonNotSealed, fmt.Errorf("vram: stored leaf hash of chunk %d is not in the sealed tree: %w", c, err))
-			}
-		}
+	} else if err := s.tree.proveAll(chunks, s.seal.Root); err != nil {
+		return VerifyResult{}, failure(s, ReasonNotSealed, fmt.Errorf("vram: stored leaf hashes of the sampled chunks are not in the sealed tree: %w", err))
 	}
 	got := make([][gpu.HashSize]byte, len(chunks))
 	if err := s.dev.dev.LeafHashes(ctx, s.buf, s.seal.ChunkSize, chunks, got); err != nil {
@@ -364,20 +360,24 @@ func locateAll(ctx context.Context, s *shard, ie *IntegrityError) {
 func sampleChunks(r io.Reader, n int64, k int) ([]int64, error) {
 	swapped := make(map[int64]int64, k)
 	out := make([]int64, k)
-	var b [8]byte
+	// One read for all k draws: a read of the system's random source
+	// costs microseconds, the draws themselves nothing. A rejected draw
+	// (probability below 2^-32 for any shard) reads 8 more bytes.
+	pool := make([]byte, 8*k)
+	if _, err := io.ReadFull(r, pool); err != nil {
+		return nil, err
+	}
 	for i := int64(0); i < int64(k); i++ {
 		span := uint64(n - i)
 		// Rejection sampling removes modulo bias.
 		limit := math.MaxUint64 - math.MaxUint64%span
-		var v uint64
-		for {
+		v := binary.LittleEndian.Uint64(pool[8*i:])
+		for v >= limit {
+			var b [8]byte
 			if _, err := io.ReadFull(r, b[:]); err != nil {
 				return nil, err
 			}
 			v = binary.LittleEndian.Uint64(b[:])
-			if v < limit {
-				break
-			}
 		}
 		j := i + int64(v%span)
 		vj, ok := swapped[j]
