@@ -73,7 +73,9 @@ type Options struct {
 	// operation returns; see [Auditor] for failures.
 	Audit Auditor
 	// Rand is the source for generated shard IDs and sampled chunks. Nil
-	// means crypto/rand.
+	// means a ChaCha8 generator keyed from crypto/rand and rekeyed from it
+	// every 64 KiB of output (a read of the system source costs
+	// microseconds; the execute gate draws from it every time).
 	Rand io.Reader
 	// Environ is the process environment the policy inspects, as
 	// os.Environ returns it, at New and before every allocation. Nil means
@@ -202,7 +204,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, invalid("headroom %d is negative", opts.Headroom)
 	}
 	if opts.Rand == nil {
-		opts.Rand = rand.Reader
+		opts.Rand = &keyedRand{}
 	}
 	if opts.WorkerID == "" {
 		host, _ := os.Hostname()

@@ -115,3 +115,20 @@ func (t *leafTree) prove(i int64, root seal.Hash) error {
 	}
 	return tlog.CheckRecord(p, t.n, tlog.Hash(root), i, tlog.Hash(t.leaf(i)))
 }
+
+func TestKeyedRandRekeys(t *testing.T) {
+	var k keyedRand
+	a := make([]byte, rekeyAfter+100)
+	if n, err := k.Read(a); n != len(a) || err != nil {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	if k.left != rekeyAfter-100 {
+		t.Errorf("left = %d after one rekey, want %d", k.left, rekeyAfter-100)
+	}
+	b := make([]byte, 64)
+	k.Read(b)
+	var zero [64]byte
+	if string(b) == string(zero[:]) || string(b) == string(a[:64]) {
+		t.Error("keyedRand repeats or yields zeros")
+	}
+}
