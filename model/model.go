@@ -548,10 +548,10 @@ func (l *Layout) Request(id, ref string, e *Expectation, devices []int) vram.Mod
 func (l *Layout) ExpectSHA256(hex string) (*Expectation, error) {
 	sum, err := provenance.ParseSHA256(hex)
 	if err != nil {
-		return nil, invalid("--expect-sha256: %v", err)
+		return nil, invalid("expected SHA-256: %v", err)
 	}
 	if len(l.Weights) != 1 {
-		return nil, invalid("--expect-sha256 is for a model of one weight file; this one has %d: use --expect-digests", len(l.Weights))
+		return nil, invalid("an expected SHA-256 is for a model of one weight file; this one has %d: give expected digests (a sha256sum file)", len(l.Weights))
 	}
 	return &Expectation{
 		Expect:     provenance.NewExpect(provenance.Digests{l.Weights[0].Resource: sum}),
@@ -565,12 +565,12 @@ func (l *Layout) ExpectSHA256(hex string) (*Expectation, error) {
 func (l *Layout) ExpectDigests(r io.Reader) (*Expectation, error) {
 	d, err := provenance.ParseSHA256Sums(io.LimitReader(r, provenance.MaxBundleSize))
 	if err != nil {
-		return nil, invalid("--expect-digests: %v", err)
+		return nil, invalid("expected digests: %v", err)
 	}
 	if !l.Dir && len(l.Weights) == 1 {
 		sum, ok := d[path.Base(l.Weights[0].Name)]
 		if !ok {
-			return nil, fmt.Errorf("--expect-digests: %w: %s", provenance.ErrNotCovered, quote(l.Weights[0].Name))
+			return nil, fmt.Errorf("expected digests: %w: %s", provenance.ErrNotCovered, quote(l.Weights[0].Name))
 		}
 		d = provenance.Digests{l.Weights[0].Resource: sum}
 	} else if !l.Dir {
@@ -597,11 +597,11 @@ func (l *Layout) ExpectDigests(r io.Reader) (*Expectation, error) {
 func ExpectSignature(bundle, publicKey []byte) (*Expectation, error) {
 	key, err := provenance.ParsePublicKey(publicKey)
 	if err != nil {
-		return nil, fmt.Errorf("--public-key: %w", err)
+		return nil, fmt.Errorf("public key: %w", err)
 	}
 	st, err := provenance.VerifyBundle(bundle, key)
 	if err != nil {
-		return nil, fmt.Errorf("--signature: %w", err)
+		return nil, fmt.Errorf("signature: %w", err)
 	}
 	return &Expectation{Expect: provenance.NewExpect(st.Files), Provenance: st.Provenance(key)}, nil
 }
