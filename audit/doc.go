@@ -32,9 +32,14 @@
 // however the records, manifest, checksums and anchors after it are
 // rewritten (relabelling old records with later epochs included). The
 // machine never holds the verification key k_0 itself: [Init] leaves the
-// writer at k_1. What such an attacker can still do is rewrite or cut the
-// records of epoch e onwards, and append forgeries after them; only copies
-// of checkpoints (or of the manifest) kept elsewhere reveal that. Version 1
+// writer at k_1. Nor can they cut records of earlier epochs and leave the
+// anchors: an anchor past the log's last record names a record the log no
+// longer holds, and [Verify] reports the cut (Truncated, at the epochs
+// file), unless the live segment has grown since it was read. What such an
+// attacker can still do is rewrite or cut the records of epoch e onwards,
+// cut the epochs file with them, and append forgeries after them; only
+// copies of checkpoints, anchors or the manifest kept elsewhere (see the
+// replicate package) reveal that. Version 1
 // logs have no anchors: there, the holder of k_e can relabel and re-MAC the
 // whole log, and only a checkpoint copied elsewhere reveals it.
 //

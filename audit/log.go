@@ -894,6 +894,14 @@ func (l *Log) evolve(now time.Time) error {
 		now = w.lastT // an epoch never starts before a record of the one before it
 	}
 	now = now.UTC()
+	// Every record of this epoch is durable before the next one is
+	// anchored: an anchor naming records a crash could still take back
+	// would start the next epoch past the end of the log.
+	if w.f != nil {
+		if err := l.writeOut(true); err != nil {
+			return err
+		}
+	}
 	if w.st.ver >= formatVersion {
 		// The anchor of the next epoch, sealed with this epoch's key, is
 		// durable before the state moves on (see the package doc).

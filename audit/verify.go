@@ -145,6 +145,8 @@ type verifier struct {
 	ar           *anchorReader
 	curA, nextA  *anchor
 	anchorsEnded bool
+	// liveEnd is the bytes read of the last segment when it ended.
+	liveEnd int64
 }
 
 func (v *verifier) fail(loc Location, p Problem, format string, args ...any) *VerifyError {
@@ -329,6 +331,9 @@ func (v *verifier) next(it *item) error {
 		}
 		line, term, err := v.sr.read()
 		if err == io.EOF {
+			if v.si == len(v.man.Segments)-1 {
+				v.liveEnd = v.sr.off
+			}
 			if !v.scanning {
 				if err := v.endSegment(); err != nil {
 					return err
@@ -729,13 +734,46 @@ func (v *verifier) endAnchors() error {
 	if v.ar == nil {
 		return v.fail(Location{File: epochsName}, Deleted, "the epochs file of a version %d log is missing", v.man.Ver)
 	}
-	for !v.anchorsEnded {
+	for {
+		if v.nextA == nil && !v.anchorsEnded {
+			if err := v.readAnchor(v.last.seq + 1); err != nil {
+				return err
+			}
+		}
+		a := v.nextA
+		if a == nil {
+			return nil
+		}
+		// An anchor past the last record proves, under a key the holder
+		// of the current state never had, that records up to its seq-1
+		// existed and that the last of them had the MAC it names: a log
+		// that ends earlier, or with another record, was cut or rolled
+		// back. A writer may have appended since the log was read.
+		if a.seq > v.last.seq+1 || a.seq == v.last.seq+1 && a.prev != v.last.mac {
+			if v.grew() {
+				return nil
+			}
+			return v.fail(Location{File: epochsName, Line: v.ar.line(), Seq: a.seq}, Truncated,
+				"epoch %d is anchored at seq %d after a record the log does not hold: it ends at seq %d (records cut or rolled back)", a.epoch, a.seq, v.last.seq)
+		}
 		v.nextA = nil
-		if err := v.readAnchor(v.last.seq + 1); err != nil {
-			return err
+	}
+}
+
+// grew reports whether the log has grown since it was read: a new segment
+// in the manifest, or more bytes in the live segment than were read.
+func (v *verifier) grew() bool {
+	if mb, err := readFile(v.fs, filepath.Join(v.dir, manifestName), maxManifestBytes); err == nil {
+		if m, err := parseManifest(mb); err == nil && len(m.Segments) > len(v.man.Segments) {
+			return true
 		}
 	}
-	return nil
+	n := len(v.man.Segments)
+	if n == 0 || v.man.Segments[n-1].Closed {
+		return false
+	}
+	fi, err := v.fs.Stat(filepath.Join(v.dir, v.man.Segments[n-1].Name))
+	return err == nil && fi.Size() > v.liveEnd
 }
 
 // prunedType is the type of the record [Log.Prune] writes; prunedKinds
