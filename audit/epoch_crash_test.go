@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -133,4 +134,23 @@ func TestCutBeforeTheCurrentEpochFails(t *testing.T) {
 			t.Errorf("Verify with the %s after a cut = %v, want the cut found at the epochs file", name, err)
 		}
 	}
+}
+
+// Open makes the previous run's records durable before it closes their
+// segment: a sync that fails there fails Open, and nothing is signed.
+func TestOpenSyncsTheRecoveredSegment(t *testing.T) {
+	dir, _, l := newLog(t, Options{})
+	mustAppend(t, l, Event{Type: "x", Severity: SeverityCritical})
+	mustClose(t, l)
+	ffs := &faultFS{}
+	ffs.arm(nil, syscall.EIO)
+	if _, err := Open(dir, Options{FS: ffs}); !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), "sync") {
+		t.Fatalf("Open with a failing sync of the recovered segment = %v, want the EIO", err)
+	}
+	ffs.arm(nil, nil)
+	l2, err := Open(dir, Options{FS: ffs})
+	if err != nil {
+		t.Fatalf("Open once sync works = %v", err)
+	}
+	mustClose(t, l2)
 }

@@ -380,9 +380,15 @@ func (l *Log) closeRecovered(seg segmentInfo, good int64, now time.Time) error {
 	}
 	h := sha256.New()
 	_, err = io.CopyN(h, f, good)
+	if err == nil {
+		// The previous run may have died before its last fsync, leaving
+		// records only in the page cache: they are made durable before the
+		// manifest calls the segment closed and they are signed and shipped.
+		err = f.Sync()
+	}
 	f.Close()
 	if err != nil {
-		return fmt.Errorf("audit: open: hash %s: %w", seg.Name, err)
+		return fmt.Errorf("audit: open: hash and sync %s: %w", seg.Name, err)
 	}
 	seg.Closed, seg.Size = true, good
 	h.Sum(seg.SHA256[:0])

@@ -176,7 +176,8 @@ func New(src Source, opts Options) (*Shipper, error) {
 	return s, nil
 }
 
-// Close disconnects. Run returns soon after.
+// Close disconnects. Run keeps retrying every RetryInterval until its
+// context ends: cancel that context to stop it.
 func (s *Shipper) Close() {
 	s.closing.Store(true)
 	s.nc.Close()

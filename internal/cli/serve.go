@@ -268,7 +268,14 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	if err != nil {
 		return err
 	}
-	defer stopShipper(context.Background())
+	defer func() {
+		// On an early return (the normal path stops it below, within the
+		// shutdown timeout): a stream that refuses records, or a long
+		// backlog, must not keep the process from exiting.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		stopShipper(ctx)
+	}()
 	replStatus := (func() replicate.Status)(nil)
 	ready := server.AuditReady(log.Health)
 	if shipper != nil {
