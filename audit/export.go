@@ -10,7 +10,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 )
 
 // This file is the read side for copies of a log kept elsewhere
@@ -555,7 +557,9 @@ func (c *Copy) AddCheckpoint(note []byte) error {
 		return err
 	}
 	c.sizes[ck.Size] = true
-	if _, err := c.notes.Write(msg); err != nil {
+	// Each note goes to the temporary file after its length, so that
+	// Close reads them back one at a time.
+	if _, err := fmt.Fprintf(c.notes, "%d\n%s", len(msg), msg); err != nil {
 		return fmt.Errorf("audit: copy: %w", err)
 	}
 	return nil
@@ -680,32 +684,41 @@ func (c *Copy) placeCheckpoints() error {
 	if len(c.man.Segments) == 0 {
 		return fmt.Errorf("%w: the copy has %d checkpoints and no records", errCheckpoint, len(c.sizes))
 	}
-	b, err := readFile(c.fs, path, maxCheckpointFileBytes*int64(len(c.man.Segments)))
+	f, err := c.fs.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("audit: copy: %w", err)
 	}
-	for len(b) > 0 {
-		msg, rest, err := splitNote(b)
-		if err != nil {
-			return fmt.Errorf("audit: copy: %w", err)
+	defer f.Close()
+	// One note in memory at a time, placed by binary search over the
+	// segments: bounded memory and O(log segments) per checkpoint.
+	br := bufio.NewReader(f)
+	segs := c.man.Segments
+	for {
+		head, err := br.ReadString('\n')
+		if err == io.EOF && head == "" {
+			return nil
+		}
+		n, perr := strconv.Atoi(strings.TrimSuffix(head, "\n"))
+		if err != nil || perr != nil || n <= 0 || n > maxNoteBytes {
+			return fmt.Errorf("audit: copy: read back checkpoint notes: bad length %q", head)
+		}
+		msg := make([]byte, n)
+		if _, err := io.ReadFull(br, msg); err != nil {
+			return fmt.Errorf("audit: copy: read back checkpoint notes: %w", err)
 		}
 		text, _, _ := splitNoteText(msg)
 		ck, err := parseCheckpointText(text)
 		if err != nil {
 			return err
 		}
-		seg := c.man.Segments[len(c.man.Segments)-1].Name
-		for _, s := range c.man.Segments {
-			if s.FirstSeq <= ck.Size && ck.Size <= s.LastSeq {
-				seg = s.Name
-			}
+		seg := segs[len(segs)-1].Name
+		if i := sort.Search(len(segs), func(i int) bool { return segs[i].LastSeq >= ck.Size }); i < len(segs) && segs[i].FirstSeq <= ck.Size {
+			seg = segs[i].Name
 		}
 		if err := appendCheckpoint(c.fs, c.dir, seg, msg); err != nil {
 			return err
 		}
-		b = rest
 	}
-	return nil
 }
 
 // String returns "copy of <log id> in <dir> through seq <n>".
