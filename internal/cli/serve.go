@@ -364,7 +364,8 @@ func runServe(ctx context.Context, stderr io.Writer, cfg serveConfig) error {
 	var attachSrv *server.AttachServer
 	if path := attachSocketPath(cfg); path != "" {
 		attachSrv, err = server.ListenAttach(path, server.AttachOptions{Manager: server.ManagerAttacher(m),
-			AllowUIDs: attachUIDs, AllowGIDs: attachGIDs, MaxConns: cfg.attachConns, Narrator: narrator})
+			AllowUIDs: attachUIDs, AllowGIDs: attachGIDs, MaxConns: cfg.attachConns, Narrator: narrator,
+			ObserveVerify: srv.ObserveVerify})
 		if err != nil {
 			return fmt.Errorf("attach socket: %w", err)
 		}

@@ -85,6 +85,9 @@ type AttachOptions struct {
 	Executable func(pid int32) string
 	// Narrator receives the protocol's narration; nil means none.
 	Narrator *narration.Narrator
+	// ObserveVerify, when set, is told of every verification asked over
+	// the socket, as the HTTP API's are counted ([Server.ObserveVerify]).
+	ObserveVerify func(res vram.VerifyResult, err error)
 }
 
 // The narration of the attach socket. The manager narrates attachments

@@ -333,6 +333,9 @@ func (c *attachConn) verify(ctx context.Context, req attach.Request, corr string
 		mode = vram.Full
 	}
 	res, err := c.s.m.Verify(ctx, req.ShardID, mode)
+	if f := c.s.opts.ObserveVerify; f != nil {
+		f(res, err)
+	}
 	if err != nil {
 		return outFrame{}, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"github.com/vramseal/vramseal/attach"
 	"github.com/vramseal/vramseal/audit"
 )
 
@@ -339,5 +341,34 @@ func TestMetricsLint(t *testing.T) {
 		if !strings.Contains(p.Text, "camelCase") {
 			t.Errorf("lint /metrics: %s: %s", p.Metric, p.Text)
 		}
+	}
+}
+
+// Verifications asked over the attach socket are counted as the HTTP
+// API's are.
+func TestAttachVerifiesAreCounted(t *testing.T) {
+	f := newFixture(t, 1<<20)
+	if r := upload(t, f, "shard_id=a&model_ref=m", bytes.Repeat([]byte{3}, 5*4096)); r.status != 201 {
+		t.Fatalf("upload = %d %s", r.status, r.raw)
+	}
+	sock := filepath.Join(t.TempDir(), "attach.sock")
+	as, err := ListenAttach(sock, AttachOptions{Manager: ManagerAttacher(f.m), ObserveVerify: f.s.ObserveVerify})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer as.Close(context.Background())
+	c := attached(t, sock, "a")
+	defer c.Close()
+	for range 3 {
+		if _, err := c.Verify(context.Background(), "a", attach.ModeSampled, 2, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var count float64
+	for _, s := range scrape(t, f).samples["vramseal_verify_duration_seconds_count"] {
+		count += s.value
+	}
+	if count != 3 {
+		t.Errorf("vramseal_verify_duration_seconds_count = %v after 3 verifications over the socket, want 3", count)
 	}
 }

@@ -321,16 +321,16 @@ func (s *Server) verifyModel(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	res, err := s.m.VerifyModel(r.Context(), r.PathValue("id"), mode)
+	for _, v := range res {
+		s.ObserveVerify(v, nil)
+	}
 	if err != nil {
-		if errors.Is(err, vram.ErrIntegrity) {
-			s.metrics.verifyFailures.Inc()
-		}
+		s.ObserveVerify(vram.VerifyResult{}, err)
 		writeError(w, r, err)
 		return
 	}
 	out := ModelVerifyJSON{ModelID: r.PathValue("id"), Mode: mode.String(), Shards: make([]VerifyJSON, 0, len(res))}
 	for _, v := range res {
-		s.metrics.verifyDuration.WithLabelValues(v.Mode).Observe(v.Duration.Seconds())
 		out.Shards = append(out.Shards, verifyJSON(v))
 		out.Mode = v.Mode
 	}

@@ -22,6 +22,7 @@ import (
 const testToken = "test-token-0123456789abcdef"
 
 type fixture struct {
+	s    *Server
 	srv  *httptest.Server
 	m    *vram.Manager
 	devs []*sim.Device
@@ -68,7 +69,7 @@ func newAuditedFixture(t *testing.T, capacity int64, log vram.Auditor, mutate ..
 	}
 	hs := httptest.NewServer(s.Handler())
 	t.Cleanup(func() { hs.Close(); s.Close(); m.Close(context.Background()) })
-	return &fixture{srv: hs, m: m, devs: devs, root: root}
+	return &fixture{s: s, srv: hs, m: m, devs: devs, root: root}
 }
 
 type response struct {
