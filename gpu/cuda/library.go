@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"unsafe"
 
@@ -141,9 +142,17 @@ func dlopenError(path string, err error) error {
 	return fmt.Errorf("load %s: %w", path, err)
 }
 
+// dlopen opens a library on one OS thread: dlerror's message is kept per
+// thread, and read after the call, so the goroutine must not move between.
+func dlopen(path string) (uintptr, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
+}
+
 // loadDriver opens the CUDA driver library at path and binds its functions.
 func loadDriver(path string) (*driverAPI, error) {
-	lib, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
+	lib, err := dlopen(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, dlopenError(path, err))
 	}
@@ -200,7 +209,7 @@ func loadDriver(path string) (*driverAPI, error) {
 
 // loadNVML opens NVML at path and binds its functions.
 func loadNVML(path string) (*nvmlAPI, error) {
-	lib, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
+	lib, err := dlopen(path)
 	if err != nil {
 		return nil, fmt.Errorf("cuda: %w", dlopenError(path, err))
 	}
