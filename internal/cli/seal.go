@@ -162,7 +162,7 @@ func printSealed(w io.Writer, asJSON bool, sh vram.ShardInfo, checks []vram.Veri
 	s := sh.Seal
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "shard\t%s\n", safeText(s.ShardID))
-	fmt.Fprintf(tw, "model\t%s (shard %d of %d)\n", safeText(s.ModelRef), s.ShardIndex+1, s.ShardCount)
+	fmt.Fprintf(tw, "model\t%s (tensor-parallel rank %d/%d)\n", safeText(s.ModelRef), s.ShardIndex, s.ShardCount)
 	fmt.Fprintf(tw, "gpu\t%d (%s)\n", s.DeviceIndex, s.DeviceUUID)
 	fmt.Fprintf(tw, "size\t%d bytes (%s)\n", s.Size, FormatBytes(s.Size))
 	fmt.Fprintf(tw, "chunks\t%d of %s\n", gpu.ChunkCount(s.Size, s.ChunkSize), FormatBytes(s.ChunkSize))
