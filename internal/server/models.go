@@ -100,26 +100,7 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) addModel(w http.ResponseWriter, r *http.Request) {
-	ct := r.Header.Get("Content-Type")
-	var (
-		mi  vram.ModelInfo
-		err error
-	)
-	start := time.Now()
-	switch {
-	case strings.HasPrefix(ct, "application/octet-stream"):
-		mi, err = s.uploadModel(w, r)
-	case strings.HasPrefix(ct, "application/json") || ct == "":
-		mi, err = s.loadModel(w, r)
-	default:
-		err = &httpError{http.StatusUnsupportedMediaType, CodeInvalid, fmt.Errorf("content type %s: use application/json (path) or application/octet-stream (bytes)", strconv.Quote(ct))}
-	}
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	s.metrics.sealDuration.Observe(time.Since(start).Seconds())
-	writeJSON(w, http.StatusCreated, modelJSON(mi))
+	sealBy(s, w, r, s.uploadModel, s.loadModel, func(mi vram.ModelInfo) any { return modelJSON(mi) })
 }
 
 // expectation turns the request's published digests into an expectation

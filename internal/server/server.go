@@ -482,17 +482,24 @@ type AddRequest struct {
 }
 
 func (s *Server) addShard(w http.ResponseWriter, r *http.Request) {
+	sealBy(s, w, r, s.upload, s.loadPath, func(sh vram.ShardInfo) any { return shardJSON(sh) })
+}
+
+// sealBy answers a POST that seals, by the request's content type: the
+// bytes themselves (application/octet-stream) or a path under a model root
+// (application/json). The seal's time is observed; the answer is 201.
+func sealBy[T any](s *Server, w http.ResponseWriter, r *http.Request, upload, byPath func(http.ResponseWriter, *http.Request) (T, error), answer func(T) any) {
 	ct := r.Header.Get("Content-Type")
 	var (
-		sh  vram.ShardInfo
+		v   T
 		err error
 	)
 	start := time.Now()
 	switch {
 	case strings.HasPrefix(ct, "application/octet-stream"):
-		sh, err = s.upload(w, r)
+		v, err = upload(w, r)
 	case strings.HasPrefix(ct, "application/json") || ct == "":
-		sh, err = s.loadPath(w, r)
+		v, err = byPath(w, r)
 	default:
 		err = &httpError{http.StatusUnsupportedMediaType, CodeInvalid, fmt.Errorf("content type %s: use application/json (path) or application/octet-stream (bytes)", strconv.Quote(ct))}
 	}
@@ -501,7 +508,7 @@ func (s *Server) addShard(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.sealDuration.Observe(time.Since(start).Seconds())
-	writeJSON(w, http.StatusCreated, shardJSON(sh))
+	writeJSON(w, http.StatusCreated, answer(v))
 }
 
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) (vram.ShardInfo, error) {
