@@ -473,21 +473,7 @@ func latestCheckpoint(fsys FS, dir string, man *manifest, k *PublicKey, repair b
 
 // cutCheckpoints cuts an unfinished last note off a checkpoint file.
 func cutCheckpoints(fsys FS, dir, name string, off int64) error {
-	f, err := fsys.OpenFile(filepath.Join(dir, name), os.O_WRONLY, 0)
-	if err != nil {
-		return fmt.Errorf("audit: open: cut %s: %w", name, err)
-	}
-	err = f.Truncate(off)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("audit: open: cut %s: %w", name, err)
-	}
-	return nil
+	return truncateFile(fsys, dir, name, off)
 }
 
 // LatestCheckpoint returns the newest signed checkpoint of the log in dir,

@@ -141,17 +141,27 @@ func (p *proofLines) number(name string) (uint64, error) {
 	return n, nil
 }
 
+// openProof checks a proof's size and first line, and returns its lines
+// after it.
+func openProof(b []byte, header string) (*proofLines, error) {
+	if len(b) > maxProofBytes {
+		return nil, fmt.Errorf("%w: larger than %d bytes", errProof, maxProofBytes)
+	}
+	pl := &proofLines{b: b}
+	if l, ok := pl.line(); !ok || l != header {
+		return nil, fmt.Errorf("%w: first line is not %q", errProof, header)
+	}
+	return pl, nil
+}
+
 // ParseInclusionProof parses a C2SP tlog-proof strictly: the header, an
 // optional extra line, the index, the hashes, an empty line and one signed
 // note, nothing after it. It checks no signature or hash (see
 // [CheckInclusion]).
 func ParseInclusionProof(b []byte) (*InclusionProof, error) {
-	if len(b) > maxProofBytes {
-		return nil, fmt.Errorf("%w: larger than %d bytes", errProof, maxProofBytes)
-	}
-	pl := &proofLines{b: b}
-	if l, ok := pl.line(); !ok || l != inclusionHeader {
-		return nil, fmt.Errorf("%w: first line is not %q", errProof, inclusionHeader)
+	pl, err := openProof(b, inclusionHeader)
+	if err != nil {
+		return nil, err
 	}
 	p := &InclusionProof{}
 	if bytes.HasPrefix(pl.b, []byte("extra ")) {
@@ -163,7 +173,6 @@ func ParseInclusionProof(b []byte) (*InclusionProof, error) {
 		}
 		p.Record = rec
 	}
-	var err error
 	if p.Index, err = pl.number("index"); err != nil {
 		return nil, err
 	}
@@ -183,15 +192,11 @@ func ParseInclusionProof(b []byte) (*InclusionProof, error) {
 // then new), nothing after them. It checks no signature or hash (see
 // [CheckConsistency]).
 func ParseConsistencyProof(b []byte) (*ConsistencyProof, error) {
-	if len(b) > maxProofBytes {
-		return nil, fmt.Errorf("%w: larger than %d bytes", errProof, maxProofBytes)
-	}
-	pl := &proofLines{b: b}
-	if l, ok := pl.line(); !ok || l != consistencyHeader {
-		return nil, fmt.Errorf("%w: first line is not %q", errProof, consistencyHeader)
+	pl, err := openProof(b, consistencyHeader)
+	if err != nil {
+		return nil, err
 	}
 	p := &ConsistencyProof{}
-	var err error
 	if p.OldSize, err = pl.number("old"); err != nil {
 		return nil, err
 	}
