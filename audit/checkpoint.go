@@ -407,14 +407,23 @@ func (c *checkpointFile) next(k *PublicKey) (*Checkpoint, error) {
 // and makes it durable.
 func appendCheckpoint(fsys FS, dir, segment string, msg []byte) error {
 	name := segment + checkpointsSuffix
+	if err := appendDurable(fsys, dir, name, msg); err != nil {
+		return fmt.Errorf("audit: write %s: %w", name, err)
+	}
+	return nil
+}
+
+// appendDurable appends b to dir/name and makes it durable: the file's
+// bytes, and its directory entry when the file is new.
+func appendDurable(fsys FS, dir, name string, b []byte) error {
 	path := filepath.Join(dir, name)
 	_, serr := fsys.Stat(path)
 	f, err := fsys.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return fmt.Errorf("audit: write %s: %w", name, err)
+		return err
 	}
-	n, err := f.Write(msg)
-	if err == nil && n < len(msg) {
+	n, err := f.Write(b)
+	if err == nil && n < len(b) {
 		err = io.ErrShortWrite
 	}
 	if err == nil {
@@ -426,10 +435,7 @@ func appendCheckpoint(fsys FS, dir, segment string, msg []byte) error {
 	if err == nil && serr != nil {
 		err = syncDir(fsys, dir)
 	}
-	if err != nil {
-		return fmt.Errorf("audit: write %s: %w", name, err)
-	}
-	return nil
+	return err
 }
 
 // latestCheckpoint returns the newest signed checkpoint of the log, or nil

@@ -203,27 +203,7 @@ func (r *anchorReader) next() (*anchor, error) {
 // appendAnchor appends a to the epochs file and makes it durable: the
 // file's bytes, and its directory entry when the file is new.
 func appendAnchor(fsys FS, dir, logID string, a *anchor) error {
-	path := filepath.Join(dir, epochsName)
-	_, statErr := fsys.Stat(path)
-	f, err := fsys.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("audit: anchor epoch %d: %w", a.epoch, err)
-	}
-	b := a.line(logID)
-	n, err := f.Write(b)
-	if err == nil && n < len(b) {
-		err = io.ErrShortWrite
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && statErr != nil {
-		err = syncDir(fsys, dir)
-	}
-	if err != nil {
+	if err := appendDurable(fsys, dir, epochsName, a.line(logID)); err != nil {
 		return fmt.Errorf("audit: anchor epoch %d in %s: %w", a.epoch, epochsName, err)
 	}
 	return nil
