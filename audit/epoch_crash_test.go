@@ -59,10 +59,8 @@ func TestEpochAnchoredAfterItsRecordsAreDurable(t *testing.T) {
 	for i := range 3 {
 		mustAppend(t, l, testEvent(i)) // written, not fsynced
 	}
+	waitWritten(t, l, 4)
 	deadline := time.Now().Add(5 * time.Second)
-	for l.Stats().Written < 4 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
 	ep := l.Stats().Epoch
 	clk.Advance(2 * time.Minute)
 	mustAppend(t, l, testEvent(9)) // moves to the next epoch first

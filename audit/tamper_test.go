@@ -30,7 +30,10 @@ func buildTamperFixture(t *testing.T) *tamperFixture {
 	for i := range 14 {
 		mustAppend(t, l, testEvent(i))
 		if i == 6 {
-			clk.Advance(2 * time.Hour) // an epoch change inside a segment
+			// An epoch change inside a segment, once the writer has
+			// stamped the records before it (it writes asynchronously).
+			waitWritten(t, l, 7)
+			clk.Advance(2 * time.Hour)
 		}
 	}
 	mustClose(t, l)
@@ -52,6 +55,18 @@ func buildTamperFixture(t *testing.T) *tamperFixture {
 	}
 	mustVerify(t, dir, vk)
 	return f
+}
+
+// waitWritten waits until the log's writer has written n records.
+func waitWritten(t testing.TB, l *Log, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Stats().Written < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer wrote %d records in 10 s, want %d", l.Stats().Written, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func loadTestManifest(t testing.TB, dir string) *manifest {

@@ -191,26 +191,29 @@ func Verify(ctx context.Context, opts VerifyOptions) ([]NodeReport, error) {
 
 // forEach calls fn with every message of subj in stream order.
 func forEach(ctx context.Context, js jetstream.JetStream, stream, subj string, timeout time.Duration, fn func(jetstream.Msg, uint64) error) error {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return err
-	}
-	last, err := s.GetLastMsgForSubject(ctx, subj)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("replicate: read %s: %w", subj, err)
-	}
 	// A cluster that just lost a server may take a few seconds to elect
-	// new leaders: retry the consumer's creation for a while.
-	var cons jetstream.Consumer
+	// new leaders (requests then find no responders): retry the stream's
+	// lookups and the consumer's creation for a while.
+	var (
+		last *jetstream.RawStreamMsg
+		cons jetstream.Consumer
+		err  error
+	)
 	for try := 0; ; try++ {
-		cons, err = js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+		var s jetstream.Stream
+		if s, err = js.Stream(ctx, stream); err == nil {
+			last, err = s.GetLastMsgForSubject(ctx, subj)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				return nil
+			}
+		}
+		if err == nil {
+			cons, err = js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+		}
 		if err == nil {
 			break
 		}
-		if try == 20 || ctx.Err() != nil {
+		if try == 20 || ctx.Err() != nil || errors.Is(err, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("replicate: read %s: %w", subj, err)
 		}
 		select {
