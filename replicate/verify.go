@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vramseal/vramseal/audit"
@@ -221,8 +222,18 @@ func forEach(ctx context.Context, js jetstream.JetStream, stream, subj string, t
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	for {
+	for stalls := 0; ; {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(timeout))
+		if errors.Is(err, nats.ErrNoResponders) && stalls < 20 && ctx.Err() == nil {
+			// A leader is being elected: the ordered consumer resumes
+			// after the last message it delivered.
+			stalls++
+			select {
+			case <-ctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("replicate: read %s: %w", subj, err)
 		}
@@ -241,6 +252,10 @@ func forEach(ctx context.Context, js jetstream.JetStream, stream, subj string, t
 			}
 		}
 		if err := batch.Error(); err != nil {
+			if errors.Is(err, nats.ErrNoResponders) && stalls < 20 && ctx.Err() == nil {
+				stalls++
+				continue
+			}
 			return fmt.Errorf("replicate: read %s: %w", subj, err)
 		}
 		if n == 0 {
