@@ -486,10 +486,7 @@ func cutCheckpoints(fsys FS, dir, name string, off int64) error {
 // verified with the log's own public key (checkpoint.pub), or an error if
 // the log has none yet. It needs no lock.
 func LatestCheckpoint(dir string, opts ReadOptions) (*Checkpoint, error) {
-	fsys := opts.FS
-	if fsys == nil {
-		fsys = OSFS{}
-	}
+	fsys := opts.fs()
 	k, err := ReadPublicKey(dir, fsys)
 	if err != nil {
 		return nil, err

@@ -56,10 +56,7 @@ type RecordReader struct {
 // NewRecordReader returns a reader of the log in dir that starts at
 // sequence number from; 0 means the oldest record retention has kept.
 func NewRecordReader(dir string, from uint64, opts ReadOptions) *RecordReader {
-	fsys := opts.FS
-	if fsys == nil {
-		fsys = OSFS{}
-	}
+	fsys := opts.fs()
 	return &RecordReader{fs: fsys, dir: dir, next: from}
 }
 
@@ -241,10 +238,7 @@ type CheckpointReader struct {
 // NewCheckpointReader returns a reader of the checkpoints of the log in dir
 // whose tree size is above after.
 func NewCheckpointReader(dir string, after uint64, opts ReadOptions) (*CheckpointReader, error) {
-	fsys := opts.FS
-	if fsys == nil {
-		fsys = OSFS{}
-	}
+	fsys := opts.fs()
 	k, err := ReadPublicKey(dir, fsys)
 	if err != nil {
 		return nil, err
@@ -378,10 +372,7 @@ type AnchorReader struct {
 // NewAnchorReader returns a reader of the anchors of the log in dir of
 // the epochs after the epoch after (0: from epoch 1).
 func NewAnchorReader(dir string, after uint64, opts ReadOptions) *AnchorReader {
-	fsys := opts.FS
-	if fsys == nil {
-		fsys = OSFS{}
-	}
+	fsys := opts.fs()
 	return &AnchorReader{fs: fsys, dir: dir, next: after + 1}
 }
 
@@ -490,10 +481,7 @@ const copyNotesName = "copy-checkpoints.tmp"
 // NewCopy starts a copy of log logID in dir, which must not exist or be
 // empty.
 func NewCopy(dir, logID string, opts ReadOptions) (*Copy, error) {
-	fsys := opts.FS
-	if fsys == nil {
-		fsys = OSFS{}
-	}
+	fsys := opts.fs()
 	if len(logID) != 16 || !isLowerHex([]byte(logID)) {
 		return nil, fmt.Errorf("audit: copy: log id %q is not 16 lowercase hex digits", truncateForError(logID))
 	}

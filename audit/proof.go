@@ -298,10 +298,7 @@ type prover struct {
 }
 
 func newProver(ctx context.Context, dir string, opts ReadOptions) (*prover, error) {
-	p := &prover{ctx: ctx, fs: opts.FS, dir: dir}
-	if p.fs == nil {
-		p.fs = OSFS{}
-	}
+	p := &prover{ctx: ctx, fs: opts.fs(), dir: dir}
 	var err error
 	if p.k, err = ReadPublicKey(dir, p.fs); err != nil {
 		return nil, err

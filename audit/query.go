@@ -77,16 +77,21 @@ type ReadOptions struct {
 	Poll time.Duration
 }
 
+// fs is the file system to read: FS, or [OSFS] when nil.
+func (o ReadOptions) fs() FS {
+	if o.FS == nil {
+		return OSFS{}
+	}
+	return o.FS
+}
+
 // Query streams the records of the log in dir that match f, oldest first,
 // to fn; it stops at the first error fn returns. It reads without a lock and
 // does not check MACs or the chain (run [Verify] for that); an unterminated
 // last line (a write in progress) is skipped, any other unparsable line is
 // an error.
 func Query(ctx context.Context, dir string, f Filter, opts ReadOptions, fn func(*Record) error) error {
-	fsys := opts.FS
-	if fsys == nil {
-		fsys = OSFS{}
-	}
+	fsys := opts.fs()
 	man, err := loadManifest(fsys, dir)
 	if err != nil {
 		return err
@@ -169,10 +174,7 @@ func readSegment(ctx context.Context, fsys FS, dir, name string, from int64, liv
 // nil). It polls every [ReadOptions.Poll] and moves on when the writer
 // rotates.
 func Tail(ctx context.Context, dir string, n int, follow bool, opts ReadOptions, fn func(*Record) error) error {
-	fsys := opts.FS
-	if fsys == nil {
-		fsys = OSFS{}
-	}
+	fsys := opts.fs()
 	poll := opts.Poll
 	if poll <= 0 {
 		poll = 200 * time.Millisecond
