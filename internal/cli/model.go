@@ -84,20 +84,17 @@ integrity failure (exit status 4) and nothing stays resident.`,
 	return cmd
 }
 
-// readSmall reads a regular file of at most limit bytes, named by flag.
+// readSmall reads the regular file at path, named by flag, of at most
+// limit bytes ([readArgFile]); "" reads nothing. Every failure is bad input.
 func readSmall(flag, path string, limit int64) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
-	f, st, err := openInput(path)
+	b, err := readArgFile(path, "a --"+flag+" file", limit)
 	if err != nil {
 		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--%s: %w", flag, err)}
 	}
-	defer f.Close()
-	if st.Size() > limit {
-		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--%s: %s is %s, the limit is %s", flag, safeText(path), FormatBytes(st.Size()), FormatBytes(limit))}
-	}
-	return io.ReadAll(io.LimitReader(f, limit))
+	return b, nil
 }
 
 func (o *modelAddFlags) run(cmd *cobra.Command, path string) error {
