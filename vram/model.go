@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -480,15 +481,11 @@ func provenanceText(p provenance.Provenance) string {
 }
 
 func gpuList(devs []int) string {
-	seen := map[int]bool{}
-	var list []string
-	for _, d := range devs {
-		if !seen[d] {
-			seen[d] = true
-			list = append(list, strconv.Itoa(d))
-		}
+	ds := slices.Compact(slices.Sorted(slices.Values(devs)))
+	list := make([]string, len(ds))
+	for i, d := range ds {
+		list[i] = strconv.Itoa(d)
 	}
-	sort.Strings(list)
 	if len(list) == 1 {
 		return "GPU " + list[0]
 	}
