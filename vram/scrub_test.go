@@ -88,7 +88,17 @@ func TestScrubFindsUnsampledCorruption(t *testing.T) {
 	opts := ScrubOptions{BytesPerSecond: 1 << 30, BatchBytes: 8 * testChunk, Interval: 5 * time.Millisecond}
 	stop := runScrub(t, o.m, opts)
 	eventually(t, "the scrub to stop the worker", func() bool { s, _ := o.m.State(); return s == Stopped })
-	// The stop comes before the record: let the scrub finish recording.
+	// The stop comes before the full pass that locates the change and
+	// before the record: cancelling the scrub now could cut that pass
+	// short, so wait for the record first.
+	eventually(t, "the scrub to record the failure", func() bool {
+		for _, r := range o.records(t) {
+			if r.Type == EventVerificationFailed {
+				return true
+			}
+		}
+		return false
+	})
 	if err := stop(); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Scrub = %v", err)
 	}
