@@ -270,18 +270,28 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 			return VerifyResult{}, fmt.Errorf("vram: choose chunks: %w", err)
 		}
 	}
-	// The sealed leaves live in host memory: prove the ones this
-	// verification relies on against the signed root first (all of them at
-	// once in full mode, one multiproof of the sampled chunks otherwise).
+	// The device hashes the chosen chunks while the host proves their
+	// sealed leaves (which live in host memory) against the signed root:
+	// all of them at once in full mode, one multiproof of the sampled
+	// chunks otherwise. Starting the hashes first hides the time the
+	// device, or the other cores of the simulator, take to start. Nothing
+	// is concluded from them unless the proof holds.
+	got := make([][gpu.HashSize]byte, len(chunks))
+	hashed := make(chan error, 1)
+	go func() { hashed <- s.dev.dev.LeafHashes(ctx, s.buf, s.seal.ChunkSize, chunks, got) }()
+	var proof error
 	if full {
 		if seal.Root(s.tree.leaves()) != s.seal.Root {
-			return VerifyResult{}, failure(s, ReasonNotSealed, errLeavesAltered)
+			proof = errLeavesAltered
 		}
 	} else if err := s.tree.proveAll(chunks, s.seal.Root); err != nil {
-		return VerifyResult{}, failure(s, ReasonNotSealed, fmt.Errorf("vram: stored leaf hashes of the sampled chunks are not in the sealed tree: %w", err))
+		proof = fmt.Errorf("vram: stored leaf hashes of the sampled chunks are not in the sealed tree: %w", err)
 	}
-	got := make([][gpu.HashSize]byte, len(chunks))
-	if err := s.dev.dev.LeafHashes(ctx, s.buf, s.seal.ChunkSize, chunks, got); err != nil {
+	herr := <-hashed // the caller holds s only until it returns
+	if proof != nil {
+		return VerifyResult{}, failure(s, ReasonNotSealed, proof)
+	}
+	if err := herr; err != nil {
 		if ctx.Err() != nil {
 			// The caller gave up: nothing was proven either way.
 			return VerifyResult{}, fmt.Errorf("vram: verify %q: %w", s.seal.ShardID, err)

@@ -5,8 +5,8 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"runtime"
-	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vramseal/vramseal/gpu"
 )
@@ -19,7 +19,7 @@ const (
 	// a cancellation waits.
 	maxBatchBytes = 8 << 20
 	// batchesPerWorker evens out the load when workers run at different speeds.
-	batchesPerWorker = 4
+	batchesPerWorker = 8
 	// serialBytes is the amount of work below which starting goroutines
 	// costs more than it saves.
 	serialBytes = 128 << 10
@@ -59,7 +59,7 @@ func (d *Device) LeafHashes(ctx context.Context, b gpu.Buffer, chunkSize int64, 
 	if workers == 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	if err := leafHashes(ctx, a.data, chunkSize, chunks, out, workers); err != nil {
+	if err := leafHashes(ctx, a.data, chunkSize, chunks, out, workers, d.spin); err != nil {
 		return fmt.Errorf("sim: leaf hashes of %v: %w", h, err)
 	}
 	return nil
@@ -67,7 +67,7 @@ func (d *Device) LeafHashes(ctx context.Context, b gpu.Buffer, chunkSize int64, 
 
 // leafHashes hashes chunks of data into out with up to workers goroutines,
 // the caller's included. The request has been validated.
-func leafHashes(ctx context.Context, data []byte, chunkSize int64, chunks []int64, out [][gpu.HashSize]byte, workers int) error {
+func leafHashes(ctx context.Context, data []byte, chunkSize int64, chunks []int64, out [][gpu.HashSize]byte, workers int, spin time.Duration) error {
 	n := len(chunks)
 	if n == 0 {
 		return nil
@@ -110,12 +110,11 @@ func leafHashes(ctx context.Context, data []byte, chunkSize int64, chunks []int6
 			}
 		}
 	}
-	var wg sync.WaitGroup
-	for range workers - 1 {
-		wg.Go(work)
+	if workers == 1 {
+		work()
+	} else {
+		run(&job{work: work}, workers-1, spin)
 	}
-	work()
-	wg.Wait()
 	if stopped.Load() {
 		return ctx.Err()
 	}

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vramseal/vramseal/gpu"
 )
@@ -41,6 +42,8 @@ const (
 	// DefaultCapacity is the capacity of a device when [Options.Capacity]
 	// is zero: 8 GiB.
 	DefaultCapacity int64 = 8 << 30
+	// DefaultSpin is [Options.Spin] when it is zero.
+	DefaultSpin = time.Millisecond
 )
 
 // Options configures [New]. The zero value makes one device of
@@ -58,6 +61,11 @@ type Options struct {
 	// Workers is the number of goroutines [Device.LeafHashes] uses; 0 means
 	// runtime.GOMAXPROCS(0) at the time of the call.
 	Workers int
+	// Spin is how long the helper goroutines of LeafHashes keep their
+	// cores after a call, polling for the next, when calls come that close
+	// together (see pool.go); 0 means [DefaultSpin], a negative value
+	// never.
+	Spin time.Duration
 	// ReuseFreed keeps the host memory of freed allocations (up to
 	// maxCached of them) and hands it, uncleared, to later allocations it
 	// fits, as a caching GPU allocator does. It spares benchmarks the
@@ -90,6 +98,7 @@ type Device struct {
 	uuid     string
 	capacity int64
 	workers  int
+	spin     time.Duration
 	reuse    bool
 
 	nextID atomic.Uint64
@@ -145,10 +154,21 @@ func New(opts Options) ([]*Device, error) {
 			uuid:     deviceUUID(opts.Seed, i),
 			capacity: capacity,
 			workers:  opts.Workers,
+			spin:     spinOption(opts.Spin),
 			reuse:    opts.ReuseFreed,
 		}
 	}
 	return devs, nil
+}
+
+func spinOption(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return DefaultSpin
+	case d < 0:
+		return 0
+	}
+	return d
 }
 
 // deviceUUID derives a stable UUID in nvidia-smi's form ("GPU-" and the

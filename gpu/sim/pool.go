@@ -1,0 +1,170 @@
+package sim
+
+import (
+	"runtime/metrics"
+	"sync/atomic"
+	"time"
+)
+
+// The helpers of LeafHashes.
+//
+// A hash call that uses several cores shares its batches with helper
+// goroutines. Starting a goroutine on an idle core means waking that core,
+// and on a virtual machine the wake takes from tens to hundreds of
+// microseconds: as long as the 16 samples of an execute gate take to hash,
+// so that without help the caller's core would hash most of a gate alone.
+// So when calls come close together (within the spin window,
+// [DefaultSpin], of the previous one's end: an engine calling the gate
+// back to back), a helper that has finished stays on its core, polling for
+// the next call, for up to the spin window. It gives the core up earlier
+// when other goroutines have waited [yieldAfter] for one, and when a call
+// comes that has all the helpers it can use. The most it costs is one spin
+// window of each helper's core after the last call of a close sequence.
+//
+// The caller starts its helpers all the same: one that finds the call
+// taken by polling helpers ends at once, and a polling helper that lost
+// its core to another process does not hold the call up.
+
+// A job is one hash call's work, shared by its caller and its helpers.
+type job struct {
+	work func() // takes batches until none is left
+	want int32  // helpers the job can use
+	// taken counts the places claimed (at most want succeed).
+	taken atomic.Int32
+	// state is closedBit once the caller has finished, plus the helpers
+	// working on the job.
+	state atomic.Int64
+	done  chan struct{} // closed by the last helper to leave a closed job
+}
+
+const closedBit = 1 << 62
+
+// yieldAfter is how long a polling helper lets other goroutines wait for
+// a core before it gives its own up.
+const yieldAfter = 200 * time.Microsecond
+
+// join adds a helper to j unless the caller has finished or the job has
+// all the helpers it can use.
+func (j *job) join() bool {
+	if j.taken.Add(1) > j.want {
+		return false
+	}
+	for {
+		s := j.state.Load()
+		if s&closedBit != 0 {
+			return false
+		}
+		if j.state.CompareAndSwap(s, s+1) {
+			return true
+		}
+	}
+}
+
+func (j *job) leave() {
+	if j.state.Add(-1) == closedBit {
+		close(j.done)
+	}
+}
+
+// finish closes j to new helpers and waits for those on it.
+func (j *job) finish() {
+	if j.state.Or(closedBit)&^closedBit != 0 {
+		<-j.done
+	}
+}
+
+// pool is the process's helpers: cores are shared by every device.
+var pool struct {
+	current  atomic.Pointer[job] // the latest job, for polling helpers
+	polled   atomic.Uint64       // jobs joined by a polling helper
+	lastEnd  atomic.Int64        // when the last job ended, in ns since clockBase
+	runnable [1]metrics.Sample   // reused only under the sample lock
+	sampling atomic.Bool
+}
+
+func init() { pool.runnable[0].Name = "/sched/goroutines/runnable:goroutines" }
+
+var clockBase = time.Now()
+
+func nanotime() int64 { return int64(time.Since(clockBase)) }
+
+// othersWaiting reports whether goroutines are waiting for a core; when
+// another helper is reading the count it answers false, and the caller
+// asks again a moment later.
+func othersWaiting() bool {
+	if !pool.sampling.CompareAndSwap(false, true) {
+		return false
+	}
+	metrics.Read(pool.runnable[:])
+	v := pool.runnable[0].Value
+	pool.sampling.Store(false)
+	return v.Kind() == metrics.KindUint64 && v.Uint64() > 0
+}
+
+// run does j's work on the calling goroutine and on up to helpers others,
+// and returns once all of it is done. The helpers poll for up to spin
+// after it when the job started within spin of the previous one's end.
+func run(j *job, helpers int, spin time.Duration) {
+	j.want = int32(helpers)
+	j.done = make(chan struct{})
+	dense := spin > 0 && nanotime()-pool.lastEnd.Load() < int64(spin)
+	pool.current.Store(j)
+	for range helpers {
+		go func() {
+			if j.join() {
+				helper(j, dense, spin)
+			}
+		}()
+	}
+	j.work()
+	j.finish()
+	pool.current.CompareAndSwap(j, nil)
+	pool.lastEnd.Store(nanotime())
+}
+
+// helper works on j, then, if poll is set, on the jobs that come within
+// spin of its last one.
+func helper(j *job, poll bool, spin time.Duration) {
+	for j != nil {
+		j.work()
+		j.leave()
+		if !poll {
+			return
+		}
+		j = next(j, spin)
+	}
+}
+
+// next polls for a job other than last to join, for up to spin. It
+// returns nil when none comes, when other goroutines have waited
+// yieldAfter for a core, or when a job comes that needs no more helpers.
+func next(last *job, spin time.Duration) *job {
+	deadline := nanotime() + int64(spin)
+	var waiting int64 // since when others have been waiting, 0: they are not
+	for i := 0; ; i++ {
+		if c := pool.current.Load(); c != nil && c != last {
+			if c.join() {
+				pool.polled.Add(1)
+				return c
+			}
+			return nil // it has all its helpers: the cores are busy
+		}
+		if i%64 == 63 {
+			t := nanotime()
+			if t > deadline {
+				return nil
+			}
+			// Goroutines that wait for a core while another core is
+			// free are about to run there; ones that are still waiting
+			// a moment later need this one.
+			switch {
+			case !othersWaiting():
+				waiting = 0
+			case waiting == 0:
+				waiting = t
+			case t-waiting > int64(yieldAfter):
+				return nil
+			}
+		}
+	}
+}
