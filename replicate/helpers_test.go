@@ -16,7 +16,7 @@ import (
 
 // runServer starts an embedded nats-server with JetStream on file storage
 // in storeDir; port 0 picks a free port. The server stops with the test.
-func runServer(t testing.TB, storeDir string, port int, cluster *server.ClusterOpts, routes []*url.URL, name string) *server.Server {
+func runServer(t testing.TB, storeDir string, port int, cluster *server.ClusterOpts, routes []*url.URL, name string, mutate ...func(*server.Options)) *server.Server {
 	t.Helper()
 	if port == 0 {
 		port = -1
@@ -25,6 +25,9 @@ func runServer(t testing.TB, storeDir string, port int, cluster *server.ClusterO
 		NoLog: true, NoSigs: true, Routes: routes}
 	if cluster != nil {
 		o.Cluster = *cluster
+	}
+	for _, f := range mutate {
+		f(o)
 	}
 	s, err := server.NewServer(o)
 	if err != nil {

@@ -54,7 +54,10 @@ type Options struct {
 	// means 10 ms.
 	Poll time.Duration
 	// BatchRecords caps the records of one atomic batch. Zero means 1000,
-	// the server's limit.
+	// the server's default limit (jetstream { limits { batch { max_msgs } } });
+	// more needs that limit raised as far, and goes at most to
+	// [MaxBatchRecords]. A batch the server refuses as too large makes the
+	// shipper go back to 1000 records (narrated once) and resume.
 	BatchRecords int
 	// AckTimeout bounds the wait for a batch's acknowledgement. Zero means
 	// 5 s.
@@ -82,9 +85,10 @@ func (o Options) resolved() Options {
 	if o.Poll <= 0 {
 		o.Poll = 10 * time.Millisecond
 	}
-	if o.BatchRecords <= 0 || o.BatchRecords > 1000 {
-		o.BatchRecords = 1000
+	if o.BatchRecords <= 0 {
+		o.BatchRecords = DefaultBatchRecords
 	}
+	o.BatchRecords = min(o.BatchRecords, MaxBatchRecords)
 	if o.AckTimeout <= 0 {
 		o.AckTimeout = 5 * time.Second
 	}
@@ -99,6 +103,13 @@ func (o Options) resolved() Options {
 	}
 	return o
 }
+
+// Batch sizes: the server's default limit on an atomic batch, and the
+// most [Options.BatchRecords] can ask for.
+const (
+	DefaultBatchRecords = 1000
+	MaxBatchRecords     = 100000
+)
 
 // Status is the state of a [Shipper], for health checks and metrics.
 type Status struct {
@@ -136,6 +147,10 @@ type Shipper struct {
 	// that Close causes is not narrated.
 	closing atomic.Bool
 
+	// batch is the records of one batch: Options.BatchRecords until the
+	// server refuses a batch as too large. Only Run's goroutine uses it.
+	batch int
+
 	mu     sync.Mutex
 	st     Status
 	behind time.Time // time of the oldest unacknowledged record (zero: unknown or none)
@@ -149,7 +164,7 @@ func New(src Source, opts Options) (*Shipper, error) {
 	if pk == nil {
 		return nil, errors.New("replicate: the log has no checkpoint public key")
 	}
-	s := &Shipper{src: src, o: o, logID: pk.LogID()}
+	s := &Shipper{src: src, o: o, logID: pk.LogID(), batch: o.BatchRecords}
 	s.subj, s.csubj, s.esubj = RecordsSubject(s.logID, o.Node), CheckpointsSubject(s.logID, o.Node), EpochsSubject(s.logID, o.Node)
 	s.st = Status{Stream: o.stream(), Subject: s.subj, FailClosed: o.FailClosed}
 	nc, err := connect(o.ConnOptions, true,
@@ -305,7 +320,7 @@ func (s *Shipper) session(ctx context.Context) error {
 		return fmt.Errorf("replicate: %w", err)
 	}
 	var lastCkptLook time.Time
-	batch := make([]*nats.Msg, 0, s.o.BatchRecords)
+	batch := make([]*nats.Msg, 0, min(s.batch, 4096))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -322,7 +337,7 @@ func (s *Shipper) session(ctx context.Context) error {
 			batch = batch[:0]
 			var bytes int
 			var first, last time.Time
-			_, err := rr.Read(ctx, s.o.BatchRecords, durable, func(seq uint64, line []byte) error {
+			_, err := rr.Read(ctx, s.batch, durable, func(seq uint64, line []byte) error {
 				if len(batch) > 0 && bytes+len(line) > maxBatchBytes {
 					return errBatchFull
 				}
@@ -344,6 +359,11 @@ func (s *Shipper) session(ctx context.Context) error {
 				}
 				s.mu.Unlock()
 				seqNum, err := s.publishBatch(ctx, batch, ackedStream)
+				if errors.Is(err, errBatchTooLarge) && s.batch > DefaultBatchRecords {
+					s.o.Narrate(slog.LevelWarn, "audit_replication_batch_reduced", fmt.Sprintf(
+						"audit replication: the server refused a batch of %d records as too large; going on with %d (raise the server's jetstream batch max_msgs to ship larger batches)", len(batch), DefaultBatchRecords))
+					s.batch = DefaultBatchRecords
+				}
 				if err != nil {
 					return fmt.Errorf("replicate: records %d to %d: %w", acked+1, acked+uint64(len(batch)), err)
 				}
@@ -410,6 +430,10 @@ type pubAck struct {
 	BatchSize int    `json:"count"`
 }
 
+// errBatchTooLarge matches a batch refused for having more messages than
+// the server's limit.
+var errBatchTooLarge = errors.New("replicate: the batch is larger than the server allows")
+
 // errStreamFull matches a refusal because the stream reached its limits.
 var errStreamFull = errors.New("replicate: the stream is full")
 
@@ -425,6 +449,10 @@ func parseAck(data []byte) (*pubAck, error) {
 		// exceeded" or "maximum messages exceeded" for a full stream.
 		if a.Error.ErrCode == 10047 || a.Error.ErrCode == 10077 {
 			return nil, fmt.Errorf("%w: server: %s (err_code %d): the records wait in the local log; raise the stream's max_bytes", errStreamFull, desc, a.Error.ErrCode)
+		}
+		// 10199 is JSAtomicPublishTooLargeBatchErrF.
+		if a.Error.ErrCode == 10199 {
+			return nil, fmt.Errorf("%w: server: %s (err_code %d)", errBatchTooLarge, desc, a.Error.ErrCode)
 		}
 		return nil, fmt.Errorf("refused by the server: %s (err_code %d)", desc, a.Error.ErrCode)
 	}

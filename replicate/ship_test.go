@@ -3,9 +3,13 @@ package replicate
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -73,6 +77,43 @@ func TestShipSingleServerAndResume(t *testing.T) {
 	}
 	if cfg := st.CachedInfo().Config; cfg.Replicas != 1 || !cfg.DenyDelete || !cfg.DenyPurge || cfg.AllowRollup {
 		t.Fatalf("stream config = %+v", cfg)
+	}
+}
+
+// Batches larger than the server allows: the shipper goes back to the
+// default size, says so once, and loses or repeats nothing. A server whose
+// limit was raised takes the larger batches.
+func TestBatchLargerThanTheServerAllows(t *testing.T) {
+	for _, limit := range []int{0, 3000} {
+		srv := runServer(t, t.TempDir(), 0, nil, nil, "s1", func(o *server.Options) { o.JetStreamLimits.MaxBatchSize = limit })
+		l := newLog(t, "gpu-1.example")
+		var mu sync.Mutex
+		var reduced []string
+		o := Options{ConnOptions: ConnOptions{URLs: []string{urlOf(srv)}}, BatchRecords: 2500,
+			Narrate: func(_ slog.Level, event, msg string) {
+				if event == "audit_replication_batch_reduced" {
+					mu.Lock()
+					reduced = append(reduced, msg)
+					mu.Unlock()
+				}
+			}}
+		appendN(t, l, 0, 6000)
+		s := startShipper(t, l, o)
+		caughtUp(t, s, l)
+		subj := RecordsSubject(l.PublicKey().LogID(), "gpu-1.example")
+		if n := subjectCount(t, urlOf(srv), DefaultStream, subj); n != l.DurableSeq() {
+			t.Fatalf("limit %d: the stream holds %d records, the log %d", limit, n, l.DurableSeq())
+		}
+		verifyOK(t, VerifyOptions{ConnOptions: o.ConnOptions, PublicKeys: []*audit.PublicKey{l.PublicKey()}, Local: l.Dir()})
+		mu.Lock()
+		got := len(reduced)
+		mu.Unlock()
+		if want := map[int]int{0: 1, 3000: 0}[limit]; got != want {
+			t.Errorf("server batch limit %d: %d batch_reduced narrations (%q), want %d", limit, got, reduced, want)
+		}
+		if got > 0 && !strings.Contains(reduced[0], "max_msgs") {
+			t.Errorf("the narration does not say what to raise: %q", reduced[0])
+		}
 	}
 }
 

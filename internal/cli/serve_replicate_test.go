@@ -108,8 +108,15 @@ func TestServeReplicatesAndVerifyFrom(t *testing.T) {
 			t.Errorf("%q succeeded", args)
 		}
 	}
-	if _, _, err := runCLI(t, "serve", "--audit-replicas", "3"); ExitCode(err) != 2 {
-		t.Errorf("serve --audit-replicas without --audit-replicate: exit %d (%v), want 2", ExitCode(err), err)
+	for _, args := range [][]string{
+		{"serve", "--audit-replicas", "3"},
+		{"serve", "--audit-replicate-batch", "5000"},
+		{"serve", "--audit-replicate", url, "--audit-replicate-batch", "0"},
+		{"serve", "--audit-replicate", url, "--audit-replicate-batch", "100001"},
+	} {
+		if _, _, err := runCLI(t, args...); ExitCode(err) != 2 {
+			t.Errorf("%q: exit %d (%v), want 2", args, ExitCode(err), err)
+		}
 	}
 }
 
