@@ -498,6 +498,22 @@ func TestLeafTamperDetected(t *testing.T) {
 	}
 }
 
+// An altered stored leaf is reported as such even when the device fails
+// while the chunks are hashed: the proof, checked meanwhile, decides.
+func TestLeafTamperWinsOverDeviceError(t *testing.T) {
+	m, devs := newTestManager(t, 1, 1<<20)
+	sealBytes(t, m, "s", 0, randomBytes(6, 10*testChunk))
+	sh := m.shards["s"]
+	<-sh.treeReady
+	sh.tree.stored[tlog.StoredHashIndex(0, 1)][0] ^= 1
+	devs[0].FailHashing(gpu.ErrDeviceLost)
+	_, err := m.Verify(context.Background(), "s", Full)
+	var ie *IntegrityError
+	if !errors.As(err, &ie) || ie.Reason != ReasonNotSealed {
+		t.Errorf("Verify(full, altered leaf, device lost) = %v, want not_sealed", err)
+	}
+}
+
 func TestDeviceErrorStopsWorker(t *testing.T) {
 	m, devs := newTestManager(t, 1, 1<<20)
 	sealBytes(t, m, "s", 0, randomBytes(6, 10000))

@@ -277,8 +277,10 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 	// device, or the other cores of the simulator, take to start. Nothing
 	// is concluded from them unless the proof holds.
 	got := make([][gpu.HashSize]byte, len(chunks))
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	hashed := make(chan error, 1)
-	go func() { hashed <- s.dev.dev.LeafHashes(ctx, s.buf, s.seal.ChunkSize, chunks, got) }()
+	go func() { hashed <- s.dev.dev.LeafHashes(hctx, s.buf, s.seal.ChunkSize, chunks, got) }()
 	var proof error
 	if full {
 		if seal.Root(s.tree.leaves()) != s.seal.Root {
@@ -286,6 +288,9 @@ func (m *Manager) verifyShard(ctx context.Context, s *shard, mode VerifyMode) (V
 		}
 	} else if err := s.tree.proveAll(chunks, s.seal.Root); err != nil {
 		proof = fmt.Errorf("vram: stored leaf hashes of the sampled chunks are not in the sealed tree: %w", err)
+	}
+	if proof != nil {
+		cancel() // the hashes can no longer prove anything
 	}
 	herr := <-hashed // the caller holds s only until it returns
 	if proof != nil {

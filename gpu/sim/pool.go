@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"math"
+	"runtime"
 	"runtime/metrics"
 	"sync/atomic"
 	"time"
@@ -22,8 +24,12 @@ import (
 // window of each helper's core after the last call of a close sequence.
 //
 // The caller starts its helpers all the same: one that finds the call
-// taken by polling helpers ends at once, and a polling helper that lost
-// its core to another process does not hold the call up.
+// taken by polling helpers ends at once, and a polling helper that has
+// lost its core to another process does not keep the call from getting
+// help (once a helper has joined a call, the call waits for it to finish
+// the batch it took). A device whose Spin is negative leaves no helper
+// polling after its calls; helpers polling after other devices' calls
+// may still join them.
 
 // A job is one hash call's work, shared by its caller and its helpers.
 type job struct {
@@ -75,30 +81,42 @@ func (j *job) finish() {
 
 // pool is the process's helpers: cores are shared by every device.
 var pool struct {
-	current  atomic.Pointer[job] // the latest job, for polling helpers
-	polled   atomic.Uint64       // jobs joined by a polling helper
-	lastEnd  atomic.Int64        // when the last job ended, in ns since clockBase
-	runnable [1]metrics.Sample   // reused only under the sample lock
-	sampling atomic.Bool
+	current atomic.Pointer[job] // the latest job, for polling helpers
+	polled  atomic.Uint64       // jobs joined by a polling helper
+	lastEnd atomic.Int64        // when the last job ended, in ns since clockBase
+	// The count of goroutines waiting for a core, sampled at most every
+	// sampleEvery by one of the polling helpers for all of them: reading
+	// it takes the scheduler's lock.
+	waiting   atomic.Bool
+	sampledAt atomic.Int64
+	sampling  atomic.Bool
+	runnable  [1]metrics.Sample // used only by the helper holding sampling
 }
 
-func init() { pool.runnable[0].Name = "/sched/goroutines/runnable:goroutines" }
+// sampleEvery bounds how often the polling helpers read the scheduler's
+// count of waiting goroutines.
+const sampleEvery = 20 * time.Microsecond
+
+func init() {
+	pool.runnable[0].Name = "/sched/goroutines/runnable:goroutines"
+	pool.lastEnd.Store(math.MinInt64 / 2) // no job yet: the first is not close to one
+}
 
 var clockBase = time.Now()
 
 func nanotime() int64 { return int64(time.Since(clockBase)) }
 
-// othersWaiting reports whether goroutines are waiting for a core; when
-// another helper is reading the count it answers false, and the caller
-// asks again a moment later.
-func othersWaiting() bool {
-	if !pool.sampling.CompareAndSwap(false, true) {
-		return false
+// othersWaiting reports whether goroutines were waiting for a core at the
+// latest sample, taking a new one when that is older than sampleEvery.
+func othersWaiting(now int64) bool {
+	if now-pool.sampledAt.Load() >= int64(sampleEvery) && pool.sampling.CompareAndSwap(false, true) {
+		metrics.Read(pool.runnable[:])
+		v := pool.runnable[0].Value
+		pool.waiting.Store(v.Kind() == metrics.KindUint64 && v.Uint64() > 0)
+		pool.sampledAt.Store(now)
+		pool.sampling.Store(false)
 	}
-	metrics.Read(pool.runnable[:])
-	v := pool.runnable[0].Value
-	pool.sampling.Store(false)
-	return v.Kind() == metrics.KindUint64 && v.Uint64() > 0
+	return pool.waiting.Load()
 }
 
 // run does j's work on the calling goroutine and on up to helpers others,
@@ -107,7 +125,8 @@ func othersWaiting() bool {
 func run(j *job, helpers int, spin time.Duration) {
 	j.want = int32(helpers)
 	j.done = make(chan struct{})
-	dense := spin > 0 && nanotime()-pool.lastEnd.Load() < int64(spin)
+	// With one P a polling helper would only keep the caller from it.
+	dense := spin > 0 && runtime.GOMAXPROCS(0) > 1 && nanotime()-pool.lastEnd.Load() < int64(spin)
 	pool.current.Store(j)
 	for range helpers {
 		go func() {
@@ -158,7 +177,7 @@ func next(last *job, spin time.Duration) *job {
 			// free are about to run there; ones that are still waiting
 			// a moment later need this one.
 			switch {
-			case !othersWaiting():
+			case !othersWaiting(t):
 				waiting = 0
 			case waiting == 0:
 				waiting = t

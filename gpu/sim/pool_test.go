@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,7 +59,7 @@ func TestHelpersShareCallsCorrectly(t *testing.T) {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(g), 1))
 			for range 60 {
-				chunks := make([]int64, 1+r.IntN(64))
+				chunks := make([]int64, 33+r.IntN(64)) // over serialBytes: all use helpers
 				for i := range chunks {
 					chunks[i] = r.Int64N(n)
 				}
@@ -114,8 +115,46 @@ func TestHelpersPollOnlyWhenAsked(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("one core: helpers have nowhere to poll")
 	}
-	if got := calls(time.Second); got == 0 {
-		t.Errorf("50 back-to-back calls with a 1 s spin window: none was joined by a polling helper")
+	if got := calls(50 * time.Millisecond); got == 0 {
+		t.Errorf("50 back-to-back calls with a 50 ms spin window: none was joined by a polling helper")
+	}
+}
+
+// A polling helper gives its core up to goroutines that wait for one,
+// long before its spin window ends.
+func TestHelpersYieldToWaitingGoroutines(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("one core: helpers do not poll")
+	}
+	data := poolData(t)
+	chunks := make([]int64, 64)
+	for i := range chunks {
+		chunks[i] = int64(i)
+	}
+	out := make([][gpu.HashSize]byte, len(chunks))
+	before := runtime.NumGoroutine()
+	for range 5 { // close together: the helpers poll afterwards
+		if err := leafHashes(context.Background(), data, poolChunk, chunks, out, 2, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// More busy goroutines than cores: some wait for one.
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	busy := runtime.GOMAXPROCS(0) + 1
+	for range busy {
+		wg.Go(func() {
+			for !stop.Load() {
+			}
+		})
+	}
+	defer func() { stop.Store(true); wg.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before+busy {
+		if time.Now().After(deadline) {
+			t.Fatalf("helpers still polling 10 s after other goroutines began waiting for a core (spin window 1 min)")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
