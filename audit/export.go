@@ -367,6 +367,9 @@ type AnchorReader struct {
 	off  int64
 	last *anchor
 	br   *bufio.Reader
+	// logID is the manifest's log ID, read once: it never changes, and the
+	// shipper calls Read at every poll.
+	logID string
 }
 
 // NewAnchorReader returns a reader of the anchors of the log in dir of
@@ -382,9 +385,12 @@ func NewAnchorReader(dir string, after uint64, opts ReadOptions) *AnchorReader {
 // malformed is an error, and so is an error of fn, after which the anchor
 // fn refused is read again by the next call.
 func (r *AnchorReader) Read(ctx context.Context, fn func(epoch uint64, line []byte) error) error {
-	man, err := loadManifest(r.fs, r.dir)
-	if err != nil {
-		return err
+	if r.logID == "" {
+		man, err := loadManifest(r.fs, r.dir)
+		if err != nil {
+			return err
+		}
+		r.logID = man.LogID
 	}
 	f, err := r.fs.OpenFile(filepath.Join(r.dir, epochsName), os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
@@ -417,7 +423,7 @@ func (r *AnchorReader) Read(ctx context.Context, fn func(epoch uint64, line []by
 		if err != nil {
 			return fmt.Errorf("audit: read %s (offset %d): %w", epochsName, r.off, err)
 		}
-		a, err := parseAnchor(line[:len(line)-1], man.LogID)
+		a, err := parseAnchor(line[:len(line)-1], r.logID)
 		if err == nil && a.epoch >= r.next {
 			if a.epoch != r.next {
 				err = fmt.Errorf("%w: epoch %d where %d was expected", errAnchor, a.epoch, r.next)
