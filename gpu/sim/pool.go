@@ -18,9 +18,12 @@ import (
 // So when calls come close together (within the spin window,
 // [DefaultSpin], of the previous one's end: an engine calling the gate
 // back to back), a helper that has finished stays on its core, polling for
-// the next call, for up to the spin window. It gives the core up earlier
-// when other goroutines have waited [yieldAfter] for one, and when a call
-// comes that has all the helpers it can use. The most it costs is one spin
+// the next call, for up to the spin window. While it polls it lets any
+// other thread waiting for its core run first (sched_yield, about every
+// microsecond): the consumer's process answering the gate must not wait for
+// the poller's time slice to end. It gives the core up when other
+// goroutines of this process have waited [yieldAfter] for one, and when a
+// call comes that has all the helpers it can use. The most it costs is one spin
 // window of each helper's core after the last call of a close sequence.
 //
 // The caller starts its helpers all the same: one that finds the call
@@ -173,6 +176,7 @@ func next(last *job, spin time.Duration) *job {
 			if t > deadline {
 				return nil
 			}
+			yieldThread()
 			// Goroutines that wait for a core while another core is
 			// free are about to run there; ones that are still waiting
 			// a moment later need this one.
