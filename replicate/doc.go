@@ -36,10 +36,10 @@
 //
 // Records go in atomic batches (headers Nats-Batch-Id, Nats-Batch-Sequence,
 // Nats-Batch-Commit) of at most [Options.BatchRecords] records (1000 by
-// default, the server's default limit): the stream stores all of a batch or
-// none of it. A batch the server refuses as larger than its limit (err_code
-// 10199) sends the shipper back to 1000 records; it resumes as after any
-// failure. The first message of every batch carries
+// default, the server's default limit) and 4 MiB: the stream stores all of
+// a batch or none of it. When the server refuses a batch as larger than its
+// limit (err_code 10199), the shipper takes the limit the server states and
+// sends the same records again in batches that size. The first message of every batch carries
 // Nats-Expected-Last-Subject-Sequence, the stream sequence of the last
 // record message the stream acknowledged on the subject, so a batch that
 // does not continue exactly where the subject ends is refused. At start, and

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,8 +57,10 @@ type Options struct {
 	// BatchRecords caps the records of one atomic batch. Zero means 1000,
 	// the server's default limit (jetstream { limits { batch { max_msgs } } });
 	// more needs that limit raised as far, and goes at most to
-	// [MaxBatchRecords]. A batch the server refuses as too large makes the
-	// shipper go back to 1000 records (narrated once) and resume.
+	// [MaxBatchRecords]. A batch also stops at 4 MiB of records. When the
+	// server refuses a batch as too large, the shipper takes the limit the
+	// server states (1000 if it states none), says so once, and sends the
+	// same records again in smaller batches.
 	BatchRecords int
 	// AckTimeout bounds the wait for a batch's acknowledgement. Zero means
 	// 5 s.
@@ -108,7 +111,7 @@ func (o Options) resolved() Options {
 // most [Options.BatchRecords] can ask for.
 const (
 	DefaultBatchRecords = 1000
-	MaxBatchRecords     = 100000
+	MaxBatchRecords     = 10000
 )
 
 // Status is the state of a [Shipper], for health checks and metrics.
@@ -314,7 +317,7 @@ func (s *Shipper) session(ctx context.Context) error {
 			fmt.Sprintf("audit replication: resumed after record %d on %s (%d records to catch up)", acked, s.subj, s.src.DurableSeq()-min(acked, s.src.DurableSeq())))
 	}
 	rr := audit.NewRecordReader(s.src.Dir(), acked+1, audit.ReadOptions{})
-	defer rr.Close()
+	defer func() { rr.Close() }()
 	cr, err := audit.NewCheckpointReader(s.src.Dir(), ckSize, audit.ReadOptions{})
 	if err != nil {
 		return fmt.Errorf("replicate: %w", err)
@@ -334,6 +337,7 @@ func (s *Shipper) session(ctx context.Context) error {
 			return err
 		}
 		if rr.Next() <= durable {
+			clear(batch)
 			batch = batch[:0]
 			var bytes int
 			var first, last time.Time
@@ -359,10 +363,16 @@ func (s *Shipper) session(ctx context.Context) error {
 				}
 				s.mu.Unlock()
 				seqNum, err := s.publishBatch(ctx, batch, ackedStream)
-				if errors.Is(err, errBatchTooLarge) && s.batch > DefaultBatchRecords {
+				var tl *tooLargeError
+				if errors.As(err, &tl) && tl.limit < len(batch) {
+					// Nothing of the batch was stored: send the same
+					// records again, in batches the server takes.
 					s.o.Narrate(slog.LevelWarn, "audit_replication_batch_reduced", fmt.Sprintf(
-						"audit replication: the server refused a batch of %d records as too large; going on with %d (raise the server's jetstream batch max_msgs to ship larger batches)", len(batch), DefaultBatchRecords))
-					s.batch = DefaultBatchRecords
+						"audit replication: the server takes atomic batches of at most %d records, not %d; shipping %d at a time (for larger batches raise jetstream { limits { batch { max_msgs } } } on every server and restart vramseal serve)", tl.limit, len(batch), tl.limit))
+					s.batch = tl.limit
+					rr.Close()
+					rr = audit.NewRecordReader(s.src.Dir(), acked+1, audit.ReadOptions{})
+					continue
 				}
 				if err != nil {
 					return fmt.Errorf("replicate: records %d to %d: %w", acked+1, acked+uint64(len(batch)), err)
@@ -434,6 +444,27 @@ type pubAck struct {
 // the server's limit.
 var errBatchTooLarge = errors.New("replicate: the batch is larger than the server allows")
 
+// tooLargeError is a batch refused as too large, with the limit the server
+// states ("atomic publish batch is too large: 1000"), or 1000 when it
+// states none that makes sense.
+type tooLargeError struct {
+	limit int
+	err   error
+}
+
+func (e *tooLargeError) Error() string { return e.err.Error() }
+func (e *tooLargeError) Unwrap() error { return e.err }
+
+func tooLarge(desc string, err error) *tooLargeError {
+	limit := DefaultBatchRecords
+	if i := strings.LastIndexByte(desc, ':'); i >= 0 {
+		if n, perr := strconv.Atoi(strings.TrimSpace(desc[i+1:])); perr == nil && n >= 1 && n <= MaxBatchRecords {
+			limit = n
+		}
+	}
+	return &tooLargeError{limit: limit, err: err}
+}
+
 // errStreamFull matches a refusal because the stream reached its limits.
 var errStreamFull = errors.New("replicate: the stream is full")
 
@@ -452,7 +483,7 @@ func parseAck(data []byte) (*pubAck, error) {
 		}
 		// 10199 is JSAtomicPublishTooLargeBatchErrF.
 		if a.Error.ErrCode == 10199 {
-			return nil, fmt.Errorf("%w: server: %s (err_code %d)", errBatchTooLarge, desc, a.Error.ErrCode)
+			return nil, tooLarge(desc, fmt.Errorf("%w: server: %s (err_code %d)", errBatchTooLarge, desc, a.Error.ErrCode))
 		}
 		return nil, fmt.Errorf("refused by the server: %s (err_code %d)", desc, a.Error.ErrCode)
 	}

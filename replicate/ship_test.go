@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -80,16 +82,20 @@ func TestShipSingleServerAndResume(t *testing.T) {
 	}
 }
 
-// Batches larger than the server allows: the shipper goes back to the
-// default size, says so once, and loses or repeats nothing. A server whose
-// limit was raised takes the larger batches.
+// Batches larger than the server allows: the shipper takes the server's
+// limit, says so once, and loses or repeats nothing. A server whose limit
+// was raised takes the larger batches.
 func TestBatchLargerThanTheServerAllows(t *testing.T) {
-	for _, limit := range []int{0, 3000} {
-		srv := runServer(t, t.TempDir(), 0, nil, nil, "s1", func(o *server.Options) { o.JetStreamLimits.MaxBatchSize = limit })
+	for _, tc := range []struct{ serverLimit, batch, narrations, taken int }{
+		{0, 2500, 1, 1000}, // the server's default, 1000
+		{3000, 2500, 0, 0}, // raised far enough
+		{500, 0, 1, 500},   // lowered below the shipper's default
+	} {
+		srv := runServer(t, t.TempDir(), 0, nil, nil, "s1", func(o *server.Options) { o.JetStreamLimits.MaxBatchSize = tc.serverLimit })
 		l := newLog(t, "gpu-1.example")
 		var mu sync.Mutex
 		var reduced []string
-		o := Options{ConnOptions: ConnOptions{URLs: []string{urlOf(srv)}}, BatchRecords: 2500,
+		o := Options{ConnOptions: ConnOptions{URLs: []string{urlOf(srv)}}, BatchRecords: tc.batch,
 			Narrate: func(_ slog.Level, event, msg string) {
 				if event == "audit_replication_batch_reduced" {
 					mu.Lock()
@@ -102,17 +108,20 @@ func TestBatchLargerThanTheServerAllows(t *testing.T) {
 		caughtUp(t, s, l)
 		subj := RecordsSubject(l.PublicKey().LogID(), "gpu-1.example")
 		if n := subjectCount(t, urlOf(srv), DefaultStream, subj); n != l.DurableSeq() {
-			t.Fatalf("limit %d: the stream holds %d records, the log %d", limit, n, l.DurableSeq())
+			t.Fatalf("%+v: the stream holds %d records, the log %d", tc, n, l.DurableSeq())
 		}
 		verifyOK(t, VerifyOptions{ConnOptions: o.ConnOptions, PublicKeys: []*audit.PublicKey{l.PublicKey()}, Local: l.Dir()})
-		mu.Lock()
-		got := len(reduced)
-		mu.Unlock()
-		if want := map[int]int{0: 1, 3000: 0}[limit]; got != want {
-			t.Errorf("server batch limit %d: %d batch_reduced narrations (%q), want %d", limit, got, reduced, want)
+		if st := s.Status(); st.Errors != 0 {
+			t.Errorf("%+v: %d errors counted (%s): a smaller batch is not a failure", tc, st.Errors, st.LastError)
 		}
-		if got > 0 && !strings.Contains(reduced[0], "max_msgs") {
-			t.Errorf("the narration does not say what to raise: %q", reduced[0])
+		mu.Lock()
+		got := slices.Clone(reduced)
+		mu.Unlock()
+		if len(got) != tc.narrations {
+			t.Errorf("%+v: %d batch_reduced narrations (%q), want %d", tc, len(got), got, tc.narrations)
+		}
+		if len(got) > 0 && (!strings.Contains(got[0], "max_msgs") || !strings.Contains(got[0], "at most "+strconv.Itoa(tc.taken)+" records")) {
+			t.Errorf("%+v: the narration does not give the server's limit and what to raise: %q", tc, got[0])
 		}
 	}
 }

@@ -19,8 +19,8 @@ import (
 // [DefaultSpin], of the previous one's end: an engine calling the gate
 // back to back), a helper that has finished stays on its core, polling for
 // the next call, for up to the spin window. While it polls it lets any
-// other thread waiting for its core run first (sched_yield, about every
-// microsecond): the consumer's process answering the gate must not wait for
+// other thread waiting for its core run first (sched_yield, every 64
+// polls): the consumer's process answering the gate must not wait for
 // the poller's time slice to end. It gives the core up when other
 // goroutines of this process have waited [yieldAfter] for one, and when a
 // call comes that has all the helpers it can use. The most it costs is one spin
@@ -129,7 +129,7 @@ func run(j *job, helpers int, spin time.Duration) {
 	j.want = int32(helpers)
 	j.done = make(chan struct{})
 	// With one P a polling helper would only keep the caller from it.
-	dense := spin > 0 && runtime.GOMAXPROCS(0) > 1 && nanotime()-pool.lastEnd.Load() < int64(spin)
+	dense := spin > 0 && nanotime()-pool.lastEnd.Load() < int64(spin) && runtime.GOMAXPROCS(0) > 1
 	pool.current.Store(j)
 	for range helpers {
 		go func() {

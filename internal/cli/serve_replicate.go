@@ -35,7 +35,7 @@ func (c *replicateConfig) flags(f *pflag.FlagSet) {
 	f.StringVar(&c.tlsKey, "audit-replicate-tls-key", "", "PEM client key for NATS")
 	f.IntVar(&c.replicas, "audit-replicas", 0, "replicas of the audit stream when it is created (default 3 when the cluster has 3 or more servers, else 1)")
 	f.StringVar(&c.node, "audit-replicate-node", "", "this node's name in the audit records and the stream's subjects (default the host name)")
-	f.IntVar(&c.batch, "audit-replicate-batch", replicate.DefaultBatchRecords, fmt.Sprintf("records per atomic batch, 1 to %d; above %d the NATS servers need jetstream { limits { batch { max_msgs: N } } } at least as large (a refused batch makes the daemon go back to %d)", replicate.MaxBatchRecords, replicate.DefaultBatchRecords, replicate.DefaultBatchRecords))
+	f.IntVar(&c.batch, "audit-replicate-batch", replicate.DefaultBatchRecords, fmt.Sprintf("records per atomic batch (and at most 4 MiB), 1 to %d; above %d the NATS servers need jetstream { limits { batch { max_msgs: N } } } at least as large (a batch a server refuses is sent again in batches of the limit it states)", replicate.MaxBatchRecords, replicate.DefaultBatchRecords))
 	f.BoolVar(&c.failClosed, "audit-replicate-fail-closed", false, "report the daemon not ready while the stream is unreachable or more than 30s behind (default: fail-open, the backlog waits in the local log)")
 }
 

@@ -112,7 +112,7 @@ func TestServeReplicatesAndVerifyFrom(t *testing.T) {
 		{"serve", "--audit-replicas", "3"},
 		{"serve", "--audit-replicate-batch", "5000"},
 		{"serve", "--audit-replicate", url, "--audit-replicate-batch", "0"},
-		{"serve", "--audit-replicate", url, "--audit-replicate-batch", "100001"},
+		{"serve", "--audit-replicate", url, "--audit-replicate-batch", "10001"},
 	} {
 		if _, _, err := runCLI(t, args...); ExitCode(err) != 2 {
 			t.Errorf("%q: exit %d (%v), want 2", args, ExitCode(err), err)
