@@ -162,20 +162,17 @@ func (r *RecordReader) readSegment(ctx context.Context, live bool, limit int, th
 		}
 		r.f = f
 	}
-	if sk, ok := r.f.(io.Seeker); ok {
-		if _, err := sk.Seek(r.off, io.SeekStart); err != nil {
-			return fail(err)
-		}
-	} else {
+	if _, ok := r.f.(io.Seeker); !ok {
+		// Read past the start again, on a new descriptor.
 		r.Close()
 		f, err := r.fs.OpenFile(filepath.Join(r.dir, r.seg), os.O_RDONLY, 0)
 		if err != nil {
 			return fail(err)
 		}
 		r.f = f
-		if _, err := io.CopyN(io.Discard, f, r.off); err != nil {
-			return fail(err)
-		}
+	}
+	if err := skipTo(r.f, r.off); err != nil {
+		return fail(err)
 	}
 	if r.br == nil {
 		r.br = bufio.NewReaderSize(r.f, maxLineBytes+2)
@@ -305,12 +302,7 @@ func (c *CheckpointReader) readFile(fn func(*Checkpoint) error) error {
 		return fmt.Errorf("audit: read %s: %w", name, err)
 	}
 	defer f.Close()
-	if sk, ok := f.(io.Seeker); ok {
-		_, err = sk.Seek(c.off, io.SeekStart)
-	} else {
-		_, err = io.CopyN(io.Discard, f, c.off)
-	}
-	if err != nil {
+	if err := skipTo(f, c.off); err != nil {
 		return fmt.Errorf("audit: read %s: %w", name, err)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxCheckpointFileBytes+1-c.off))
@@ -400,12 +392,7 @@ func (r *AnchorReader) Read(ctx context.Context, fn func(epoch uint64, line []by
 		return fmt.Errorf("audit: read %s: %w", epochsName, err)
 	}
 	defer f.Close()
-	if sk, ok := f.(io.Seeker); ok {
-		_, err = sk.Seek(r.off, io.SeekStart)
-	} else {
-		_, err = io.CopyN(io.Discard, f, r.off)
-	}
-	if err != nil {
+	if err := skipTo(f, r.off); err != nil {
 		return fmt.Errorf("audit: read %s: %w", epochsName, err)
 	}
 	if r.br == nil {
@@ -718,4 +705,15 @@ func (c *Copy) placeCheckpoints() error {
 // String returns "copy of <log id> in <dir> through seq <n>".
 func (c *Copy) String() string {
 	return "copy of " + c.logID + " in " + c.dir + " through seq " + strconv.FormatUint(c.last, 10)
+}
+
+// skipTo moves f, just opened or seekable, to offset off: it seeks where
+// the file can, and reads past the start where it cannot.
+func skipTo(f File, off int64) error {
+	if sk, ok := f.(io.Seeker); ok {
+		_, err := sk.Seek(off, io.SeekStart)
+		return err
+	}
+	_, err := io.CopyN(io.Discard, f, off)
+	return err
 }

@@ -124,7 +124,10 @@ func TestExportCopyRoundTrip(t *testing.T) {
 	}
 }
 
-func TestCopyRefusesBadInput(t *testing.T) {
+// threeRecords makes a closed log of three records and returns its
+// directory, verification key and record lines.
+func threeRecords(t testing.TB) (string, *VerificationKey, [][]byte) {
+	t.Helper()
 	dir, vk, l := newLog(t, Options{Node: "n1", FsyncInterval: -1})
 	for i := range 3 {
 		mustAppend(t, l, testEvent(i))
@@ -135,6 +138,11 @@ func TestCopyRefusesBadInput(t *testing.T) {
 		lines = append(lines, bytes.Clone(b))
 		return nil
 	})
+	return dir, vk, lines
+}
+
+func TestCopyRefusesBadInput(t *testing.T) {
+	dir, vk, lines := threeRecords(t)
 	if len(lines) < 3 {
 		t.Fatalf("read %d lines, want at least 3", len(lines))
 	}
@@ -239,16 +247,7 @@ func TestCheckpointReaderIncremental(t *testing.T) {
 // FuzzCopy feeds arbitrary checkpoints and record lines to a Copy: it
 // refuses or takes them, and never panics.
 func FuzzCopy(f *testing.F) {
-	dir, vk, l := newLog(f, Options{Node: "n1", FsyncInterval: -1})
-	for i := range 3 {
-		mustAppend(f, l, testEvent(i))
-	}
-	mustClose(f, l)
-	var lines [][]byte
-	NewRecordReader(dir, 1, ReadOptions{}).Read(context.Background(), 0, 0, func(_ uint64, b []byte) error {
-		lines = append(lines, bytes.Clone(b))
-		return nil
-	})
+	dir, vk, lines := threeRecords(f)
 	var note []byte
 	ReadCheckpoints(context.Background(), dir, 0, ReadOptions{}, func(c *Checkpoint) error {
 		note = c.Note

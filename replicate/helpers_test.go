@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vramseal/vramseal/audit"
 )
@@ -39,6 +41,21 @@ func runServer(t testing.TB, storeDir string, port int, cluster *server.ClusterO
 	}
 	t.Cleanup(s.Shutdown)
 	return s
+}
+
+// connectJS connects to url for the rest of the test.
+func connectJS(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }
 
 // freePort returns a TCP port that was free a moment ago.

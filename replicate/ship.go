@@ -440,29 +440,26 @@ type pubAck struct {
 	BatchSize int    `json:"count"`
 }
 
-// errBatchTooLarge matches a batch refused for having more messages than
-// the server's limit.
-var errBatchTooLarge = errors.New("replicate: the batch is larger than the server allows")
-
-// tooLargeError is a batch refused as too large, with the limit the server
-// states ("atomic publish batch is too large: 1000"), or 1000 when it
-// states none that makes sense.
+// tooLargeError is a batch refused for having more messages than the
+// server's limit, with the limit the server states ("atomic publish batch
+// is too large: 1000"), or 1000 when it states none that makes sense.
 type tooLargeError struct {
 	limit int
-	err   error
+	desc  string
 }
 
-func (e *tooLargeError) Error() string { return e.err.Error() }
-func (e *tooLargeError) Unwrap() error { return e.err }
+func (e *tooLargeError) Error() string {
+	return "replicate: the batch is larger than the server allows: server: " + e.desc + " (err_code 10199)"
+}
 
-func tooLarge(desc string, err error) *tooLargeError {
+func tooLarge(desc string) *tooLargeError {
 	limit := DefaultBatchRecords
 	if i := strings.LastIndexByte(desc, ':'); i >= 0 {
-		if n, perr := strconv.Atoi(strings.TrimSpace(desc[i+1:])); perr == nil && n >= 1 && n <= MaxBatchRecords {
+		if n, err := strconv.Atoi(strings.TrimSpace(desc[i+1:])); err == nil && n >= 1 && n <= MaxBatchRecords {
 			limit = n
 		}
 	}
-	return &tooLargeError{limit: limit, err: err}
+	return &tooLargeError{limit: limit, desc: desc}
 }
 
 // errStreamFull matches a refusal because the stream reached its limits.
@@ -483,7 +480,7 @@ func parseAck(data []byte) (*pubAck, error) {
 		}
 		// 10199 is JSAtomicPublishTooLargeBatchErrF.
 		if a.Error.ErrCode == 10199 {
-			return nil, tooLarge(desc, fmt.Errorf("%w: server: %s (err_code %d)", errBatchTooLarge, desc, a.Error.ErrCode))
+			return nil, tooLarge(desc)
 		}
 		return nil, fmt.Errorf("refused by the server: %s (err_code %d)", desc, a.Error.ErrCode)
 	}
@@ -525,15 +522,24 @@ func (s *Shipper) publishBatch(ctx context.Context, msgs []*nats.Msg, after uint
 	return a.Seq, nil
 }
 
+// lastMsg returns the last message of subj, or nil when it has none.
+func lastMsg(ctx context.Context, stream jetstream.Stream, subj string) (*jetstream.RawStreamMsg, error) {
+	m, err := stream.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("replicate: read the last message of %s: %w", subj, err)
+	}
+	return m, nil
+}
+
 // resumeRecords reads the subject's last record: the shipper goes on after
 // it. It checks that the local log holds the same record there.
 func (s *Shipper) resumeRecords(ctx context.Context, stream jetstream.Stream) (seq, streamSeq uint64, err error) {
-	m, err := stream.GetLastMsgForSubject(ctx, s.subj)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, 0, nil
-	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("replicate: read the last message of %s: %w", s.subj, err)
+	m, err := lastMsg(ctx, stream, s.subj)
+	if m == nil || err != nil {
+		return 0, 0, err
 	}
 	r, err := audit.ParseRecord(m.Data)
 	if err != nil {
@@ -560,12 +566,9 @@ func (s *Shipper) resumeRecords(ctx context.Context, stream jetstream.Stream) (s
 
 // resumeCheckpoints reads the subject's last checkpoint.
 func (s *Shipper) resumeCheckpoints(ctx context.Context, stream jetstream.Stream) (size, streamSeq uint64, err error) {
-	m, err := stream.GetLastMsgForSubject(ctx, s.csubj)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, 0, nil
-	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("replicate: read the last message of %s: %w", s.csubj, err)
+	m, err := lastMsg(ctx, stream, s.csubj)
+	if m == nil || err != nil {
+		return 0, 0, err
 	}
 	ck, err := audit.ParseCheckpoint(m.Data, s.src.PublicKey())
 	if err != nil {
@@ -576,12 +579,9 @@ func (s *Shipper) resumeCheckpoints(ctx context.Context, stream jetstream.Stream
 
 // resumeAnchors reads the subject's last epoch anchor.
 func (s *Shipper) resumeAnchors(ctx context.Context, stream jetstream.Stream) (epoch, streamSeq uint64, err error) {
-	m, err := stream.GetLastMsgForSubject(ctx, s.esubj)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, 0, nil
-	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("replicate: read the last message of %s: %w", s.esubj, err)
+	m, err := lastMsg(ctx, stream, s.esubj)
+	if m == nil || err != nil {
+		return 0, 0, err
 	}
 	e, err := audit.AnchorEpoch(m.Data, s.logID)
 	if err != nil {

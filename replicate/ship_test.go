@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vramseal/vramseal/audit"
@@ -21,12 +20,7 @@ import (
 // subjectCount returns the number of messages on subj.
 func subjectCount(t testing.TB, url, stream, subj string) uint64 {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := connectJS(t, url)
 	s, err := js.Stream(context.Background(), stream)
 	if err != nil {
 		t.Fatal(err)
@@ -64,9 +58,7 @@ func TestShipSingleServerAndResume(t *testing.T) {
 	}
 
 	// The stream was created append-only.
-	nc, _ := nats.Connect(urlOf(srv))
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := connectJS(t, urlOf(srv))
 	st, err := js.Stream(context.Background(), DefaultStream)
 	if err != nil {
 		t.Fatal(err)
@@ -128,9 +120,7 @@ func TestBatchLargerThanTheServerAllows(t *testing.T) {
 
 func TestRefusesUnsafeStream(t *testing.T) {
 	srv := runServer(t, t.TempDir(), 0, nil, nil, "s1")
-	nc, _ := nats.Connect(urlOf(srv))
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := connectJS(t, urlOf(srv))
 	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{"vramseal.audit.>"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -226,12 +216,7 @@ func TestClusterServerStopped(t *testing.T) {
 	if len(reps) != 1 || reps[0].Records != l.DurableSeq() {
 		t.Fatalf("Verify = %+v, want all %d records", reps, l.DurableSeq())
 	}
-	nc, err := nats.Connect(alive[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := connectJS(t, alive[0])
 	st, err := js.Stream(context.Background(), DefaultStream)
 	if err != nil {
 		t.Fatal(err)

@@ -8,9 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/vramseal/vramseal/audit"
 )
 
@@ -60,12 +57,7 @@ func readLog(t *testing.T, dir string) (lines, notes [][]byte) {
 // checks: what a hostile or broken writer could leave there.
 func publish(t *testing.T, url, stream, logID, node string, anchors, lines, notes [][]byte) {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	nc, js := connectJS(t, url)
 	ctx := context.Background()
 	if _, err := ensureStream(ctx, js, nc, stream, 1, 0); err != nil {
 		t.Fatal(err)
