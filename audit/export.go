@@ -32,6 +32,17 @@ var ErrPruned = errors.New("audit: records pruned")
 // with other contents.
 func (l *Log) DurableSeq() uint64 { return l.durableSeq.Load() }
 
+// SignedSize returns the tree size of the last checkpoint this Log has
+// written since Open (0 before its first). A copy that holds a checkpoint
+// of that size holds every checkpoint written so far.
+func (l *Log) SignedSize() uint64 { return l.tw.signedSize.Load() }
+
+// Epoch returns the current key epoch. The epoch's anchor is written before
+// it is current, and its first record after, so a copy that read
+// [Log.DurableSeq] and then Epoch knows that no durable record belongs to a
+// later epoch.
+func (l *Log) Epoch() uint64 { return l.epoch.Load() }
+
 // Dir returns the log's directory.
 func (l *Log) Dir() string { return l.dir }
 
@@ -51,6 +62,13 @@ type RecordReader struct {
 	f    File   // seg, open
 	br   *bufio.Reader
 	v    recordView
+	// man is the manifest last read: while the reader is in its live
+	// segment, a call that finds what it was asked for there reads no
+	// manifest.
+	man *manifest
+	// ReadBlock's: its block, and that lines are parsed only through seq.
+	block    []byte
+	headOnly bool
 }
 
 // NewRecordReader returns a reader of the log in dir that starts at
@@ -88,9 +106,12 @@ func (r *RecordReader) Read(ctx context.Context, limit int, through uint64, fn f
 	if through != 0 && r.next > through {
 		return 0, nil
 	}
-	man, err := loadManifest(r.fs, r.dir)
-	if err != nil {
-		return 0, err
+	man := r.man
+	if man == nil || r.seg == "" || len(man.Segments) == 0 || man.Segments[len(man.Segments)-1].Name != r.seg {
+		var err error
+		if man, err = r.loadManifest(); err != nil {
+			return 0, err
+		}
 	}
 	if r.seg == "" {
 		if len(man.Segments) == 0 {
@@ -129,9 +150,12 @@ func (r *RecordReader) Read(ctx context.Context, limit int, through uint64, fn f
 			r.seg, r.off = man.Segments[idx+1].Name, 0
 			continue
 		}
+		if through != 0 && r.next > through {
+			return n, nil // all that was asked for
+		}
 		// The end of the live segment: if the writer has rotated since the
 		// manifest was read, finish this segment and go on to the next.
-		if man, err = loadManifest(r.fs, r.dir); err != nil {
+		if man, err = r.loadManifest(); err != nil {
 			return n, err
 		}
 		rotated := false
@@ -144,6 +168,59 @@ func (r *RecordReader) Read(ctx context.Context, limit int, through uint64, fn f
 			return n, nil
 		}
 	}
+}
+
+// ReadBlock reads the records from [RecordReader.Next] on, none above
+// through (0: no bound), as one block: their exact lines, each but the last
+// followed by its newline, as many whole lines as fit in maxBytes (at least
+// one, however long). It returns the block (valid until the next call) and
+// the sequence numbers of its first and last record (0 and 0 for none),
+// and the next call goes on after the last. It stops where [RecordReader.Read]
+// does. Of each line it checks only the start, through the seq, and that
+// seqs follow each other: it is for copies of the log, which are verified
+// as a whole ([Verify]), and it reads at the speed of the disk. On an error
+// the block holds the records read before it.
+func (r *RecordReader) ReadBlock(ctx context.Context, maxBytes int, through uint64) (block []byte, first, last uint64, err error) {
+	r.block = r.block[:0]
+	r.headOnly = true
+	defer func() { r.headOnly = false }()
+	_, err = r.Read(ctx, 0, through, func(seq uint64, line []byte) error {
+		if first != 0 {
+			if len(r.block)+1+len(line) > maxBytes {
+				return errBlockFull
+			}
+			r.block = append(r.block, '\n')
+		} else {
+			first = seq
+		}
+		r.block = append(r.block, line...)
+		last = seq
+		return nil
+	})
+	if errors.Is(err, errBlockFull) {
+		err = nil
+	}
+	return r.block, first, last, err
+}
+
+var errBlockFull = errors.New("audit: block full")
+
+// parse parses a line into r.v: whole, or for ReadBlock through its seq.
+func (r *RecordReader) parse(line []byte) error {
+	if r.headOnly {
+		d := dec{b: line}
+		return parseHead(&d, &r.v)
+	}
+	return parseRecord(line, &r.v)
+}
+
+// loadManifest reads the manifest and keeps it.
+func (r *RecordReader) loadManifest() (*manifest, error) {
+	man, err := loadManifest(r.fs, r.dir)
+	if err == nil {
+		r.man = man
+	}
+	return man, err
 }
 
 // readSegment reads r.seg from r.off to its end (done false) or until the
@@ -195,7 +272,7 @@ func (r *RecordReader) readSegment(ctx context.Context, live bool, limit int, th
 		case err != nil:
 			return fail(err)
 		}
-		if err := parseRecord(line[:len(line)-1], &r.v); err != nil {
+		if err := r.parse(line[:len(line)-1]); err != nil {
 			return fail(err)
 		}
 		seq := r.v.seq

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -266,4 +268,78 @@ func FuzzCopy(f *testing.F) {
 		}
 		c.Close()
 	})
+}
+
+// TestReadBlock reads a log that rotated several times in blocks of whole
+// lines: together they are the lines Read gives, in order, each block
+// within its size (or one line), and through bounds them.
+func TestReadBlock(t *testing.T) {
+	ctx := context.Background()
+	dir, _, l := newLog(t, Options{Node: "n1", SegmentMaxBytes: 4 << 10, FsyncInterval: -1})
+	for i := range 60 {
+		mustAppend(t, l, testEvent(i))
+	}
+	mustClose(t, l)
+	var want [][]byte
+	if _, err := NewRecordReader(dir, 0, ReadOptions{}).Read(ctx, 0, 0, func(_ uint64, b []byte) error {
+		want = append(want, bytes.Clone(b))
+		return nil
+	}); err != nil || len(want) < 60 {
+		t.Fatalf("Read = %d lines, %v", len(want), err)
+	}
+	for _, max := range []int{1, 700, 3000, 1 << 20} {
+		rr := NewRecordReader(dir, 0, ReadOptions{})
+		var got [][]byte
+		for {
+			block, first, last, err := rr.ReadBlock(ctx, max, 0)
+			if err != nil {
+				t.Fatalf("max %d: ReadBlock = %v", max, err)
+			}
+			if len(block) == 0 {
+				if first != 0 || last != 0 {
+					t.Fatalf("max %d: empty block of seq %d to %d", max, first, last)
+				}
+				break
+			}
+			lines := bytes.Split(bytes.Clone(block), []byte("\n")) // block is reused
+			if len(block) > max && len(lines) > 1 {
+				t.Fatalf("max %d: a block of %d bytes and %d lines", max, len(block), len(lines))
+			}
+			if first != uint64(len(got))+1 || last != first+uint64(len(lines))-1 {
+				t.Fatalf("max %d: block of seq %d to %d with %d lines after %d", max, first, last, len(lines), len(got))
+			}
+			got = append(got, lines...)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("max %d: %d lines in blocks, Read gave %d", max, len(got), len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("max %d: line %d differs", max, i+1)
+			}
+		}
+	}
+	rr := NewRecordReader(dir, 5, ReadOptions{})
+	if _, first, last, err := rr.ReadBlock(ctx, 1<<20, 9); first != 5 || last != 9 || err != nil || rr.Next() != 10 {
+		t.Fatalf("ReadBlock(through 9) from 5 = %d to %d, %v, next %d; want 5 to 9, nil, next 10", first, last, err, rr.Next())
+	}
+}
+
+// TestReadBlockOutOfOrder: a line whose seq does not follow is an error,
+// and the block holds the lines before it.
+func TestReadBlockOutOfOrder(t *testing.T) {
+	dir, _, lines := threeRecords(t)
+	man, err := loadManifest(OSFS{}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := filepath.Join(dir, man.Segments[len(man.Segments)-1].Name)
+	data := bytes.Join([][]byte{lines[0], lines[2], lines[1]}, []byte("\n"))
+	if err := os.WriteFile(seg, append(data, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	block, first, last, err := NewRecordReader(dir, 0, ReadOptions{}).ReadBlock(context.Background(), 1<<20, 0)
+	if !errors.Is(err, errMalformed) || !bytes.Equal(block, lines[0]) || first != 1 || last != 1 {
+		t.Fatalf("ReadBlock = %q (%d to %d), %v; want record 1 and a malformed seq", block, first, last, err)
+	}
 }

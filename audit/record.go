@@ -94,14 +94,12 @@ type recordView struct {
 	idLogID []byte
 }
 
-// parseRecord parses line (without its newline) strictly: members in the
-// fixed order of format versions 1 and 2, canonical numbers, strings and times
-// only. On error v is left in an unspecified state.
-func parseRecord(line []byte, v *recordView) error {
-	if len(line) > maxLineBytes {
-		return fmt.Errorf("%w: line of %d bytes exceeds %d", errMalformed, len(line), maxLineBytes)
+// parseHead parses the start of the line in d, through its seq, into v:
+// enough for a copy to keep records in order without reading the rest.
+func parseHead(d *dec, v *recordView) error {
+	if len(d.b) > maxLineBytes {
+		return fmt.Errorf("%w: line of %d bytes exceeds %d", errMalformed, len(d.b), maxLineBytes)
 	}
-	d := dec{b: line}
 	// Version first, so a future format is named as such.
 	if !d.lit(`{"v":`) {
 		return d.fail("record must start with {\"v\":")
@@ -110,13 +108,25 @@ func parseRecord(line []byte, v *recordView) error {
 	if !ok || ver != formatV1 && ver != formatVersion {
 		return fmt.Errorf("%w: unsupported format version (want %d or %d)", errMalformed, formatV1, formatVersion)
 	}
-	v.ver, v.line = int(ver), line
+	v.ver, v.line = int(ver), d.b
 	if !d.lit(`,"seq":`) {
 		return d.fail(`want "seq"`)
 	}
 	if v.seq, ok = d.uint(); !ok || v.seq == 0 || v.seq > maxInt {
 		return d.fail("bad seq")
 	}
+	return nil
+}
+
+// parseRecord parses line (without its newline) strictly: members in the
+// fixed order of format versions 1 and 2, canonical numbers, strings and times
+// only. On error v is left in an unspecified state.
+func parseRecord(line []byte, v *recordView) error {
+	d := dec{b: line}
+	if err := parseHead(&d, v); err != nil {
+		return err
+	}
+	var ok bool
 	if !d.lit(`,"time":"`) {
 		return d.fail(`want "time"`)
 	}

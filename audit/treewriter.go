@@ -24,6 +24,8 @@ type treeWriter struct {
 	buf    []byte    // stored hashes not yet written to f
 	dirty  bool      // f written since its last fsync
 	signed uint64    // tree size of the last signed checkpoint
+	// signedSize is signed, for other goroutines ([Log.SignedSize]).
+	signedSize atomic.Uint64
 	// durable and durableRoot are the tree size and root at the last
 	// fsync of the segment: a checkpoint covers only durable records,
 	// while the tree may already hold records written after them.
@@ -215,5 +217,6 @@ func (t *treeWriter) sign(segment string, size uint64) error {
 		return err
 	}
 	t.signed = size
+	t.signedSize.Store(size)
 	return nil
 }

@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,14 +9,12 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/vramseal/vramseal/audit"
 )
@@ -29,6 +28,11 @@ type Source interface {
 	DurableSeq() uint64
 	// PublicKey is the log's checkpoint public key; it names the log.
 	PublicKey() *audit.PublicKey
+	// SignedSize is the tree size of the last checkpoint written since
+	// the log was opened (0 before the first).
+	SignedSize() uint64
+	// Epoch is the current key epoch, anchored before its first record.
+	Epoch() uint64
 }
 
 var _ Source = (*audit.Log)(nil)
@@ -54,16 +58,13 @@ type Options struct {
 	// Poll is how often the shipper looks for new durable records. Zero
 	// means 10 ms.
 	Poll time.Duration
-	// BatchRecords caps the records of one atomic batch. Zero means 1000,
-	// the server's default limit (jetstream { limits { batch { max_msgs } } });
-	// more needs that limit raised as far, and goes at most to
-	// [MaxBatchRecords]. A batch also stops at 4 MiB of records. When the
-	// server refuses a batch as too large, the shipper takes the limit the
-	// server states (1000 if it states none), says so once, and sends the
-	// same records again in smaller batches.
-	BatchRecords int
-	// AckTimeout bounds the wait for a batch's acknowledgement. Zero means
-	// 5 s.
+	// MaxMessageBytes caps the data of one message, which holds as many
+	// whole records as fit. Zero means [DefaultMessageBytes]; the server's
+	// max_payload and the stream's max_msg_size lower it (less room for
+	// the headers).
+	MaxMessageBytes int
+	// AckTimeout bounds the wait for a message's acknowledgement. Zero
+	// means 5 s.
 	AckTimeout time.Duration
 	// RetryInterval is the pause after a failure. Zero means 1 s.
 	RetryInterval time.Duration
@@ -88,10 +89,9 @@ func (o Options) resolved() Options {
 	if o.Poll <= 0 {
 		o.Poll = 10 * time.Millisecond
 	}
-	if o.BatchRecords <= 0 {
-		o.BatchRecords = DefaultBatchRecords
+	if o.MaxMessageBytes <= 0 {
+		o.MaxMessageBytes = DefaultMessageBytes
 	}
-	o.BatchRecords = min(o.BatchRecords, MaxBatchRecords)
 	if o.AckTimeout <= 0 {
 		o.AckTimeout = 5 * time.Second
 	}
@@ -107,12 +107,13 @@ func (o Options) resolved() Options {
 	return o
 }
 
-// Batch sizes: the server's default limit on an atomic batch, and the
-// most [Options.BatchRecords] can ask for.
-const (
-	DefaultBatchRecords = 1000
-	MaxBatchRecords     = 10000
-)
+// DefaultMessageBytes is the most record data a message holds unless
+// [Options.MaxMessageBytes] says otherwise: NATS's default max_payload.
+const DefaultMessageBytes = 1 << 20
+
+// headerRoom is what a record message's headers take at most, kept free
+// of the server's max_payload.
+const headerRoom = 512
 
 // Status is the state of a [Shipper], for health checks and metrics.
 type Status struct {
@@ -150,10 +151,6 @@ type Shipper struct {
 	// that Close causes is not narrated.
 	closing atomic.Bool
 
-	// batch is the records of one batch: Options.BatchRecords until the
-	// server refuses a batch as too large. Only Run's goroutine uses it.
-	batch int
-
 	mu     sync.Mutex
 	st     Status
 	behind time.Time // time of the oldest unacknowledged record (zero: unknown or none)
@@ -167,7 +164,7 @@ func New(src Source, opts Options) (*Shipper, error) {
 	if pk == nil {
 		return nil, errors.New("replicate: the log has no checkpoint public key")
 	}
-	s := &Shipper{src: src, o: o, logID: pk.LogID(), batch: o.BatchRecords}
+	s := &Shipper{src: src, o: o, logID: pk.LogID()}
 	s.subj, s.csubj, s.esubj = RecordsSubject(s.logID, o.Node), CheckpointsSubject(s.logID, o.Node), EpochsSubject(s.logID, o.Node)
 	s.st = Status{Stream: o.stream(), Subject: s.subj, FailClosed: o.FailClosed}
 	nc, err := connect(o.ConnOptions, true,
@@ -211,7 +208,7 @@ func (s *Shipper) Status() Status {
 	if st.Durable > st.Acked {
 		st.LagRecords = st.Durable - st.Acked
 		if s.behind.IsZero() {
-			// No batch read yet (NATS was out of reach): the lag counts
+			// No records read yet (NATS was out of reach): the lag counts
 			// from when it was first seen.
 			s.behind = s.o.Clock()
 		}
@@ -322,8 +319,18 @@ func (s *Shipper) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("replicate: %w", err)
 	}
-	var lastCkptLook time.Time
-	batch := make([]*nats.Msg, 0, min(s.batch, 4096))
+	// What is known to be in the local log and not in the stream yet:
+	// the shipper reads anchors only when the epoch changed, and
+	// checkpoints only when there is a new one (pending: one seen that
+	// covered records not shipped yet), at most every checkpointPoll
+	// while records keep coming.
+	var (
+		lastCkptLook time.Time
+		anchored     uint64 // epoch whose anchor, and all before, were shipped
+		pending      uint64
+		ckLooked     bool
+	)
+	msgBytes := s.messageBytes(stream)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -332,67 +339,48 @@ func (s *Shipper) session(ctx context.Context) error {
 		worked := false
 		// The anchors first: a record's epoch is anchored before the
 		// record is written, so the stream never holds a record of an
-		// epoch whose anchor it lacks.
-		if epStream, err = s.shipAnchors(ctx, ar, epStream); err != nil {
-			return err
+		// epoch whose anchor it lacks. The epoch is read after durable:
+		// no record up to durable is of a later one.
+		if ep := s.src.Epoch(); ep > anchored || anchored == 0 {
+			if epStream, err = s.shipAnchors(ctx, ar, epStream); err != nil {
+				return err
+			}
+			anchored = max(ep, 1)
 		}
 		if rr.Next() <= durable {
-			clear(batch)
-			batch = batch[:0]
-			var bytes int
-			var first, last time.Time
-			_, err := rr.Read(ctx, s.batch, durable, func(seq uint64, line []byte) error {
-				if len(batch) > 0 && bytes+len(line) > maxBatchBytes {
-					return errBatchFull
-				}
-				m := nats.NewMsg(s.subj)
-				m.Data = append([]byte(nil), line...)
-				m.Header.Set(jetstream.MsgIDHeader, s.logID+"-"+strconv.FormatUint(seq, 10))
-				batch = append(batch, m)
-				bytes += len(line)
-				return nil
-			})
-			if err != nil && !errors.Is(err, errBatchFull) {
+			block, first, last, err := rr.ReadBlock(ctx, msgBytes, durable)
+			if err != nil {
 				return fmt.Errorf("replicate: read the local log: %w", err)
 			}
-			if len(batch) > 0 {
-				first, last = recordTime(batch[0].Data), recordTime(batch[len(batch)-1].Data)
+			if len(block) > msgBytes {
+				return fmt.Errorf("replicate: record %d is %d bytes, more than a message holds (%d): raise the servers' max_payload (and the stream's max_msg_size)", first, len(block), msgBytes)
+			}
+			if len(block) > 0 {
 				s.mu.Lock()
 				if s.behind.IsZero() {
-					s.behind = first
+					s.behind = recordTime(firstLine(block))
 				}
 				s.mu.Unlock()
-				seqNum, err := s.publishBatch(ctx, batch, ackedStream)
-				var tl *tooLargeError
-				if errors.As(err, &tl) && tl.limit < len(batch) {
-					// Nothing of the batch was stored: send the same
-					// records again, in batches the server takes.
-					s.o.Narrate(slog.LevelWarn, "audit_replication_batch_reduced", fmt.Sprintf(
-						"audit replication: the server takes atomic batches of at most %d records, not %d; shipping %d at a time (for larger batches raise jetstream { limits { batch { max_msgs } } } on every server and restart vramseal serve)", tl.limit, len(batch), tl.limit))
-					s.batch = tl.limit
-					rr.Close()
-					rr = audit.NewRecordReader(s.src.Dir(), acked+1, audit.ReadOptions{})
-					continue
-				}
+				seqNum, err := s.publishRecords(ctx, block, first, last, ackedStream)
 				if err != nil {
-					return fmt.Errorf("replicate: records %d to %d: %w", acked+1, acked+uint64(len(batch)), err)
+					return fmt.Errorf("replicate: records %d to %d: %w", first, last, err)
 				}
-				ackedStream = seqNum
-				acked += uint64(len(batch))
+				ackedStream, acked = seqNum, last
 				s.mu.Lock()
-				s.st.Acked, s.st.Shipped, s.st.LastAck = acked, s.st.Shipped+uint64(len(batch)), s.o.Clock()
+				s.st.Acked, s.st.Shipped, s.st.LastAck = acked, s.st.Shipped+(last-first+1), s.o.Clock()
 				if acked >= s.src.DurableSeq() {
 					s.behind = time.Time{}
 				} else {
-					s.behind = last // the next record is no older
+					s.behind = recordTime(lastLine(block)) // the next record is no older
 				}
 				s.mu.Unlock()
 				worked = true
 			}
 		}
-		if now := time.Now(); now.Sub(lastCkptLook) >= checkpointPoll || !worked && ckSize < acked {
-			lastCkptLook = now
-			ckSize, ckStream, err = s.shipCheckpoints(ctx, cr, ckSize, ckStream, acked)
+		newer := s.src.SignedSize() > ckSize || pending > ckSize
+		if now := time.Now(); !ckLooked || newer && (!worked || now.Sub(lastCkptLook) >= checkpointPoll) {
+			lastCkptLook, ckLooked = now, true
+			ckSize, ckStream, pending, err = s.shipCheckpoints(ctx, cr, ckSize, ckStream, acked)
 			if err != nil {
 				return err
 			}
@@ -412,10 +400,9 @@ func (s *Shipper) session(ctx context.Context) error {
 // interval (one second by default).
 const checkpointPoll = 100 * time.Millisecond
 
-// maxBatchBytes caps the data of one batch (a record line is at most 1 MiB).
-const maxBatchBytes = 4 << 20
-
-var errBatchFull = errors.New("replicate: batch full")
+// errLater stops a read at a checkpoint whose records are not in the
+// stream yet.
+var errLater = errors.New("replicate: later")
 
 // recordTime returns a record line's time, or the zero time if it does
 // not parse.
@@ -437,29 +424,6 @@ type pubAck struct {
 	Stream    string `json:"stream"`
 	Seq       uint64 `json:"seq"`
 	Duplicate bool   `json:"duplicate"`
-	BatchSize int    `json:"count"`
-}
-
-// tooLargeError is a batch refused for having more messages than the
-// server's limit, with the limit the server states ("atomic publish batch
-// is too large: 1000"), or 1000 when it states none that makes sense.
-type tooLargeError struct {
-	limit int
-	desc  string
-}
-
-func (e *tooLargeError) Error() string {
-	return "replicate: the batch is larger than the server allows: server: " + e.desc + " (err_code 10199)"
-}
-
-func tooLarge(desc string) *tooLargeError {
-	limit := DefaultBatchRecords
-	if i := strings.LastIndexByte(desc, ':'); i >= 0 {
-		if n, err := strconv.Atoi(strings.TrimSpace(desc[i+1:])); err == nil && n >= 1 && n <= MaxBatchRecords {
-			limit = n
-		}
-	}
-	return &tooLargeError{limit: limit, desc: desc}
 }
 
 // errStreamFull matches a refusal because the stream reached its limits.
@@ -478,37 +442,22 @@ func parseAck(data []byte) (*pubAck, error) {
 		if a.Error.ErrCode == 10047 || a.Error.ErrCode == 10077 {
 			return nil, fmt.Errorf("%w: server: %s (err_code %d): the records wait in the local log; raise the stream's max_bytes", errStreamFull, desc, a.Error.ErrCode)
 		}
-		// 10199 is JSAtomicPublishTooLargeBatchErrF.
-		if a.Error.ErrCode == 10199 {
-			return nil, tooLarge(desc)
-		}
 		return nil, fmt.Errorf("refused by the server: %s (err_code %d)", desc, a.Error.ErrCode)
 	}
 	return &a, nil
 }
 
-// publishBatch publishes msgs as one atomic batch that must follow stream
-// sequence after on the subject, and returns the stream sequence of its
-// last message.
-func (s *Shipper) publishBatch(ctx context.Context, msgs []*nats.Msg, after uint64) (uint64, error) {
-	id := nuid.Next()
-	for i, m := range msgs {
-		m.Header.Set("Nats-Batch-Id", id)
-		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
-		if i == 0 {
-			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(after, 10))
-		}
-		if i < len(msgs)-1 {
-			if err := s.nc.PublishMsg(m); err != nil {
-				return 0, err
-			}
-		}
-	}
-	last := msgs[len(msgs)-1]
-	last.Header.Set("Nats-Batch-Commit", "1")
+// publishRecords publishes block, the lines of records first to last, as
+// one message that must follow stream sequence after on the subject, and
+// returns its stream sequence.
+func (s *Shipper) publishRecords(ctx context.Context, block []byte, first, last, after uint64) (uint64, error) {
+	m := nats.NewMsg(s.subj)
+	m.Data = block
+	m.Header.Set(jetstream.MsgIDHeader, recordsMsgID(s.logID, first, last))
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(after, 10))
 	actx, cancel := context.WithTimeout(ctx, s.o.AckTimeout)
 	defer cancel()
-	resp, err := s.nc.RequestMsgWithContext(actx, last)
+	resp, err := s.nc.RequestMsgWithContext(actx, m)
 	if err != nil {
 		return 0, fmt.Errorf("no acknowledgement: %w", err)
 	}
@@ -516,10 +465,44 @@ func (s *Shipper) publishBatch(ctx context.Context, msgs []*nats.Msg, after uint
 	if err != nil {
 		return 0, err
 	}
-	if a.BatchSize != len(msgs) {
-		return 0, fmt.Errorf("acknowledged %d messages of a batch of %d", a.BatchSize, len(msgs))
-	}
 	return a.Seq, nil
+}
+
+// recordsMsgID is the Nats-Msg-Id of the message of records first to
+// last: "<log id>-<first>", or "<log id>-<first>-<last>" for more than one.
+func recordsMsgID(logID string, first, last uint64) string {
+	id := logID + "-" + strconv.FormatUint(first, 10)
+	if last != first {
+		id += "-" + strconv.FormatUint(last, 10)
+	}
+	return id
+}
+
+// messageBytes returns the most record data a message may hold: the
+// option, less where the server's max_payload or the stream's
+// max_msg_size is smaller.
+func (s *Shipper) messageBytes(stream jetstream.Stream) int {
+	n := s.o.MaxMessageBytes
+	if p := s.nc.MaxPayload(); p > 0 {
+		n = min(n, int(p)-headerRoom)
+	}
+	if info := stream.CachedInfo(); info != nil && info.Config.MaxMsgSize > 0 {
+		n = min(n, int(info.Config.MaxMsgSize)-headerRoom)
+	}
+	return max(n, 1)
+}
+
+// firstLine and lastLine return the first and the last line of a block of
+// records.
+func firstLine(block []byte) []byte {
+	if i := bytes.IndexByte(block, '\n'); i >= 0 {
+		return block[:i]
+	}
+	return block
+}
+
+func lastLine(block []byte) []byte {
+	return block[bytes.LastIndexByte(block, '\n')+1:]
 }
 
 // lastMsg returns the last message of subj, or nil when it has none.
@@ -541,9 +524,10 @@ func (s *Shipper) resumeRecords(ctx context.Context, stream jetstream.Stream) (s
 	if m == nil || err != nil {
 		return 0, 0, err
 	}
-	r, err := audit.ParseRecord(m.Data)
+	line := lastLine(m.Data)
+	r, err := audit.ParseRecord(line)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%w: the last message of %s (stream seq %d) is not a record: %w", errStopped, s.subj, m.Sequence, err)
+		return 0, 0, fmt.Errorf("%w: the last message of %s (stream seq %d) does not end with a record: %w", errStopped, s.subj, m.Sequence, err)
 	}
 	if durable := s.src.DurableSeq(); r.Seq > durable {
 		return 0, 0, fmt.Errorf("%w: the stream holds record %d of log %s, the local log only %d: the local log was truncated, rolled back or replaced",
@@ -558,7 +542,7 @@ func (s *Shipper) resumeRecords(ctx context.Context, stream jetstream.Stream) (s
 	}); err != nil && !errors.Is(err, audit.ErrPruned) {
 		return 0, 0, fmt.Errorf("replicate: read local record %d: %w", r.Seq, err)
 	}
-	if local != nil && string(local) != string(m.Data) {
+	if local != nil && string(local) != string(line) {
 		return 0, 0, fmt.Errorf("%w: record %d differs between the stream and the local log: the local log was forked or rewritten", errStopped, r.Seq)
 	}
 	return r.Seq, m.Sequence, nil
@@ -611,15 +595,17 @@ func (s *Shipper) shipAnchors(ctx context.Context, ar *audit.AnchorReader, strea
 }
 
 // shipCheckpoints publishes the local checkpoints above size that cover
-// only acknowledged records.
-func (s *Shipper) shipCheckpoints(ctx context.Context, cr *audit.CheckpointReader, size, streamSeq, acked uint64) (uint64, uint64, error) {
+// only acknowledged records, and returns the new size and stream sequence,
+// and the size of the first checkpoint left for later (0 if none).
+func (s *Shipper) shipCheckpoints(ctx context.Context, cr *audit.CheckpointReader, size, streamSeq, acked uint64) (_, _, later uint64, _ error) {
 	js, err := jetstream.New(s.nc)
 	if err != nil {
-		return size, streamSeq, err
+		return size, streamSeq, 0, err
 	}
 	err = cr.Read(ctx, func(ck *audit.Checkpoint) error {
 		if ck.Size > acked {
-			return errBatchFull // later: its records are not in the stream yet
+			later = ck.Size
+			return errLater
 		}
 		actx, cancel := context.WithTimeout(ctx, s.o.AckTimeout)
 		defer cancel()
@@ -634,8 +620,8 @@ func (s *Shipper) shipCheckpoints(ctx context.Context, cr *audit.CheckpointReade
 		s.mu.Unlock()
 		return nil
 	})
-	if err != nil && !errors.Is(err, errBatchFull) {
-		return size, streamSeq, err
+	if err != nil && !errors.Is(err, errLater) {
+		return size, streamSeq, 0, err
 	}
-	return size, streamSeq, nil
+	return size, streamSeq, later, nil
 }

@@ -3,11 +3,8 @@ package replicate
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,7 +34,7 @@ func TestShipSingleServerAndResume(t *testing.T) {
 	l := newLog(t, "gpu-1.example")
 	o := Options{ConnOptions: ConnOptions{URLs: []string{urlOf(srv)}}}
 	s := startShipper(t, l, o)
-	appendN(t, l, 0, 2500) // more than two batches
+	appendN(t, l, 0, 2500)
 	caughtUp(t, s, l)
 	if st := s.Status(); !st.Connected || st.LagRecords != 0 || st.Lag != 0 || st.Subject != RecordsSubject(l.PublicKey().LogID(), "gpu-1.example") {
 		t.Fatalf("Status() = %+v, want connected, no lag", st)
@@ -49,8 +46,8 @@ func TestShipSingleServerAndResume(t *testing.T) {
 	caughtUp(t, s2, l)
 	caughtUp(t, s, l)
 	subj := RecordsSubject(l.PublicKey().LogID(), "gpu-1.example")
-	if n := subjectCount(t, urlOf(srv), DefaultStream, subj); n != l.DurableSeq() {
-		t.Fatalf("stream holds %d records, the log %d", n, l.DurableSeq())
+	if n := subjectCount(t, urlOf(srv), DefaultStream, subj); n == 0 || n >= l.DurableSeq() {
+		t.Fatalf("%d records in %d messages, want them packed", l.DurableSeq(), n)
 	}
 	reps := verifyOK(t, VerifyOptions{ConnOptions: o.ConnOptions, PublicKeys: []*audit.PublicKey{l.PublicKey()}, Local: l.Dir()})
 	if len(reps) != 1 || reps[0].Records != l.DurableSeq() || !reps[0].CheckpointsChecked || reps[0].Checkpoints == 0 || !reps[0].Local {
@@ -74,48 +71,90 @@ func TestShipSingleServerAndResume(t *testing.T) {
 	}
 }
 
-// Batches larger than the server allows: the shipper takes the server's
-// limit, says so once, and loses or repeats nothing. A server whose limit
-// was raised takes the larger batches.
-func TestBatchLargerThanTheServerAllows(t *testing.T) {
-	for _, tc := range []struct{ serverLimit, batch, narrations, taken int }{
-		{0, 2500, 1, 1000}, // the server's default, 1000
-		{3000, 2500, 0, 0}, // raised far enough
-		{500, 0, 1, 500},   // lowered below the shipper's default
-	} {
-		srv := runServer(t, t.TempDir(), 0, nil, nil, "s1", func(o *server.Options) { o.JetStreamLimits.MaxBatchSize = tc.serverLimit })
-		l := newLog(t, "gpu-1.example")
-		var mu sync.Mutex
-		var reduced []string
-		o := Options{ConnOptions: ConnOptions{URLs: []string{urlOf(srv)}}, BatchRecords: tc.batch,
-			Narrate: func(_ slog.Level, event, msg string) {
-				if event == "audit_replication_batch_reduced" {
-					mu.Lock()
-					reduced = append(reduced, msg)
-					mu.Unlock()
-				}
-			}}
-		appendN(t, l, 0, 6000)
-		s := startShipper(t, l, o)
-		caughtUp(t, s, l)
-		subj := RecordsSubject(l.PublicKey().LogID(), "gpu-1.example")
-		if n := subjectCount(t, urlOf(srv), DefaultStream, subj); n != l.DurableSeq() {
-			t.Fatalf("%+v: the stream holds %d records, the log %d", tc, n, l.DurableSeq())
-		}
-		verifyOK(t, VerifyOptions{ConnOptions: o.ConnOptions, PublicKeys: []*audit.PublicKey{l.PublicKey()}, Local: l.Dir()})
-		if st := s.Status(); st.Errors != 0 {
-			t.Errorf("%+v: %d errors counted (%s): a smaller batch is not a failure", tc, st.Errors, st.LastError)
-		}
-		mu.Lock()
-		got := slices.Clone(reduced)
-		mu.Unlock()
-		if len(got) != tc.narrations {
-			t.Errorf("%+v: %d batch_reduced narrations (%q), want %d", tc, len(got), got, tc.narrations)
-		}
-		if len(got) > 0 && (!strings.Contains(got[0], "max_msgs") || !strings.Contains(got[0], "at most "+strconv.Itoa(tc.taken)+" records")) {
-			t.Errorf("%+v: the narration does not give the server's limit and what to raise: %q", tc, got[0])
-		}
+// messageSizes returns the data size of every message on subj.
+func messageSizes(t testing.TB, url, stream, subj string) []int {
+	t.Helper()
+	_, js := connectJS(t, url)
+	var sizes []int
+	if err := forEach(context.Background(), js, stream, subj, 5*time.Second, func(m jetstream.Msg, _ uint64) error {
+		sizes = append(sizes, len(m.Data()))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
+	return sizes
+}
+
+// Records are packed into messages as large as the server's max_payload,
+// the stream's max_msg_size and MaxMessageBytes allow; a record larger
+// than that stops shipping with a clear error and loses nothing.
+func TestMessageSize(t *testing.T) {
+	for _, tc := range []struct {
+		name                        string
+		maxPayload, maxMsgSize, opt int
+		want                        int // the largest message allowed
+	}{
+		{"server default", 0, 0, 0, DefaultMessageBytes},
+		{"max_payload", 8 << 10, 0, 0, 8<<10 - headerRoom},
+		{"max_msg_size", 0, 4 << 10, 0, 4<<10 - headerRoom},
+		{"option", 0, 0, 3000, 3000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := runServer(t, t.TempDir(), 0, nil, nil, "s1", func(o *server.Options) {
+				if tc.maxPayload > 0 {
+					o.MaxPayload = int32(tc.maxPayload)
+				}
+			})
+			if tc.maxMsgSize > 0 {
+				nc, js := connectJS(t, urlOf(srv))
+				s, err := ensureStream(context.Background(), js, nc, DefaultStream, 1, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg := s.CachedInfo().Config
+				cfg.MaxMsgSize = int32(tc.maxMsgSize)
+				if _, err := js.UpdateStream(context.Background(), cfg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			l := newLog(t, "n1")
+			appendN(t, l, 0, 3000)
+			o := Options{ConnOptions: ConnOptions{URLs: []string{urlOf(srv)}}, Node: "n1", MaxMessageBytes: tc.opt}
+			s := startShipper(t, l, o)
+			caughtUp(t, s, l)
+			reps := verifyOK(t, VerifyOptions{ConnOptions: o.ConnOptions, PublicKeys: []*audit.PublicKey{l.PublicKey()}, Local: l.Dir()})
+			if len(reps) != 1 || reps[0].Records != l.DurableSeq() {
+				t.Fatalf("Verify = %+v, want all %d records", reps, l.DurableSeq())
+			}
+			sizes := messageSizes(t, urlOf(srv), DefaultStream, RecordsSubject(l.PublicKey().LogID(), "n1"))
+			line := len(mustLines(t, l.Dir())[0])
+			for i, n := range sizes {
+				if n > tc.want {
+					t.Fatalf("message %d holds %d bytes, more than %d", i, n, tc.want)
+				}
+			}
+			if len(sizes) >= int(l.DurableSeq()) || slices.Max(sizes) < tc.want-2*line && tc.want < 1<<19 {
+				t.Fatalf("%d records in %d messages of at most %d bytes: not packed up to %d", l.DurableSeq(), len(sizes), slices.Max(sizes), tc.want)
+			}
+			if st := s.Status(); st.Errors != 0 {
+				t.Fatalf("Status() = %+v, want no error", st)
+			}
+		})
+	}
+	t.Run("record larger than a message", func(t *testing.T) {
+		srv := runServer(t, t.TempDir(), 0, nil, nil, "s1")
+		l := newLog(t, "n1")
+		appendN(t, l, 0, 5)
+		s := startShipper(t, l, Options{ConnOptions: ConnOptions{URLs: []string{urlOf(srv)}}, Node: "n1", MaxMessageBytes: 100})
+		waitFor(t, "an error", 10*time.Second, func() bool { return s.Status().Errors > 0 })
+		if st := s.Status(); st.Acked != 0 || !strings.Contains(st.LastError, "record 1 is") || !strings.Contains(st.LastError, "max_payload") {
+			t.Fatalf("Status() = %+v, want nothing shipped and an error that names the record and what to raise", st)
+		}
+		lines := mustLines(t, l.Dir())
+		if len(lines) != 5 {
+			t.Fatalf("the local log holds %d records, want 5", len(lines))
+		}
+	})
 }
 
 func TestRefusesUnsafeStream(t *testing.T) {
@@ -159,10 +198,10 @@ func TestNATSDownThenUp(t *testing.T) {
 	}
 	srv = runServer(t, store, port, nil, nil, "s1")
 	caughtUp(t, s, l)
-	if n := subjectCount(t, urlOf(srv), DefaultStream, RecordsSubject(l.PublicKey().LogID(), "n1")); n != l.DurableSeq() {
-		t.Fatalf("stream holds %d records, the log %d", n, l.DurableSeq())
+	reps := verifyOK(t, VerifyOptions{ConnOptions: o.ConnOptions, PublicKeys: []*audit.PublicKey{l.PublicKey()}, Local: l.Dir()})
+	if len(reps) != 1 || reps[0].Records != l.DurableSeq() {
+		t.Fatalf("Verify = %+v, want all %d records", reps, l.DurableSeq())
 	}
-	verifyOK(t, VerifyOptions{ConnOptions: o.ConnOptions, PublicKeys: []*audit.PublicKey{l.PublicKey()}, Local: l.Dir()})
 	if err := s.Ready(); err != nil {
 		t.Fatalf("Ready() = %v after catching up", err)
 	}
@@ -231,7 +270,7 @@ func TestClusterServerStopped(t *testing.T) {
 func TestFullStream(t *testing.T) {
 	srv := runServer(t, t.TempDir(), 0, nil, nil, "s1")
 	l := newLog(t, "n1")
-	s := startShipper(t, l, Options{ConnOptions: ConnOptions{URLs: []string{urlOf(srv)}}, MaxBytes: 16 << 10, BatchRecords: 20, Node: "n1"})
+	s := startShipper(t, l, Options{ConnOptions: ConnOptions{URLs: []string{urlOf(srv)}}, MaxBytes: 16 << 10, MaxMessageBytes: 2048, Node: "n1"})
 	appendN(t, l, 0, 400)
 	waitFor(t, "the stream is full", 20*time.Second, func() bool { return s.Status().Errors > 0 && s.Status().Acked > 0 })
 	st := s.Status()

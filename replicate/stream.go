@@ -148,13 +148,13 @@ func streamConfig(name string, replicas int, maxBytes int64) jetstream.StreamCon
 		Name: name, Subjects: []string{subjectPrefix + ">"}, Storage: jetstream.FileStorage,
 		Replicas: replicas, Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew,
 		MaxBytes: maxBytes, MaxMsgs: -1, Duplicates: 2 * time.Minute,
-		DenyDelete: true, DenyPurge: true, AllowRollup: false, AllowAtomicPublish: true,
+		DenyDelete: true, DenyPurge: true, AllowRollup: false,
 		Description: "vramseal audit logs: records and signed checkpoints, append-only",
 	}
 }
 
 // checkStream refuses a stream whose configuration would let its contents
-// be deleted, replaced or lost, or that cannot take atomic batches.
+// be deleted, replaced or lost.
 func checkStream(cfg jetstream.StreamConfig) error {
 	var missing []string
 	if !cfg.DenyDelete {
@@ -165,9 +165,6 @@ func checkStream(cfg jetstream.StreamConfig) error {
 	}
 	if cfg.AllowRollup {
 		missing = append(missing, "no rollup")
-	}
-	if !cfg.AllowAtomicPublish {
-		missing = append(missing, "allow_atomic")
 	}
 	if cfg.Discard != jetstream.DiscardNew {
 		missing = append(missing, "discard new")

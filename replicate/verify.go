@@ -328,33 +328,22 @@ func verifyNode(ctx context.Context, js jetstream.JetStream, stream, logID, node
 		r.SignedSize = lastSize
 	}
 	err = forEach(ctx, js, stream, RecordsSubject(logID, node), timeout, func(m jetstream.Msg, sseq uint64) error {
-		rec, err := audit.ParseRecord(m.Data())
-		if err != nil {
-			return fail(Malformed, sseq, 0, "not a record: %w", err)
+		// A message holds one or more whole records, one per line.
+		data, first := m.Data(), c.Last()+1
+		if len(m.Data()) == 0 || m.Data()[len(m.Data())-1] == '\n' {
+			return fail(Malformed, sseq, first, "a message of records that is empty or ends with a newline")
 		}
-		if want := logID + "-" + strconv.FormatUint(rec.Seq, 10); rec.ID != want {
-			return fail(WrongNode, sseq, rec.Seq, "record of log %q in the subject of log %s", truncate(rec.ID), logID)
-		}
-		if Token(rec.Node) != node {
-			return fail(WrongNode, sseq, rec.Seq, "written by node %q, the subject is node %s's", truncate(rec.Node), node)
-		}
-		if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" && id != rec.ID {
-			return fail(Malformed, sseq, rec.Seq, "message id %q does not name the record %s", truncate(id), rec.ID)
-		}
-		switch next := c.Last() + 1; {
-		case rec.Seq < next:
-			return fail(Duplicate, sseq, rec.Seq, "record %d again (after %d)", rec.Seq, c.Last())
-		case rec.Seq > next:
-			missing := fmt.Sprintf("records %d to %d are", next, rec.Seq-1)
-			if rec.Seq-1 == next {
-				missing = fmt.Sprintf("record %d is", next)
+		for len(data) > 0 {
+			line := firstLine(data)
+			data = data[min(len(line)+1, len(data)):]
+			if err := addRecord(c, line, logID, node, sseq, fail); err != nil {
+				return err
 			}
-			return fail(Gap, sseq, next, "%s missing: seq %d follows %d", missing, rec.Seq, c.Last())
+			r.Records++
 		}
-		if err := c.AddRecord(m.Data()); err != nil {
-			return fail(Malformed, sseq, rec.Seq, "%w", err)
+		if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" && id != recordsMsgID(logID, first, c.Last()) {
+			return fail(Malformed, sseq, first, "message id %q does not name its records %d to %d", truncate(id), first, c.Last())
 		}
-		r.Records++
 		return nil
 	})
 	if cerr := c.Close(); err == nil && cerr != nil {
@@ -380,6 +369,36 @@ func verifyNode(ctx context.Context, js jetstream.JetStream, stream, logID, node
 	}
 	if pk != nil {
 		r.SignedSize = rep.SignedSize
+	}
+	return nil
+}
+
+// addRecord adds the record line of the message at stream sequence sseq
+// to the copy c, after checking that it is the next record of the log and
+// node.
+func addRecord(c *audit.Copy, line []byte, logID, node string, sseq uint64, fail func(Kind, uint64, uint64, string, ...any) error) error {
+	rec, err := audit.ParseRecord(line)
+	if err != nil {
+		return fail(Malformed, sseq, c.Last()+1, "not a record: %w", err)
+	}
+	if want := logID + "-" + strconv.FormatUint(rec.Seq, 10); rec.ID != want {
+		return fail(WrongNode, sseq, rec.Seq, "record of log %q in the subject of log %s", truncate(rec.ID), logID)
+	}
+	if Token(rec.Node) != node {
+		return fail(WrongNode, sseq, rec.Seq, "written by node %q, the subject is node %s's", truncate(rec.Node), node)
+	}
+	switch next := c.Last() + 1; {
+	case rec.Seq < next:
+		return fail(Duplicate, sseq, rec.Seq, "record %d again (after %d)", rec.Seq, c.Last())
+	case rec.Seq > next:
+		missing := fmt.Sprintf("records %d to %d are", next, rec.Seq-1)
+		if rec.Seq-1 == next {
+			missing = fmt.Sprintf("record %d is", next)
+		}
+		return fail(Gap, sseq, next, "%s missing: seq %d follows %d", missing, rec.Seq, c.Last())
+	}
+	if err := c.AddRecord(line); err != nil {
+		return fail(Malformed, sseq, rec.Seq, "%w", err)
 	}
 	return nil
 }

@@ -5,8 +5,13 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vramseal/vramseal/audit"
 )
@@ -91,6 +96,8 @@ func TestVerifyHostileStream(t *testing.T) {
 		out[i] = b
 		return out
 	}
+	join := func(ls ...[]byte) []byte { return bytes.Join(ls, []byte("\n")) }
+	packed := [][]byte{join(lines[:10]...), join(lines[10:25]...), join(lines[25:]...)}
 	forged := bytes.Clone(notes[len(notes)-1])
 	forged = bytes.Replace(forged, []byte("\n40\n"), []byte("\n39\n"), 1)
 	tests := []struct {
@@ -112,6 +119,14 @@ func TestVerifyHostileStream(t *testing.T) {
 		{"duplicate checkpoint", "n1", anchors, lines, [][]byte{notes[0], notes[0]}, Duplicate, 0},
 		{"checkpoint beyond the records", "n1", anchors, lines[:20], notes, "", 0},
 		{"record altered", "n1", anchors, with(lines, 5, bytes.Replace(lines[5], []byte(`"n":5`), []byte(`"n":6`), 1)), notes, "", 0},
+		// Messages of several records.
+		{"packed, a gap between", "n1", anchors, [][]byte{packed[0], join(lines[11:]...)}, nil, Gap, 11},
+		{"packed, a gap inside", "n1", anchors, [][]byte{join(append(slices.Clone(lines[:6]), lines[7:30]...)...)}, nil, Gap, 7},
+		{"packed, a duplicate inside", "n1", anchors, [][]byte{join(append(slices.Clone(lines[:5]), lines[4:]...)...)}, nil, Duplicate, 5},
+		{"packed, ending with a newline", "n1", anchors, [][]byte{append(join(lines...), '\n')}, nil, Malformed, 1},
+		{"packed, an empty line", "n1", anchors, [][]byte{join(lines[0], nil, lines[1])}, nil, Malformed, 2},
+		{"packed, another node's record inside", "n1", anchors, with(packed, 1, join(lines[10], otherLines[1])), nil, WrongNode, 2},
+		{"empty message", "n1", anchors, [][]byte{packed[0], {}}, nil, Malformed, 11},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,6 +156,47 @@ func TestVerifyHostileStream(t *testing.T) {
 				t.Errorf("the error holds control characters: %q", se.Error())
 			}
 		})
+	}
+}
+
+// TestVerifyPacked: a stream of messages of several records verifies; a
+// message whose ID does not name its records does not.
+func TestVerifyPacked(t *testing.T) {
+	dir, pk, lines, notes := closedLog(t, "n1", 40)
+	anchors := readAnchors(t, dir)
+	logID := pk.LogID()
+	join := func(ls [][]byte) []byte { return bytes.Join(ls, []byte("\n")) }
+	srv := runServer(t, t.TempDir(), 0, nil, nil, "s1")
+	publish(t, urlOf(srv), DefaultStream, logID, "n1", anchors, [][]byte{join(lines[:1]), join(lines[1:17]), join(lines[17:])}, notes)
+	vo := VerifyOptions{ConnOptions: ConnOptions{URLs: []string{urlOf(srv)}}, PublicKeys: []*audit.PublicKey{pk}, Local: dir}
+	if reps := verifyOK(t, vo); len(reps) != 1 || reps[0].Records != uint64(len(lines)) {
+		t.Fatalf("Verify = %+v, want %d records", reps, len(lines))
+	}
+
+	for _, tc := range []struct {
+		id    string
+		valid bool
+	}{{recordsMsgID(logID, 1, 40), true}, {recordsMsgID(logID, 1, 39), false}, {logID + "-1", false}, {"0123456789abcdef-1-40", false}} {
+		srv := runServer(t, t.TempDir(), 0, nil, nil, "s1")
+		publish(t, urlOf(srv), DefaultStream, logID, "n1", anchors, nil, nil)
+		nc, _ := connectJS(t, urlOf(srv))
+		m := nats.NewMsg(RecordsSubject(logID, "n1"))
+		m.Data = join(lines)
+		m.Header.Set(jetstream.MsgIDHeader, tc.id)
+		if _, err := nc.RequestMsg(m, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		reps, err := Verify(context.Background(), VerifyOptions{ConnOptions: ConnOptions{URLs: []string{urlOf(srv)}}, PublicKeys: []*audit.PublicKey{pk}})
+		if err != nil || len(reps) != 1 {
+			t.Fatalf("Verify = %+v, %v", reps, err)
+		}
+		var se *StreamError
+		switch {
+		case tc.valid && reps[0].Err != nil:
+			t.Errorf("message id %q: %v", tc.id, reps[0].Err)
+		case !tc.valid && (!errors.As(reps[0].Err, &se) || se.Kind != Malformed || se.Seq != 1):
+			t.Errorf("message id %q: Verify = %v, want a malformed message at seq 1", tc.id, reps[0].Err)
+		}
 	}
 }
 

@@ -24,7 +24,6 @@ type replicateConfig struct {
 	replicas   int
 	node       string
 	failClosed bool
-	batch      int
 }
 
 func (c *replicateConfig) flags(f *pflag.FlagSet) {
@@ -35,7 +34,6 @@ func (c *replicateConfig) flags(f *pflag.FlagSet) {
 	f.StringVar(&c.tlsKey, "audit-replicate-tls-key", "", "PEM client key for NATS")
 	f.IntVar(&c.replicas, "audit-replicas", 0, "replicas of the audit stream when it is created (default 3 when the cluster has 3 or more servers, else 1)")
 	f.StringVar(&c.node, "audit-replicate-node", "", "this node's name in the audit records and the stream's subjects (default the host name)")
-	f.IntVar(&c.batch, "audit-replicate-batch", replicate.DefaultBatchRecords, fmt.Sprintf("records per atomic batch (and at most 4 MiB), 1 to %d; above %d the NATS servers need jetstream { limits { batch { max_msgs: N } } } at least as large (a batch a server refuses is sent again in batches of the limit it states)", replicate.MaxBatchRecords, replicate.DefaultBatchRecords))
 	f.BoolVar(&c.failClosed, "audit-replicate-fail-closed", false, "report the daemon not ready while the stream is unreachable or more than 30s behind (default: fail-open, the backlog waits in the local log)")
 }
 
@@ -47,16 +45,13 @@ func (c *replicateConfig) check() error {
 				return errors.New("the --audit-replicate-* flags need --audit-replicate nats://HOST:PORT")
 			}
 		}
-		if c.replicas != 0 || c.failClosed || c.batch != replicate.DefaultBatchRecords {
-			return errors.New("--audit-replicas, --audit-replicate-batch and --audit-replicate-fail-closed need --audit-replicate nats://HOST:PORT")
+		if c.replicas != 0 || c.failClosed {
+			return errors.New("--audit-replicas and --audit-replicate-fail-closed need --audit-replicate nats://HOST:PORT")
 		}
 		return nil
 	}
 	if c.replicas < 0 || c.replicas > 5 {
 		return fmt.Errorf("--audit-replicas %d: JetStream takes 1 to 5 replicas", c.replicas)
-	}
-	if c.batch < 1 || c.batch > replicate.MaxBatchRecords {
-		return fmt.Errorf("--audit-replicate-batch %d: 1 to %d records", c.batch, replicate.MaxBatchRecords)
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return errors.New("--audit-replicate-tls-cert and --audit-replicate-tls-key go together")
@@ -76,7 +71,7 @@ func startReplication(c replicateConfig, log *audit.Log, say func(slog.Level, st
 	}
 	s, err := replicate.New(log, replicate.Options{
 		ConnOptions: replicate.ConnOptions{URLs: c.urls, Creds: c.creds, TLSCA: c.tlsCA, TLSCert: c.tlsCert, TLSKey: c.tlsKey},
-		Node:        c.node, Replicas: c.replicas, FailClosed: c.failClosed, BatchRecords: c.batch, Narrate: say,
+		Node:        c.node, Replicas: c.replicas, FailClosed: c.failClosed, Narrate: say,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit replication: %w", err)

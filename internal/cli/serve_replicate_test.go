@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"path/filepath"
 	"strings"
@@ -64,9 +65,13 @@ func TestServeReplicatesAndVerifyFrom(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	subj := replicate.RecordsSubject(l.PublicKey().LogID(), "gpu-7.lab")
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		// A message holds one or more records, a line each: the last
+		// line of the last message is the last record shipped.
 		if s, err := js.Stream(ctx, replicate.DefaultStream); err == nil {
-			if info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj)); err == nil && info.State.Subjects[subj] >= 25 {
-				break
+			if m, err := s.GetLastMsgForSubject(ctx, subj); err == nil {
+				if r, err := audit.ParseRecord(m.Data[bytes.LastIndexByte(m.Data, '\n')+1:]); err == nil && r.Seq >= 25 {
+					break
+				}
 			}
 		}
 		if time.Now().After(deadline) {
@@ -110,9 +115,9 @@ func TestServeReplicatesAndVerifyFrom(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"serve", "--audit-replicas", "3"},
-		{"serve", "--audit-replicate-batch", "5000"},
-		{"serve", "--audit-replicate", url, "--audit-replicate-batch", "0"},
-		{"serve", "--audit-replicate", url, "--audit-replicate-batch", "10001"},
+		{"serve", "--audit-replicate-fail-closed"},
+		{"serve", "--audit-replicate", url, "--audit-replicas", "6"},
+		{"serve", "--audit-replicate", url, "--audit-replicate-node", strings.Repeat("n", 257)},
 	} {
 		if _, _, err := runCLI(t, args...); ExitCode(err) != 2 {
 			t.Errorf("%q: exit %d (%v), want 2", args, ExitCode(err), err)
