@@ -196,7 +196,7 @@ func TestNATSDownThenUp(t *testing.T) {
 	if err := s.Ready(); err == nil {
 		t.Fatal("Ready() = nil for fail-closed replication while NATS is down")
 	}
-	srv = runServer(t, store, port, nil, nil, "s1")
+	runServer(t, store, port, nil, nil, "s1")
 	caughtUp(t, s, l)
 	reps := verifyOK(t, VerifyOptions{ConnOptions: o.ConnOptions, PublicKeys: []*audit.PublicKey{l.PublicKey()}, Local: l.Dir()})
 	if len(reps) != 1 || reps[0].Records != l.DurableSeq() {
