@@ -325,10 +325,11 @@ func (s *Shipper) session(ctx context.Context) error {
 	// covered records not shipped yet), at most every checkpointPoll
 	// while records keep coming.
 	var (
-		lastCkptLook time.Time
-		anchored     uint64 // epoch whose anchor, and all before, were shipped
-		pending      uint64
-		ckLooked     bool
+		lastCkptLook  time.Time
+		anchored      uint64 // epoch whose anchor, and all before, were shipped
+		pending       uint64
+		ckLooked      bool
+		anchorsLooked bool
 	)
 	msgBytes := s.messageBytes(stream)
 	for {
@@ -341,11 +342,11 @@ func (s *Shipper) session(ctx context.Context) error {
 		// record is written, so the stream never holds a record of an
 		// epoch whose anchor it lacks. The epoch is read after durable:
 		// no record up to durable is of a later one.
-		if ep := s.src.Epoch(); ep > anchored || anchored == 0 {
+		if ep := s.src.Epoch(); !anchorsLooked || ep > anchored {
 			if epStream, err = s.shipAnchors(ctx, ar, epStream); err != nil {
 				return err
 			}
-			anchored = max(ep, 1)
+			anchored, anchorsLooked = ep, true
 		}
 		if rr.Next() <= durable {
 			block, first, last, err := rr.ReadBlock(ctx, msgBytes, durable)
