@@ -49,17 +49,7 @@ func durableRound(b *testing.B, l *audit.Log, n int) float64 {
 }
 
 func benchLog(b *testing.B, node string) *audit.Log {
-	dir := b.TempDir() + "/audit"
-	o := audit.Options{Node: node, FsyncInterval: -1}
-	if _, err := audit.Init(dir, o); err != nil {
-		b.Fatal(err)
-	}
-	l, err := audit.Open(dir, o)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { l.Close(context.Background()) })
-	return l
+	return openLog(b, audit.Options{Node: node, FsyncInterval: -1})
 }
 
 // BenchmarkReplication measures, in the same run (medians over the

@@ -99,8 +99,13 @@ func runCluster(t testing.TB) []*server.Server {
 // newLog initializes and opens an audit log.
 func newLog(t testing.TB, node string) *audit.Log {
 	t.Helper()
+	return openLog(t, audit.Options{Node: node, FsyncInterval: 5 * time.Millisecond, CheckpointInterval: 20 * time.Millisecond})
+}
+
+// openLog initializes and opens an audit log with o, closed with the test.
+func openLog(t testing.TB, o audit.Options) *audit.Log {
+	t.Helper()
 	dir := t.TempDir() + "/audit"
-	o := audit.Options{Node: node, FsyncInterval: 5 * time.Millisecond, CheckpointInterval: 20 * time.Millisecond}
 	if _, err := audit.Init(dir, o); err != nil {
 		t.Fatal(err)
 	}

@@ -325,11 +325,10 @@ func (s *Shipper) session(ctx context.Context) error {
 	// covered records not shipped yet), at most every checkpointPoll
 	// while records keep coming.
 	var (
-		lastCkptLook  time.Time
-		anchored      uint64 // epoch whose anchor, and all before, were shipped
-		pending       uint64
-		ckLooked      bool
-		anchorsLooked bool
+		lastCkptLook time.Time
+		anchored     = epoch // the stream has the anchors up to this epoch
+		pending      uint64
+		ckLooked     bool
 	)
 	msgBytes := s.messageBytes(stream)
 	for {
@@ -342,11 +341,11 @@ func (s *Shipper) session(ctx context.Context) error {
 		// record is written, so the stream never holds a record of an
 		// epoch whose anchor it lacks. The epoch is read after durable:
 		// no record up to durable is of a later one.
-		if ep := s.src.Epoch(); !anchorsLooked || ep > anchored {
+		if ep := s.src.Epoch(); ep > anchored {
 			if epStream, err = s.shipAnchors(ctx, ar, epStream); err != nil {
 				return err
 			}
-			anchored, anchorsLooked = ep, true
+			anchored = ep
 		}
 		if rr.Next() <= durable {
 			block, first, last, err := rr.ReadBlock(ctx, msgBytes, durable)

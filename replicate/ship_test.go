@@ -285,3 +285,23 @@ func TestFullStream(t *testing.T) {
 		t.Fatalf("the local log after a full stream: %v", err)
 	}
 }
+
+// TestShipAcrossEpochs: rotations while shipping start new epochs; each
+// new anchor reaches the stream before the records of its epoch.
+func TestShipAcrossEpochs(t *testing.T) {
+	srv := runServer(t, t.TempDir(), 0, nil, nil, "s1")
+	l := openLog(t, audit.Options{Node: "n1", FsyncInterval: 5 * time.Millisecond, SegmentMaxBytes: 16 << 10})
+	so := Options{ConnOptions: ConnOptions{URLs: []string{urlOf(srv)}}, Node: "n1"}
+	s := startShipper(t, l, so)
+	for i := range 10 {
+		appendN(t, l, i*50, 50)
+	}
+	caughtUp(t, s, l)
+	if l.Epoch() < 3 {
+		t.Fatalf("epoch %d after the appends, want several rotations", l.Epoch())
+	}
+	reps := verifyOK(t, VerifyOptions{ConnOptions: so.ConnOptions, PublicKeys: []*audit.PublicKey{l.PublicKey()}, Local: l.Dir()})
+	if len(reps) != 1 || reps[0].Records != l.DurableSeq() {
+		t.Fatalf("Verify = %+v, want all %d records", reps, l.DurableSeq())
+	}
+}
